@@ -1,0 +1,190 @@
+"""The `tuneforge` command: one group per concern; thin — parse, call the library, print.
+
+Run `tuneforge --help`. Errors in user input print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tuneforge.errors import TuneforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune, evaluate and export LLMs: data → train → eval → export.")
+data_app = typer.Typer(no_args_is_help=True, help="Check and split example files.")
+export_app = typer.Typer(no_args_is_help=True, help="Export a run (merged model, ...).")
+models_app = typer.Typer(no_args_is_help=True, help="Base models.")
+app.add_typer(data_app, name="data")
+app.add_typer(export_app, name="export")
+app.add_typer(models_app, name="models")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context,
+          config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
+          progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+          help_config: bool = typer.Option(False, "--help-config", help="List every config key and exit.")):
+    """Fine-tune a base model. Any config key is a flag: --learning_rate 2e-4 --lora_r 16 ..."""
+    from tuneforge.config import config_help, load_config, parse_overrides
+    from tuneforge.train.sft import resume_config
+    from tuneforge.train.sft import train as run_train
+
+    if help_config:
+        typer.echo(config_help())
+        return
+    overrides = parse_overrides(ctx.args)
+    if resume:
+        if "output" not in overrides and config is None:
+            raise TuneforgeError("--resume needs --output RUN_DIR")
+        out = overrides.get("output") or load_config(config).output
+        cfg = resume_config(Path(out), {k: v for k, v in overrides.items() if k != "output"})
+    else:
+        cfg = load_config(config, overrides)
+    out = run_train(cfg, resume=resume, progress=progress)
+    typer.echo(str(out))
+
+
+@app.command()
+def generate(target: str = typer.Argument(..., help="Run dir, model dir, alias or hub id."),
+             prompt: str = typer.Argument(..., help="The user message."),
+             system: Optional[str] = typer.Option(None, help="Optional system message."),
+             max_new_tokens: int = typer.Option(256, help="Upper bound on answer length."),
+             temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
+             top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0.")):
+    """Answer one prompt with the tuned model, using the chat template saved with it."""
+    from tuneforge.eval.harness import generate as gen
+    from tuneforge.eval.harness import load_for_inference
+
+    loaded = load_for_inference(target)
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    outs, _ = gen(loaded, [msgs], max_new_tokens=max_new_tokens, batch_size=1, do_sample=temperature > 0,
+                  temperature=temperature or 1.0, top_p=top_p)
+    typer.echo(outs[0])
+
+
+@app.command("eval")
+def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluate."),
+             data: Path = typer.Option(..., "--data", help="Held-out examples with reference answers."),
+             baseline: Optional[str] = typer.Option(None, help="'base' (the run's base model) or another run/model."),
+             max_new_tokens: int = typer.Option(128, help="Upper bound on answer length."),
+             batch_size: int = typer.Option(16, help="Prompts generated together."),
+             limit: Optional[int] = typer.Option(None, help="Only the first N examples."),
+             samples: int = typer.Option(5, help="Sample answers to print."),
+             output: Optional[Path] = typer.Option(None, help="Where to write eval.json (default: RUN/eval.json)."),
+             progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Generate on held-out data and score (exact match, BLEU, ROUGE, chrF or classification metrics)."""
+    from tuneforge.eval.harness import evaluate_file
+    from tuneforge.run import is_run
+    from tuneforge.train.checkpoint import write_atomic_text
+
+    res = evaluate_file(target, str(data), baseline=baseline, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, limit=limit, progress=progress)
+    dest = output or (Path(target) / "eval.json" if is_run(target) else None)
+    if dest:
+        write_atomic_text(Path(dest), json.dumps(res, indent=1))
+    _print_eval(res, samples)
+    if dest:
+        typer.echo(f"wrote {dest}")
+
+
+def _print_eval(res: dict, n_samples: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    roles = list(res["models"])
+    keys = [k for k, v in res["models"][roles[-1]]["metrics"].items() if isinstance(v, (int, float))]
+    t = Table(title=f"{res['data']} ({res['n_examples']} examples, {res['task']})")
+    t.add_column("metric")
+    for r in roles:
+        t.add_column(f"{r}: {res['models'][r]['name']}", justify="right")
+    if len(roles) == 2:
+        t.add_column("delta", justify="right")
+    for k in keys:
+        vals = [res["models"][r]["metrics"].get(k) for r in roles]
+        row = [k] + [f"{v:.4f}" for v in vals]
+        if len(roles) == 2:
+            row.append(f"{vals[1] - vals[0]:+.4f}")
+        t.add_row(*row)
+    con = Console(file=sys.stdout, width=120)
+    con.print(t)
+    if "delta" in res:
+        d = res["delta"]["exact_match_normalized"]
+        con.print(f"exact match (normalised) delta tuned − baseline: {d['delta']:+.3f} "
+                  f"(95% bootstrap CI {d['low']:+.3f} .. {d['high']:+.3f})")
+    for ex in res["examples"][:n_samples]:
+        con.print(f"\n[bold]Q:[/bold] {ex['prompt']}\n[bold]reference:[/bold] {ex['reference']}", markup=True,
+                  highlight=False)
+        for r in roles:
+            con.print(f"[bold]{r}:[/bold] {ex[f'{r}_prediction']}", markup=True, highlight=False)
+
+
+@data_app.command("check")
+def data_check(file: Path = typer.Argument(..., help="Examples file (.jsonl/.json/.csv/.parquet)."),
+               base: Optional[str] = typer.Option(None, help="Tokenizer for length stats (default: the default base)."),
+               max_seq_len: int = typer.Option(1024, help="Examples longer than this are truncated in training."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+               no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics (no model needed).")):
+    """Pre-flight report: format, errors with file:line, token lengths, truncation, duplicates, balance."""
+    from tuneforge.config import DEFAULT_BASE
+    from tuneforge.data.validate import check_file
+    from tuneforge.models.load import load_tokenizer
+
+    tok = None if no_tokens else load_tokenizer(base or DEFAULT_BASE)
+    report = check_file(file, tokenizer=tok, max_seq_len=max_seq_len)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=1))
+    else:
+        typer.echo(report.render())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@data_app.command("split")
+def data_split(file: Path = typer.Argument(..., help="Examples file to split."),
+               test: float = typer.Option(0.2, help="Fraction of the whole file for test."),
+               val: float = typer.Option(0.1, help="Fraction of the whole file for validation."),
+               seed: int = typer.Option(42, help="Same seed, same split."),
+               out: Optional[Path] = typer.Option(None, help="Output folder (default: next to FILE).")):
+    """Write train/val/test files: seeded, stratified by label, no example in two splits."""
+    from tuneforge.data.split import split_file
+
+    written = split_file(file, out or file.parent, test=test, val=val, seed=seed)
+    for name, (path, n) in written.items():
+        typer.echo(f"{name}: {n} examples -> {path}")
+
+
+@export_app.command("merge")
+def export_merge(run: Path = typer.Argument(..., help="Run directory."),
+                 output: Optional[Path] = typer.Option(None, help="Default: RUN/model.")):
+    """Merge the LoRA adapter into the base: a plain transformers model (loads with pipeline())."""
+    from tuneforge.export.merge import merge
+
+    typer.echo(str(merge(run, output)))
+
+
+@models_app.command("prepare")
+def models_prepare(base: str = typer.Argument("smollm2-135m-instruct", help="Alias, .gguf or model dir.")):
+    """Fetch and convert a base model into the cache now, so training starts fast."""
+    from tuneforge.models.load import resolve
+
+    typer.echo(str(resolve(base)))
+
+
+def main() -> None:
+    try:
+        app()
+    except TuneforgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

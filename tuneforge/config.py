@@ -1,0 +1,138 @@
+"""Typed training config: the schema is the code. YAML file + `--key value` overrides; unknown key = error.
+
+Field descriptions are the CLI help (`tuneforge train --help-config`) and say the trade-off of each knob.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tuneforge.errors import ConfigError
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+class TrainConfig(BaseModel):
+    """Every hyperparameter of a run; saved resolved as `config.yaml` in the run directory."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to train
+    base: str = Field(DEFAULT_BASE, description="Base model: alias, local transformers dir, hub id or .gguf file.")
+    method: Literal["lora", "full", "qlora", "prompt-tuning", "auto"] = Field(
+        "lora", description="lora: small adapter, fast, low memory (the guide's default). full: all weights; "
+        "best quality on large data, most memory, risk of catastrophic forgetting.")
+    data: str | None = Field(None, description="Training examples (.jsonl/.json/.csv/.parquet).")
+    val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
+    val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
+    output: str | None = Field(None, description="Run directory to create.")
+    # the guide's TrainingArguments
+    num_train_epochs: float = Field(3, gt=0, description="Passes over the data; the guide: 3-10 for most tasks.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; loss is "
+                                             "normalised by supervised tokens, so 2x4 equals 1x8 exactly.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak LR. LoRA likes 1e-4..3e-4; full fine-tuning 1e-5..5e-5.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps; 0 means use warmup_ratio.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Warm-up as a fraction of total steps (guide: 10%).")
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decay (not on biases/norms); mild regularisation.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables.")
+    logging_steps: int = Field(10, ge=1, description="Log train loss every N optimizer steps.")
+    eval_steps: int = Field(0, ge=0, description="Validate every N steps; 0 = once per epoch (about).")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps; 0 = at each evaluation.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest are removed).")
+    early_stopping_patience: int = Field(3, ge=0, description="Stop after N evaluations without val-loss "
+                                         "improvement (0 = off). The best weights are what the run keeps.")
+    seed: int = Field(42, description="Seeds data order, init and dropout; same seed + data = same run.")
+    max_seq_len: int = Field(1024, ge=8, description="Longer examples are truncated (see `data check`).")
+    packing: bool = Field(True, description="Pack each micro-batch into one row with per-example attention: "
+                          "no padding compute; maths identical to a padded batch.")
+    train_on_prompt: bool = Field(False, description="Also put loss on prompt tokens (usually worse).")
+    # LoRA (peft LoraConfig)
+    lora_r: int = Field(16, ge=1, description="LoRA rank: capacity vs adapter size (guide: 16).")
+    lora_alpha: float = Field(32, gt=0, description="LoRA scale numerator; update scaled by alpha/r.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path (regularisation).")
+    target_modules: list[str] = Field(["q_proj", "v_proj"], description="Modules to adapt (comma list). "
+                                      "More modules = more capacity and compute. Each must match the model.")
+    lora_bias: Literal["none", "all", "lora_only"] = Field("none", description="Train biases too (peft `bias`).")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"{source}: unknown config key '{key}'{hint}")
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--key value`, `--key=value` and bare `--flag` (true) → dict; dashes in keys become underscores."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--"):
+            raise ConfigError(f"command line: unexpected argument '{a}' (expected --key value)")
+        key, eq, val = a[2:].partition("=")
+        if not eq:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                val, i = args[i + 1], i + 1
+            else:
+                val = "true"
+        out[key.replace("-", "_")] = val
+        i += 1
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Merge a YAML file and overrides (overrides win) into a validated TrainConfig."""
+    raw: dict[str, Any] = {}
+    src = "command line"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{p}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of key: value")
+        src = str(p)
+        for k in raw:
+            if k not in TrainConfig.model_fields:
+                raise _unknown_key(k, src)
+    for k in overrides or {}:
+        if k not in TrainConfig.model_fields:
+            raise _unknown_key(k, "command line")
+    merged = {**raw, **(overrides or {})}
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        where = "command line" if key in (overrides or {}) else src
+        raise ConfigError(f"{where}: bad value for '{key}': {err['msg']} (got {err.get('input')!r})") from None
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+def config_help() -> str:
+    """One line per field: name, default, description (the same text the schema carries)."""
+    rows = []
+    for name, f in TrainConfig.model_fields.items():
+        rows.append(f"  --{name} (default {f.default!r}): {f.description}")
+    return "\n".join(rows)

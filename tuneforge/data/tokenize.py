@@ -1,0 +1,72 @@
+"""Sample → input_ids/labels through the base model's own chat template, with a loss mask.
+
+Loss falls on assistant tokens only (unless `train_on_prompt`), and every supervised turn ends
+with the template's end-of-turn/EOS token, so a tuned model learns to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tuneforge.data.formats import Sample
+from tuneforge.errors import DataError
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where no loss
+    truncated: bool = False
+
+    @property
+    def n_supervised(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def _assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
+    """Render the chat and return (text, [(start, end) char spans of each assistant reply])."""
+    render = lambda msgs, gen: tokenizer.apply_chat_template(  # noqa: E731
+        msgs, tokenize=False, add_generation_prompt=gen)
+    text = render(messages, False)
+    eos = tokenizer.eos_token or ""
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(render(messages[:i], True))
+        end = len(render(messages[: i + 1], False))
+        if text[:start] != render(messages[:i], True)[:start]:
+            raise DataError("chat template is not prefix-stable; cannot locate assistant turns",
+                            field="chat_template", code="template")
+        # stop the span right after the end-of-turn token: the newline that follows is format
+        stop = text.find(eos, start, end) if eos else -1
+        spans.append((start, stop + len(eos) if stop >= 0 else end))
+    return text, spans
+
+
+def encode(sample: Sample, tokenizer, *, max_seq_len: int = 2048,
+           train_on_prompt: bool = False) -> Encoded:
+    """Tokenize one sample; labels mirror input_ids on supervised positions, IGNORE elsewhere."""
+    eos_id = tokenizer.eos_token_id
+    if sample.messages is None:  # plain text: language modelling on every token
+        ids = tokenizer(sample.text or "", add_special_tokens=False)["input_ids"]
+        ids = list(ids) + ([eos_id] if eos_id is not None else [])
+        labels = list(ids)
+    else:
+        if tokenizer.chat_template is None:
+            raise DataError("the base model's tokenizer has no chat template", field="chat_template",
+                            code="template")
+        text, spans = _assistant_spans(sample.messages, tokenizer)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        labels = []
+        for tid, (s, e) in zip(ids, enc["offset_mapping"]):
+            inside = any(a <= s < b for a, b in spans) and e > s
+            labels.append(tid if (train_on_prompt or inside) else IGNORE)
+        if spans and eos_id is not None and eos_id not in [ids[i] for i, l in enumerate(labels) if l != IGNORE]:
+            ids.append(eos_id)  # the template did not close the turn with EOS: add it so the model stops
+            labels.append(eos_id)
+    truncated = len(ids) > max_seq_len
+    return Encoded(ids[:max_seq_len], labels[:max_seq_len], truncated)

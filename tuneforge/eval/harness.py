@@ -1,0 +1,150 @@
+"""Load a run or model for inference and generate answers in batches with its chat template.
+
+Used by `tuneforge generate`, `tuneforge eval` and the server: one way to turn prompts into answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tuneforge.data.formats import Sample
+from tuneforge.errors import TuneforgeError
+from tuneforge.run import is_run, read_run
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    name: str
+
+
+def load_for_inference(target: str | Path, *, device: str | None = None) -> Loaded:
+    """A run dir (merged model/ if present, else base + adapter/), a model dir, an alias or a hub id."""
+    from tuneforge.models.load import load_base
+
+    target = str(target)
+    if is_run(target):
+        run = read_run(target)
+        if run.model is not None:
+            b = load_base(str(run.model), device=device)
+            return Loaded(b.model.eval(), b.tokenizer, target)
+        if run.adapter is not None:
+            from peft import PeftModel
+
+            b = load_base(run.info["base"], device=device)
+            model = PeftModel.from_pretrained(b.model, str(run.adapter))
+            if hasattr(model, "merge_and_unload") and run.info.get("method") in ("lora", "qlora"):
+                model = model.merge_and_unload()  # same outputs, no adapter overhead per token
+            return Loaded(model.eval(), b.tokenizer, target)
+        raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
+    b = load_base(target, device=device)
+    return Loaded(b.model.eval(), b.tokenizer, target)
+
+
+def base_of(target: str | Path) -> str:
+    if not is_run(target):
+        raise TuneforgeError(f"{target}: --baseline base needs a run directory (to know its base)")
+    return read_run(target).info["base"]
+
+
+def render_prompt(sample_or_messages, tokenizer) -> str:
+    if isinstance(sample_or_messages, Sample):
+        if sample_or_messages.messages is None:
+            return sample_or_messages.text or ""
+        msgs = sample_or_messages.prompt_messages
+    else:
+        msgs = sample_or_messages
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+@torch.no_grad()
+def generate(loaded: Loaded, prompts: list, *, max_new_tokens: int = 128, batch_size: int = 16,
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+             progress=None) -> tuple[list[str], list[float]]:
+    """Answers (special tokens stripped) and per-example latency in seconds (batch time / batch size).
+
+    Prompts are sorted by length so batches pad little; results come back in input order.
+    """
+    tok, model = loaded.tokenizer, loaded.model
+    texts = [render_prompt(p, tok) if not isinstance(p, str) else
+             tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    outs: list[str] = [""] * len(texts)
+    lat: list[float] = [0.0] * len(texts)
+    side = tok.padding_side
+    tok.padding_side = "left"
+    device = next(model.parameters()).device
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            t0 = time.perf_counter()
+            kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id)
+            if do_sample:
+                kw.update(temperature=temperature, top_p=top_p)
+            gen = model.generate(**enc, **kw)
+            dt = (time.perf_counter() - t0) / len(idx)
+            for row, i in enumerate(idx):
+                outs[i] = tok.decode(gen[row, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                lat[i] = dt
+            if progress:
+                progress(len(idx))
+    finally:
+        tok.padding_side = side
+    return outs, lat
+
+
+def task_of(samples: list[Sample]) -> str:
+    return "classification" if samples and all(s.label is not None for s in samples) else "generation"
+
+
+def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_new_tokens: int = 128,
+                  batch_size: int = 16, limit: int | None = None, progress: bool = True) -> dict:
+    """Generate on every example of `data` with target (and baseline), score, return the eval.json dict."""
+    from tqdm.auto import tqdm
+
+    from tuneforge.data.load import load_samples
+    from tuneforge.eval import metrics as M
+
+    samples = load_samples(data)[:limit]
+    refs = [s.reference if s.messages is not None else "" for s in samples]
+    if any(r is None for r in refs):
+        raise TuneforgeError(f"{data}: every evaluation example needs a reference answer (assistant turn)")
+    task = task_of(samples)
+    labels = sorted({s.label for s in samples}) if task == "classification" else None
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "batch_size": batch_size}
+    models = {"tuned": target}
+    if baseline:
+        models = {"baseline": base_of(target) if baseline == "base" else baseline, "tuned": target}
+    result: dict = {"data": str(data), "task": task, "n_examples": len(samples), "generation": settings,
+                    "models": {}, "examples": []}
+    preds_by = {}
+    for role, name in models.items():
+        loaded = load_for_inference(name)
+        bar = tqdm(total=len(samples), desc=f"generate ({role})", disable=not progress, file=__import__("sys").stderr)
+        preds, lat = generate(loaded, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              progress=bar.update)
+        bar.close()
+        preds_by[role] = (preds, lat)
+        result["models"][role] = {"name": str(name), "metrics": M.metrics_for(task, preds, refs, labels=labels),
+                                  "mean_latency_s": sum(lat) / max(len(lat), 1)}
+        del loaded
+    for i, s in enumerate(samples):
+        ex = {"where": s.where, "prompt": s.prompt_messages[-1]["content"] if s.messages else s.text,
+              "reference": refs[i]}
+        for role in models:
+            ex[f"{role}_prediction"] = preds_by[role][0][i]
+            ex[f"{role}_latency_s"] = round(preds_by[role][1][i], 4)
+        result["examples"].append(ex)
+    if baseline:
+        a = M.exact_match_each(preds_by["baseline"][0], refs, normalized=True)
+        b = M.exact_match_each(preds_by["tuned"][0], refs, normalized=True)
+        result["delta"] = {"exact_match_normalized": M.bootstrap_delta(a, b)}
+    return result

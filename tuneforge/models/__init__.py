@@ -1,0 +1,1 @@
+"""Base models: resolve `--base` (alias, local dir, hub id, .gguf) to a transformers model + tokenizer."""

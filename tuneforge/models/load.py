@@ -1,0 +1,92 @@
+"""load_base(): turn `--base` (alias | local dir | hub id | .gguf) into a model + tokenizer.
+
+CPU runs in fp32 (this class of CPU has no fast bf16); CUDA uses bf16 where supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tuneforge.errors import ModelError
+from tuneforge.models import gguf
+
+ALIASES = {gguf.ALIAS: gguf.default_model_dir, "smollm2": gguf.default_model_dir}
+
+
+@dataclass
+class Base:
+    model: object
+    tokenizer: object
+    name: str  # what the user asked for
+    path: str  # the directory actually loaded
+
+
+def resolve(name: str) -> Path:
+    """The local directory a base name loads from, or the hub id unchanged (as a Path)."""
+    if name.lower() in ALIASES:
+        return ALIASES[name.lower()]()
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelError(f"{name}: GGUF file not found")
+        return gguf.gguf_model_dir(p)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{name}: not a transformers model directory (no config.json)")
+        return p
+    if name.startswith((".", "/", "~")) or p.exists() or name.count("/") > 1:
+        raise ModelError(f"{name}: model directory not found")
+    return Path(name)  # a hub id
+
+
+def default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear line
+        raise _load_error(name, e) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(name: str, *, device: str | None = None, dtype: torch.dtype | None = None,
+              quantization_config=None) -> Base:
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    path = resolve(name)
+    tok = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype or default_dtype(device), quantization_config=quantization_config,
+            attn_implementation="sdpa")
+    except Exception as e:  # noqa: BLE001
+        raise _load_error(name, e) from None
+    if quantization_config is None:
+        model.to(device)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return Base(model, tok, name, str(path))
+
+
+def _load_error(name: str, e: Exception) -> ModelError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if not Path(name).exists() and name.lower() not in ALIASES:
+        return ModelError(f"{name}: cannot load from the Hugging Face Hub (offline, or no such model?): {first}")
+    return ModelError(f"{name}: cannot load model: {first}")

@@ -1,0 +1,1 @@
+"""Training: the SFT recipe (sft.py) and its parts (packing, loss, checkpoint)."""

@@ -1,0 +1,126 @@
+"""Atomic save/resume: trainable weights, optimizer, scheduler, RNG and data position.
+
+A checkpoint is written to `checkpoints/.tmp-step-N/`, fsynced, then renamed to `step-N/`: a kill at
+any moment leaves either the old set of checkpoints or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+SCHEMA = 1
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic_dir(final: Path, write) -> Path:
+    """Call write(tmp_dir), fsync its files, then rename tmp_dir to `final` (replacing it)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if final.exists():
+        old = final.parent / f".old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save(ckpt_root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
+    def write(d: Path) -> None:
+        save_file(trainable_state(model), d / "trainable.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state()}, d / "optimizer.pt")
+        (d / "state.json").write_text(json.dumps({"schema": SCHEMA, "step": step, **state}, indent=1))
+
+    path = write_atomic_dir(ckpt_root / f"step-{step}", write)
+    for old in sorted(list_checkpoints(ckpt_root))[:-keep]:
+        shutil.rmtree(old[1], ignore_errors=True)
+    return path
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    if not ckpt_root.is_dir():
+        return []
+    out = []
+    for d in ckpt_root.iterdir():
+        if d.is_dir() and d.name.startswith("step-") and (d / "state.json").is_file():
+            out.append((int(d.name.split("-", 1)[1]), d))
+    return sorted(out)
+
+
+def latest(ckpt_root: Path) -> Path | None:
+    found = list_checkpoints(ckpt_root)
+    return found[-1][1] if found else None
+
+
+def load(path: Path, model, optimizer, scheduler) -> dict:
+    load_trainable(model, load_file(path / "trainable.safetensors"))
+    extra = torch.load(path / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    set_rng_state(extra["rng"])
+    return json.loads((path / "state.json").read_text())
