@@ -1,7 +1,8 @@
 """Micro-batches: padding-free packing (one row, positions restart per example) or padded rows.
 
 Packing keeps attention inside each example: transformers builds a block-diagonal causal mask from
-position_ids that restart at 0 when attention_mask is None, so no FLOP is spent on padding.
+position_ids that restart at 0 when attention_mask is None and there is no KV cache (use_cache=False),
+so no FLOP is spent on padding.
 """
 
 from __future__ import annotations

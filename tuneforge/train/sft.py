@@ -165,10 +165,16 @@ def _start_run_dir(p: Prepared, out: Path, resume: bool) -> tuple[int, dict]:
     """Create (or reopen on resume) the run directory; returns (start step, loop state)."""
     ckpts = out / "checkpoints"
     if resume:
+        before = json.loads((out / "data.json").read_text()) if (out / "data.json").is_file() else {}
+        now = {f["path"]: f["sha256"] for f in p.data_info["files"]}
+        for f in before.get("files", []):
+            if now.get(f["path"], f["sha256"]) != f["sha256"]:
+                raise DataError("file changed since the run started; resuming would not reproduce the run",
+                                path=f["path"], code="data_changed")
         last = checkpoint.latest(ckpts)
-        if last is None:
-            return 0, {}
-        return -1, {"_ckpt": last}
+        if last is not None:
+            return -1, {"_ckpt": last}
+        shutil.rmtree(out / "best", ignore_errors=True)  # no checkpoint yet: start over in place
     out.mkdir(parents=True, exist_ok=True)
     save_config(p.cfg, out / "config.yaml")
     write_atomic_text(out / "data.json", json.dumps(p.data_info, indent=1))
@@ -190,6 +196,8 @@ def check_output(cfg: TrainConfig, resume: bool) -> Path:
 
 def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
     """A resumed run uses its saved config; only output-independent, schedule-neutral keys may change."""
+    if not (out / "config.yaml").is_file():
+        raise TuneforgeError(f"{out}: nothing to resume (no config.yaml)")
     cfg = load_config(out / "config.yaml")
     bad = [k for k in (overrides or {}) if k not in ("output",)]
     if bad:

@@ -1,0 +1,126 @@
+"""The CLI end to end on a tiny model: train → adapter → merge → pipeline → generate, and bad input
+that fails with one line naming file/line/field, exit 2, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import arithmetic_rows, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tuneforge.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dir, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    data = write_jsonl(d / "train.jsonl", arithmetic_rows(120))
+    run = d / "run"
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output", str(run),
+           "--num_train_epochs", "1", "--learning_rate", "1e-3")
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_train_writes_a_self_describing_run(tiny_run):
+    for name in ("config.yaml", "data.json", "metrics.jsonl", "run.json", "README.md",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+        assert (tiny_run / name).is_file(), name
+    data = json.loads((tiny_run / "data.json").read_text())
+    assert data["train_examples"] + data["val_examples"] == 120
+    assert len(data["files"][0]["sha256"]) == 64
+    rows = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in rows) and any("val_loss" in r for r in rows)
+
+
+def test_adapter_loads_with_peft_and_merge_loads_with_pipeline(tiny_run, tiny_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, pipeline
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    PeftModel.from_pretrained(base, str(tiny_run / "adapter"))
+    r = tf("export", "merge", str(tiny_run))
+    assert r.returncode == 0, r.stderr
+    pipe = pipeline("text-generation", model=str(tiny_run / "model"))  # the guide's snippet, minus device=0
+    out = pipe("Your prompt here", max_new_tokens=4)
+    assert out[0]["generated_text"].startswith("Your prompt here")
+
+
+def test_generate_answers_with_the_tuned_model(tiny_run):
+    r = tf("generate", str(tiny_run), "add 2 and 3", "--max-new-tokens", "5")
+    assert r.returncode == 0, r.stderr
+
+
+def _assert_clean_failure(r, *needles, out: Path | None = None):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [x for x in r.stderr.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists(), "a run directory was left behind"
+
+
+def test_malformed_jsonl_line_names_file_and_line(tiny_dir, tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n')
+    out = tmp_path / "run"
+    r = tf("train", "--base", str(tiny_dir), "--data", str(f), "--output", str(out))
+    _assert_clean_failure(r, "bad.jsonl:2", out=out)
+
+
+def test_missing_column_names_the_field(tiny_dir, tmp_path):
+    f = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "a"}])
+    out = tmp_path / "run"
+    r = tf("train", "--base", str(tiny_dir), "--data", str(f), "--output", str(out))
+    _assert_clean_failure(r, "bad.jsonl:2", out=out)
+
+
+def test_unknown_format_is_rejected(tiny_dir, tmp_path):
+    f = write_jsonl(tmp_path / "bad.jsonl", [{"question": "a", "answer": "b"}])
+    out = tmp_path / "run"
+    r = tf("train", "--base", str(tiny_dir), "--data", str(f), "--output", str(out))
+    _assert_clean_failure(r, "bad.jsonl:1", "unknown_format", out=out)
+
+
+def test_unknown_config_key_suggests_the_right_one(tiny_dir, pc_file, tmp_path):
+    out = tmp_path / "run"
+    r = tf("train", "--base", str(tiny_dir), "--data", str(pc_file), "--output", str(out), "--lerning_rate", "1")
+    _assert_clean_failure(r, "lerning_rate", "learning_rate", out=out)
+
+
+def test_unknown_key_in_yaml_names_the_file(tiny_dir, pc_file, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"base: {tiny_dir}\ndata: {pc_file}\nepochs: 3\n")
+    out = tmp_path / "run"
+    r = tf("train", "--config", str(cfg), "--output", str(out))
+    _assert_clean_failure(r, "c.yaml", "epochs", out=out)
+
+
+def test_missing_model_is_a_clear_error(pc_file, tmp_path):
+    out = tmp_path / "run"
+    r = tf("train", "--base", str(tmp_path / "no-such-model"), "--data", str(pc_file), "--output", str(out))
+    _assert_clean_failure(r, "no-such-model", "not found", out=out)
+
+
+def test_unmatched_target_module_is_an_error(tiny_dir, pc_file, tmp_path):
+    out = tmp_path / "run"
+    r = tf("train", "--base", str(tiny_dir), "--data", str(pc_file), "--output", str(out),
+           "--target_modules", "q_proj,query_key_value")
+    _assert_clean_failure(r, "query_key_value", "target_modules", out=out)
+
+
+def test_existing_output_is_not_overwritten(tiny_run, tiny_dir, pc_file):
+    r = tf("train", "--base", str(tiny_dir), "--data", str(pc_file), "--output", str(tiny_run))
+    _assert_clean_failure(r, "exists")
