@@ -26,7 +26,9 @@ class TrainConfig(BaseModel):
     base: str = Field(DEFAULT_BASE, description="Base model: alias, local transformers dir, hub id or .gguf file.")
     method: Literal["lora", "full", "qlora", "prompt-tuning", "auto"] = Field(
         "lora", description="lora: small adapter, fast, low memory (the guide's default). full: all weights; "
-        "best quality on large data, most memory, risk of catastrophic forgetting.")
+        "best quality on large data, most memory, risk of catastrophic forgetting. qlora: LoRA on a 4-bit "
+        "base; ~3x less base memory, slower steps. prompt-tuning: a soft prompt only (<0.1% params); weakest. "
+        "auto: pick from model size and free memory.")
     data: str | None = Field(None, description="Training examples (.jsonl/.json/.csv/.parquet).")
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
@@ -61,8 +63,24 @@ class TrainConfig(BaseModel):
     target_modules: list[str] = Field(["q_proj", "v_proj"], description="Modules to adapt (comma list). "
                                       "More modules = more capacity and compute. Each must match the model.")
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", description="Train biases too (peft `bias`).")
+    use_dora: bool = Field(False, description="DoRA: learns magnitude and direction separately; often a bit "
+                           "better at low rank, ~1.3-2x slower per step, merges like LoRA.")
+    use_rslora: bool = Field(False, description="rsLoRA: scale alpha/sqrt(r) instead of alpha/r, so high ranks "
+                             "keep learning; matters for r >= 64.")
+    modules_to_save: list[str] = Field([], description="Extra modules trained in full and saved with the adapter "
+                                       "(e.g. lm_head for new tokens); costs their full size in the adapter.")
+    # QLoRA
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="QLoRA base quantization; NF4 suits "
+                                                       "normally distributed weights.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too (~0.4 "
+                                            "bit/param saved), slightly slower.")
+    # prompt tuning
+    num_virtual_tokens: int = Field(20, ge=1, description="Prompt tuning: soft-prompt length; more = more "
+                                    "capacity and longer sequences.")
+    prompt_tuning_init_text: str | None = Field(None, description="Prompt tuning: initialise the soft prompt "
+                                                "from this text (usually trains faster than random).")
 
-    @field_validator("target_modules", mode="before")
+    @field_validator("target_modules", "modules_to_save", mode="before")
     @classmethod
     def _split_list(cls, v: Any) -> Any:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v

@@ -26,7 +26,13 @@ def merge(run_dir: str | Path, output: str | Path | None = None) -> Path:
                   file=sys.stderr)
             return run.model
         raise TuneforgeError(f"{run.path}: run has no adapter/ to merge")
-    base = load_base(run.info["base"], device="cpu")
+    from tuneforge import methods
+
+    if not methods.get(run.info["method"]).mergeable:
+        raise TuneforgeError(f"{run.path}: {run.info['method']} adapters cannot be merged into model weights, so "
+                             "transformers pipeline(), vLLM and GGUF cannot load them; use "
+                             "peft.PeftModel.from_pretrained(base, RUN/adapter) or `tuneforge generate RUN`")
+    base = load_base(run.info["base"], device="cpu")  # full precision: a QLoRA adapter merges onto fp32 weights
     merged = PeftModel.from_pretrained(base.model, str(run.adapter)).merge_and_unload()
     merged.generation_config.eos_token_id = base.tokenizer.eos_token_id
     merged.generation_config.pad_token_id = base.tokenizer.pad_token_id

@@ -1,31 +1,82 @@
-"""Training methods: one small module each, one line in METHODS. `prepare(model, cfg)` → trainable model."""
+"""Training methods: one small module each, one row in METHODS.
+
+A row says how to prepare the loaded model, whether the run saves a peft adapter, whether it can be
+merged into plain weights, whether sequences may be packed, and how the base must be loaded.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-from tuneforge.methods import full, lora
+from tuneforge.errors import ConfigError
+from tuneforge.methods import full, lora, prompt_tuning, qlora
 
-# name -> (prepare(model, cfg) -> model, saves an adapter?)
-METHODS: dict[str, tuple[Callable, bool]] = {
-    "lora": (lora.prepare, True),
-    "full": (full.prepare, False),
+
+@dataclass(frozen=True)
+class Method:
+    prepare: Callable
+    adapter: bool  # saves adapter/ (peft) rather than model/
+    mergeable: bool  # export merge → plain transformers weights
+    packing: bool = True  # prompt tuning prepends virtual tokens per row: one example per row
+    quantization: Callable | None = None  # (cfg, device) -> transformers quantization_config
+
+
+METHODS: dict[str, Method] = {
+    "lora": Method(lora.prepare, adapter=True, mergeable=True),
+    "full": Method(full.prepare, adapter=False, mergeable=True),
+    "qlora": Method(qlora.prepare, adapter=True, mergeable=True, quantization=qlora.quantization_config),
+    "prompt-tuning": Method(prompt_tuning.prepare, adapter=True, mergeable=False, packing=False),
 }
 
 
+def get(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"method '{name}' is not available (have: {', '.join(METHODS)}, auto)")
+    return METHODS[name]
+
+
 def prepare(model, cfg):
-    if cfg.method not in METHODS:
-        from tuneforge.errors import ConfigError
-        raise ConfigError(f"method '{cfg.method}' is not available (have: {', '.join(METHODS)})")
-    return METHODS[cfg.method][0](model, cfg)
+    return get(cfg.method).prepare(model, cfg)
 
 
 def saves_adapter(method: str) -> bool:
-    return METHODS[method][1]
+    return get(method).adapter
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts; 4-bit packed weights count as their logical size."""
+    trainable, total = 0, 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.dtype == __import__("torch").uint8 else 1)
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total
+
+
+def weight_bytes(model_dir: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
+
+
+def choose(model_dir: str | Path, device: str) -> tuple[str, str]:
+    """`--method auto`: (method, one-line reason) from the base's size and the memory available."""
+    import psutil
+    import torch
+
+    size = weight_bytes(model_dir)  # fp32/bf16 weights on disk ≈ their size in memory
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info()[0]
+        where = "GPU"
+    else:
+        free = psutil.virtual_memory().available
+        where = "RAM"
+    gb = lambda b: f"{b / 2**30:.1f} GB"  # noqa: E731
+    # LoRA needs the weights plus activations (~1.5x weights is a safe margin at these sequence lengths)
+    if size * 2.5 < free:
+        return "lora", (f"method auto → lora: base weights {gb(size)} fit easily in {gb(free)} free {where}; "
+                        f"full fine-tuning would need ~{gb(size * 4)} (weights, grads, Adam) and risks forgetting")
+    if size / 6 * 2.5 < free:
+        return "qlora", (f"method auto → qlora: base weights {gb(size)} too large for {gb(free)} free {where} "
+                         f"in full precision; 4-bit base needs ~{gb(size / 6)}")
+    raise ConfigError(f"method auto: base weights {gb(size)} do not fit in {gb(free)} free {where} even in 4-bit")

@@ -75,7 +75,7 @@ def load_base(name: str, *, device: str | None = None, dtype: torch.dtype | None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=dtype or default_dtype(device), quantization_config=quantization_config,
-            attn_implementation="sdpa")
+            attn_implementation="sdpa", **({"device_map": device} if quantization_config else {}))
     except Exception as e:  # noqa: BLE001
         raise _load_error(name, e) from None
     if quantization_config is None:

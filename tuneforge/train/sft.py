@@ -25,7 +25,7 @@ from tuneforge.data.formats import Sample
 from tuneforge.data.load import load_samples
 from tuneforge.data.tokenize import Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
-from tuneforge.models.load import load_base
+from tuneforge.models.load import default_device, load_base, resolve
 from tuneforge.run import file_sha256, model_card
 from tuneforge.train import checkpoint
 from tuneforge.train.checkpoint import write_atomic_dir, write_atomic_text
@@ -83,15 +83,23 @@ def prepare(cfg: TrainConfig) -> Prepared:
     """Everything that can fail on bad input happens here, before anything is written."""
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
-    if cfg.method not in methods.METHODS:
-        raise ConfigError(f"config: method '{cfg.method}' is not available yet (have: {', '.join(methods.METHODS)})")
+    if cfg.method != "auto":
+        methods.get(cfg.method)
     train_s = load_samples(cfg.data)
     if cfg.val_data:
         val_s = load_samples(cfg.val_data)
     else:
         train_s, val_s = holdout(train_s, cfg.val_split, cfg.seed)
     seed_everything(cfg.seed)
-    base = load_base(cfg.base)
+    device = default_device()
+    if cfg.method == "auto":
+        cfg.method, why = methods.choose(resolve(cfg.base), device)
+        print(f"tuneforge: {why}", file=sys.stderr)
+    method = methods.get(cfg.method)
+    if cfg.packing and not method.packing:
+        cfg.packing = False  # recorded in config.yaml: what actually ran
+    quant = method.quantization(cfg, device) if method.quantization else None
+    base = load_base(cfg.base, device=device, quantization_config=quant)
     train, n_trunc = _encode_all(train_s, base.tokenizer, cfg, "training")
     val, _ = _encode_all(val_s, base.tokenizer, cfg, "validation") if val_s else ([], 0)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
