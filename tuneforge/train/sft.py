@@ -213,10 +213,12 @@ def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
     return cfg
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
-    """Run the recipe; returns the run directory. `stop_after` ends early at that step (tests)."""
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+          prepared: Prepared | None = None) -> Path:
+    """Run the recipe; returns the run directory. `stop_after` ends early at that step (tests);
+    `prepared` lets a caller (a benchmark) inspect the loaded model before the loop."""
     out = check_output(cfg, resume)
-    p = prepare(cfg)
+    p = prepared or prepare(cfg)
     model, opt_model = p.model, p.model
     total, steps_per_epoch, eval_every = schedule(p)
     save_every = cfg.save_steps or eval_every
@@ -319,7 +321,7 @@ def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
             "base": cfg.base, "base_path": p.base.path, "method": cfg.method, "adapter": adapter,
             "trainable_parameters": trainable, "total_parameters": n_params, "steps": step,
             "stopped_early": state["stopped_early"], "best_step": state["best_step"],
-            "train_seconds": round(state["elapsed"], 2),
+            "train_seconds": round(state["elapsed"], 2), "train_tokens": state["tokens"],
             "results": {k: v for k, v in {"best_val_loss": state["best_val"], "best_step": state["best_step"],
                                           "final_step": step}.items() if v is not None}}
     write_atomic_text(out / "run.json", json.dumps(info, indent=1))
