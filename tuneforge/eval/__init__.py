@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), harness (batched generation + scoring), reports."""
