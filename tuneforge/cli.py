@@ -175,7 +175,28 @@ def models_prepare(base: str = typer.Argument("smollm2-135m-instruct", help="Ali
     typer.echo(str(resolve(base)))
 
 
+def _quiet_libraries() -> None:
+    """Library chatter (bitsandbytes kernels hint, deprecation notices, weight-loading bars) hides our output."""
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*gemm_4bit.*")
+    warnings.filterwarnings("ignore", message=".*Consider using tensor.detach.*")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app()
     except TuneforgeError as e:
