@@ -124,3 +124,27 @@ def test_unmatched_target_module_is_an_error(tiny_dir, pc_file, tmp_path):
 def test_existing_output_is_not_overwritten(tiny_run, tiny_dir, pc_file):
     r = tf("train", "--base", str(tiny_dir), "--data", str(pc_file), "--output", str(tiny_run))
     _assert_clean_failure(r, "exists")
+
+
+def test_cross_validation_reports_mean_and_std_over_folds(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(60))
+    out = tmp_path / "cv"
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output", str(out),
+           "--cv", "3", "--max_steps", "4")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "cv.json").read_text())
+    assert len(res["folds"]) == 3 and "±" in r.stdout
+    losses = [f["best_val_loss"] for f in res["folds"]]
+    assert abs(res["val_loss_mean"] - sum(losses) / 3) < 1e-9
+    assert all((out / f"fold-{i}" / "adapter").is_dir() for i in (1, 2, 3))
+
+
+def test_data_check_json_report_and_exit_code(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", arithmetic_rows(5))
+    r = tf("data", "check", str(good), "--json", "--no-tokens")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_examples"] == 5
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
+    r = tf("data", "check", str(bad), "--no-tokens")
+    assert r.returncode == 1 and "bad.jsonl:2" in r.stdout

@@ -29,7 +29,8 @@ def train(ctx: typer.Context,
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
           resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
           progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-          help_config: bool = typer.Option(False, "--help-config", help="List every config key and exit.")):
+          help_config: bool = typer.Option(False, "--help-config", help="List every config key and exit."),
+          cv: int = typer.Option(0, "--cv", help="K-fold cross-validation: K runs, mean ± std of val loss.")):
     """Fine-tune a base model. Any config key is a flag: --learning_rate 2e-4 --lora_r 16 ..."""
     from tuneforge.config import config_help, load_config, parse_overrides
     from tuneforge.train.sft import resume_config
@@ -46,6 +47,14 @@ def train(ctx: typer.Context,
         cfg = resume_config(Path(out), {k: v for k, v in overrides.items() if k != "output"})
     else:
         cfg = load_config(config, overrides)
+    if cv:
+        from tuneforge.train.cv import cross_validate
+
+        res = cross_validate(cfg, cv, progress=progress)
+        folds = ", ".join(f"{r['best_val_loss']:.4f}" for r in res["folds"])
+        typer.echo(f"{cv}-fold cross-validation: val loss {res['val_loss_mean']:.4f} ± {res['val_loss_std']:.4f} "
+                   f"(folds: {folds})")
+        return
     out = run_train(cfg, resume=resume, progress=progress)
     typer.echo(str(out))
 

@@ -79,17 +79,21 @@ def _encode_all(samples: list[Sample], tok, cfg: TrainConfig, what: str) -> tupl
     return out, truncated
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
-    """Everything that can fail on bad input happens here, before anything is written."""
+def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = None) -> Prepared:
+    """Everything that can fail on bad input happens here, before anything is written.
+
+    `split` gives the (train, val) samples directly (cross-validation folds) instead of reading cfg.data.
+    """
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
     if cfg.method != "auto":
         methods.get(cfg.method)
-    train_s = load_samples(cfg.data)
-    if cfg.val_data:
-        val_s = load_samples(cfg.val_data)
+    if split is not None:
+        train_s, val_s = split
+    elif cfg.val_data:
+        train_s, val_s = load_samples(cfg.data), load_samples(cfg.val_data)
     else:
-        train_s, val_s = holdout(train_s, cfg.val_split, cfg.seed)
+        train_s, val_s = holdout(load_samples(cfg.data), cfg.val_split, cfg.seed)
     seed_everything(cfg.seed)
     device = default_device()
     if cfg.method == "auto":
@@ -106,8 +110,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     model = methods.prepare(base.model, cfg)
     model.train()
     files = [{"path": str(p), "sha256": file_sha256(p), "examples": n}
-             for p, n in [(cfg.data, len(train_s) + (0 if cfg.val_data else len(val_s))),
-                          (cfg.val_data, len(val_s))] if p]
+             for p, n in [(cfg.data, len(train_s) + (0 if cfg.val_data and split is None else len(val_s))),
+                          (cfg.val_data if split is None else None, len(val_s))] if p]
     info = {"files": files, "train_examples": len(train), "val_examples": len(val),
             "truncated_examples": n_trunc, "dropped_without_supervision": len(train_s) - len(train),
             "val_source": "val_data" if cfg.val_data else f"val_split={cfg.val_split}", "split_seed": cfg.seed,
