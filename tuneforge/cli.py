@@ -113,19 +113,19 @@ def _print_eval(res: dict, n_samples: int) -> None:
     for r in roles:
         t.add_column(f"{r}: {res['models'][r]['name']}", justify="right")
     if len(roles) == 2:
-        t.add_column("delta", justify="right")
+        t.add_column("delta (tuned − baseline)", justify="right")
+        t.add_column("95% CI", justify="right")
+    deltas = res.get("delta", {})
     for k in keys:
         vals = [res["models"][r]["metrics"].get(k) for r in roles]
         row = [k] + [f"{v:.4f}" for v in vals]
         if len(roles) == 2:
             row.append(f"{vals[1] - vals[0]:+.4f}")
+            d = deltas.get(k)
+            row.append(f"{d['low']:+.4f} .. {d['high']:+.4f}" if d else "")
         t.add_row(*row)
-    con = Console(file=sys.stdout, width=120)
+    con = Console(file=sys.stdout, width=140)
     con.print(t)
-    if "delta" in res:
-        d = res["delta"]["exact_match_normalized"]
-        con.print(f"exact match (normalised) delta tuned − baseline: {d['delta']:+.3f} "
-                  f"(95% bootstrap CI {d['low']:+.3f} .. {d['high']:+.3f})")
     for ex in res["examples"][:n_samples]:
         con.print(f"\n[bold]Q:[/bold] {ex['prompt']}\n[bold]reference:[/bold] {ex['reference']}", markup=True,
                   highlight=False)

@@ -38,8 +38,10 @@ def load_for_inference(target: str | Path, *, device: str | None = None) -> Load
 
             b = load_base(run.info["base"], device=device)
             model = PeftModel.from_pretrained(b.model, str(run.adapter))
-            if hasattr(model, "merge_and_unload") and run.info.get("method") in ("lora", "qlora"):
+            if run.info.get("method") in ("lora", "qlora"):
                 model = model.merge_and_unload()  # same outputs, no adapter overhead per token
+            else:
+                model._tf_generic_loss = True  # soft prompts live in peft's forward
             return Loaded(model.eval(), b.tokenizer, target)
         raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
     b = load_base(target, device=device)
@@ -101,6 +103,44 @@ def generate(loaded: Loaded, prompts: list, *, max_new_tokens: int = 128, batch_
     return outs, lat
 
 
+@torch.no_grad()
+def reference_perplexity(loaded: Loaded, samples: list[Sample], *, max_seq_len: int = 2048,
+                         batch_size: int = 16) -> float:
+    """exp(mean NLL) of the reference answers (supervised tokens only) under the model."""
+    from tuneforge.data.tokenize import encode
+    from tuneforge.eval.metrics import perplexity
+    from tuneforge.train.loss import loss_sum
+    from tuneforge.train.packing import pad
+
+    enc = [encode(s, loaded.tokenizer, max_seq_len=max_seq_len) for s in samples]
+    total, n = 0.0, 0
+    for i in range(0, len(enc), batch_size):
+        s, k, _ = loss_sum(loaded.model, pad(enc[i:i + batch_size], loaded.tokenizer.pad_token_id))
+        total, n = total + float(s), n + k
+    return perplexity(total, n)
+
+
+def metric_deltas(task: str, a: list[str], b: list[str], refs: list[str], labels=None) -> dict:
+    """Per-metric delta (b - a) with a paired bootstrap 95% CI over examples."""
+    from tuneforge.eval import metrics as M
+
+    out = {}
+    if task == "classification":
+        acc = lambda p: [int(x.strip() == r.strip()) for x, r in zip(p, refs)]  # noqa: E731
+        out["accuracy"] = M.bootstrap_delta(acc(a), acc(b))
+        f1 = lambda p, r: M.classification_metrics(p, r, labels)["f1_macro"]  # noqa: E731
+        out["f1_macro"] = M.bootstrap_corpus_delta(f1, a, b, refs, n=200)
+        return out
+    for norm, key in ((False, "exact_match"), (True, "exact_match_normalized")):
+        out[key] = M.bootstrap_delta(M.exact_match_each(a, refs, norm), M.exact_match_each(b, refs, norm))
+    ra, rb = M.rouge_each(a, refs), M.rouge_each(b, refs)
+    for k in ra:
+        out[k] = M.bootstrap_delta(ra[k], rb[k])
+    out["bleu"] = M.bootstrap_corpus_delta(M.bleu, a, b, refs, n=200)
+    out["chrf"] = M.bootstrap_corpus_delta(M.chrf, a, b, refs, n=200)
+    return out
+
+
 def task_of(samples: list[Sample]) -> str:
     return "classification" if samples and all(s.label is not None for s in samples) else "generation"
 
@@ -133,7 +173,10 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
                               progress=bar.update)
         bar.close()
         preds_by[role] = (preds, lat)
-        result["models"][role] = {"name": str(name), "metrics": M.metrics_for(task, preds, refs, labels=labels),
+        scores = M.metrics_for(task, preds, refs, labels=labels)
+        if any(s.messages is not None for s in samples):
+            scores["perplexity"] = reference_perplexity(loaded, samples)
+        result["models"][role] = {"name": str(name), "metrics": scores,
                                   "mean_latency_s": sum(lat) / max(len(lat), 1)}
         del loaded
     for i, s in enumerate(samples):
@@ -144,7 +187,5 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
             ex[f"{role}_latency_s"] = round(preds_by[role][1][i], 4)
         result["examples"].append(ex)
     if baseline:
-        a = M.exact_match_each(preds_by["baseline"][0], refs, normalized=True)
-        b = M.exact_match_each(preds_by["tuned"][0], refs, normalized=True)
-        result["delta"] = {"exact_match_normalized": M.bootstrap_delta(a, b)}
+        result["delta"] = metric_deltas(task, preds_by["baseline"][0], preds_by["tuned"][0], refs, labels)
     return result
