@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tuneforge.data.formats import detect_format
-from tuneforge.data.load import load_samples, scan
+from tuneforge.data.load import load_pairs, load_samples, read_records, scan
 from tuneforge.errors import DataError
 
 ROWS = {
@@ -100,3 +100,101 @@ def test_empty_or_unsupported_files_are_errors(name, content, code, tmp_path):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(DataError, match="file_not_found"):
         load_samples(tmp_path / "nope.jsonl")
+
+
+def test_json_records_carry_the_line_they_start_on(tmp_path):
+    f = tmp_path / "d.json"
+    f.write_text(json.dumps([ROWS["prompt_completion"], ROWS["prompt_completion"], {"prompt": "x"}], indent=2))
+    assert [line for line, _ in read_records(f)] == [2, 6, 10]
+    with pytest.raises(DataError, match=r"d.json:10: unknown_format"):
+        load_samples(f)
+
+
+def test_json_file_must_hold_a_list(tmp_path):
+    f = tmp_path / "d.json"
+    f.write_text(json.dumps(ROWS["text"]))
+    with pytest.raises(DataError) as e:
+        load_samples(f)
+    assert e.value.code == "data_type" and ".jsonl" in str(e.value)
+
+
+def test_broken_json_names_the_line(tmp_path):
+    f = tmp_path / "d.json"
+    f.write_text('[\n  {"text": "a"},\n  {"text": "b"\n  {"text": "c"}\n]\n')
+    with pytest.raises(DataError) as e:
+        list(read_records(f))
+    assert e.value.code == "invalid_json" and e.value.line == 4
+
+
+def test_csv_line_numbers_count_the_header_and_multiline_cells(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('prompt,completion\n"two\nlines",a\n\nc,\n')
+    assert [line for line, _ in read_records(f)] == [2, 5]
+    with pytest.raises(DataError, match=r"d.csv:5: missing_field \[completion\]"):
+        load_samples(f)
+
+
+def test_csv_with_byte_order_mark_and_extra_columns_loads(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("\ufeffid,text,label\n1,good,pos\n2,bad,neg\n", encoding="utf-8")
+    assert [(s.format, s.label) for s in load_samples(f)] == [("classification", "pos"), ("classification", "neg")]
+
+
+def test_csv_row_with_too_many_cells_is_an_error(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("prompt,completion\na,b,c\n")
+    with pytest.raises(DataError, match=r"d.csv:2: invalid_csv"):
+        load_samples(f)
+
+
+def test_parquet_rows_count_from_one_and_nested_chats_load(tmp_path):
+    rows = [ROWS["chat"], {"messages": [{"role": "user", "content": "q", "name": "bob"},
+                                        {"role": "assistant", "content": "a"}]}, {"messages": []}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")  # struct union: absent "name" is null
+    res = scan(tmp_path / "d.parquet")
+    assert res.lines == [1, 2, 3] and res.samples[0].messages == ROWS["chat"]["messages"]
+    assert [(e.line, e.code) for e in res.errors] == [(3, "missing_messages_list")]
+
+
+def test_scan_goes_on_past_malformed_json_lines_and_keeps_rows_aligned(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps(ROWS["text"]) + "\n{oops\n" + json.dumps({"x": 1}) + "\n" + json.dumps(ROWS["text"]) + "\n")
+    res = scan(f)
+    assert [(e.line, e.code) for e in res.errors] == [(2, "invalid_json"), (3, "unknown_format")]
+    assert res.lines == [1, 2, 3, 4] and res.records[1] is None and res.records[2] == {"x": 1}
+    assert [s is not None for s in res.samples] == [True, False, False, True]
+    assert res.formats == {"text": 2} and [ln for ln, _ in res.valid] == [1, 4]
+
+
+def test_scan_reports_file_level_errors_instead_of_raising(tmp_path):
+    res = scan(tmp_path / "nope.csv")
+    assert [e.code for e in res.errors] == ["file_not_found"] and not res.records
+
+
+@pytest.mark.parametrize("name,content", [("e.jsonl", "\n\n  \n"), ("e.csv", "prompt,completion\n"),
+                                          ("e.json", "[]"), ("e.csv", "")])
+def test_files_without_examples_are_empty_file(name, content, tmp_path):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError) as e:
+        load_samples(tmp_path / name)
+    assert e.value.code == "empty_file" and name in str(e.value)
+
+
+def test_non_utf8_line_names_the_line(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(json.dumps(ROWS["text"]).encode() + b"\n" + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: encoding"):
+        load_samples(f)
+
+
+def test_forced_format_applies_to_every_row(tmp_path):
+    f = write_jsonl(tmp_path / "d.jsonl", [ROWS["classification"]])
+    assert load_samples(f, fmt="text")[0].text == "great film"
+    with pytest.raises(DataError, match="unknown_format"):
+        load_samples(f, fmt="tsv")
+
+
+def test_load_pairs_keeps_the_raw_record_next_to_each_sample(tmp_path):
+    f = write_jsonl(tmp_path / "d.jsonl", [ROWS["alpaca"]])
+    [(s, rec)] = load_pairs(f)
+    assert rec == ROWS["alpaca"] and s.reference == "hello"

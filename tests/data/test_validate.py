@@ -2,7 +2,11 @@
 
 import json
 
-from tests.conftest import write_jsonl
+import pytest
+
+from tests.conftest import arithmetic_rows, write_jsonl
+from tuneforge.data.formats import Sample
+from tuneforge.data.tokenize import encode
 from tuneforge.data.validate import check_file
 from tuneforge.models.tiny import tiny_tokenizer
 
@@ -47,3 +51,95 @@ def test_inconsistent_formatting_is_warned(tmp_path):
             _pc("p", "c")]
     rep = check_file(write_jsonl(tmp_path / "d.jsonl", rows))
     assert sum("inconsistent formatting" in w for w in rep.warnings) == 2
+    # training refuses a file with two formats, so the check fails on it too, at the first odd row
+    assert [(e["line"], e["code"]) for e in rep.errors] == [(3, "inconsistent_format")]
+
+
+KEYS = {"path", "n_examples", "format", "errors", "warnings", "tokens", "supervised_tokens", "n_truncated",
+        "max_seq_len", "duplicates", "label_balance"}
+
+
+def test_report_json_has_the_stable_keys(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps(_pc("a", "b")) + "\n{}\n")
+    d = check_file(f, tokenizer=tiny_tokenizer()).to_dict()
+    assert KEYS <= set(d) and json.loads(json.dumps(d)) == d
+    assert set(d["tokens"]) == {"min", "max", "mean", "p50", "p95", "total"}
+    assert set(d["duplicates"]) == {"exact", "near"}
+    assert d["errors"] == [{"where": f"{f}:2", "line": 2, "field": None, "code": "unknown_format",
+                            "message": d["errors"][0]["message"]}]
+    no_tok = check_file(f).to_dict()
+    assert no_tok["tokens"] is None and no_tok["supervised_tokens"] is None and no_tok["label_balance"] is None
+
+
+def test_token_lengths_and_truncation_match_encode_with_tiny_tokenizer(tmp_path):
+    tok = tiny_tokenizer()
+    rows = [_pc("q" * n, "a") for n in (10, 50, 80, 200)]
+    full = [encode(Sample(messages=[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": "a"}]),
+                   tok, max_seq_len=10**6) for r in rows]
+    lens = [len(e.input_ids) for e in full]
+    assert lens == [n + 22 for n in (10, 50, 80, 200)]  # ChatML framing costs 22 byte-level tokens here
+    rep = check_file(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer=tok, max_seq_len=100)
+    assert (rep.tokens["min"], rep.tokens["max"], rep.tokens["total"]) == (lens[0], lens[-1], sum(lens))
+    assert rep.n_truncated == 2 and any("2 example(s) are longer" in w for w in rep.warnings)
+    # the 80-char prompt keeps its answer token but loses <|im_end|>; the 200-char one loses the whole answer
+    assert rep.supervised_tokens == 2 + 2 + 1 + 0
+    assert rep.n_unsupervised == 1 and any("1 lose their whole answer" in w for w in rep.warnings)
+
+
+def test_near_duplicates_differ_only_in_case_spacing_or_punctuation(tmp_path):
+    rows = [_pc("What is 2+3?", "5"), _pc("what is  2+3", "5."), _pc("What is 2*3?", "6"), _pc("What is 2+3?", "5")]
+    d = check_file(write_jsonl(tmp_path / "d.jsonl", rows)).duplicates
+    assert d == {"exact": [[1, 4]], "near": [[1, 2, 4]]}
+
+
+def test_duplicate_check_is_fast_on_100k_rows(tmp_path):
+    import time
+
+    rows = arithmetic_rows(100_000)
+    f = write_jsonl(tmp_path / "big.jsonl", rows)
+    t = time.perf_counter()
+    rep = check_file(f)
+    assert time.perf_counter() - t < 10 and rep.n_examples == 100_000 and rep.duplicates["exact"]
+    assert not any("1000" in w for w in rep.warnings)
+
+
+def test_text_only_file_warns_that_there_is_no_assistant_reply(tmp_path):
+    rep = check_file(write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}]))
+    assert rep.ok and any("no example has an assistant reply" in w for w in rep.warnings)
+
+
+def test_single_label_and_balanced_labels(tmp_path):
+    one = check_file(write_jsonl(tmp_path / "a.jsonl", [{"text": "x", "label": "a"}, {"text": "y", "label": "a"}]))
+    assert any("nothing to classify" in w for w in one.warnings)
+    rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(10)]
+    even = check_file(write_jsonl(tmp_path / "b.jsonl", rows))
+    assert even.label_balance == {"a": 5, "b": 5} and not any("imbalance" in w for w in even.warnings)
+
+
+def test_missing_file_is_a_failed_report_not_a_crash(tmp_path):
+    rep = check_file(tmp_path / "nope.jsonl")
+    assert not rep.ok and rep.errors[0]["code"] == "file_not_found" and "FAILED" in rep.render()
+
+
+def test_tokenizer_without_chat_template_is_reported(tmp_path):
+    tok = tiny_tokenizer()
+    tok.chat_template = None
+    rep = check_file(write_jsonl(tmp_path / "d.jsonl", [_pc("a", "b")]), tokenizer=tok)
+    assert [e["code"] for e in rep.errors] == ["template"]
+
+
+def test_render_is_plain_readable_text(tmp_path):
+    rows = [_pc("Show all users", "SELECT * FROM users;")] * 2 + [{"prompt": "x"}]
+    text = check_file(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer=tiny_tokenizer()).render()
+    lines = text.splitlines()
+    assert lines[0].endswith("d.jsonl") and "examples: 3 (2 valid)" in lines[1]
+    assert "tokens per example" in text and "exact: lines 1, 2" in text
+    assert "d.jsonl:3: unknown_format" in text and lines[-1] == "FAILED: 1 error(s)"
+    assert "[bold" not in text and "[/" not in text
+
+
+@pytest.mark.parametrize("n,warned", [(999, True), (1000, False)])
+def test_fewer_than_1000_examples_is_warned(n, warned, tmp_path):
+    rep = check_file(write_jsonl(tmp_path / "d.jsonl", [_pc(f"p{i}", "c") for i in range(n)]))
+    assert any("< 1000 examples" in w for w in rep.warnings) == warned

@@ -1,11 +1,15 @@
 """Example formats (prompt/completion, chat, alpaca, text, classification) mapped to one `Sample`.
 
-`detect_format(record)` names the format of one parsed record; `to_sample` converts it.
+Use: `to_sample(rec, detect_format(rec), "file:line")`; `exact_key`/`near_key` name an example for dedup and splits.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
+
+from tuneforge.errors import DataError
 
 
 @dataclass
@@ -41,17 +45,21 @@ class Sample:
         return None
 
 
-ROLES = {"system", "user", "assistant", "tool", "function"}
-MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "function_call", "tool_call_id"}
+ROLES = ("system", "user", "assistant", "tool", "function")
+# OpenAI's checker knows role/content/name/weight/function_call; tool_calls/tool_call_id belong to the tools API.
+MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call")
 FORMATS = ("chat", "prompt_completion", "alpaca", "classification", "text")
 
 
-def detect_format(record, where: str = "") -> str:
-    """Name the format of one parsed record by its keys; unknown shapes are an error."""
-    from tuneforge.errors import DataError
-
+def _loc(where: str) -> dict:
+    """"file:line" → DataError location kwargs (rpartition: Windows drive letters have colons too)."""
     path, _, line = where.rpartition(":")
-    loc = dict(path=path or where, line=int(line) if line.isdigit() else None)
+    return dict(path=path, line=int(line)) if line.isdigit() else dict(path=where, line=None)
+
+
+def detect_format(record, where: str = "") -> str:
+    """Name the format of one parsed record by its keys; extra keys (id, source...) are ignored."""
+    loc = _loc(where)
     if not isinstance(record, dict):
         raise DataError(f"expected an object, got {type(record).__name__}", code="data_type", **loc)
     keys = set(record)
@@ -66,19 +74,24 @@ def detect_format(record, where: str = "") -> str:
     if "text" in keys:
         return "text"
     raise DataError(f"unknown format: keys {sorted(keys)}; expected prompt/completion, messages, "
-                    "instruction/input/output, text or text/label", code="unknown_format", **loc)
+                    "instruction/input/output, text/label or text", code="unknown_format", **loc)
 
 
-def _text_field(record: dict, name: str, loc: dict, *, required: bool = True) -> str:
-    from tuneforge.errors import DataError
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)  # None, or NaN from an empty parquet/pandas cell
 
+
+def _text_field(record: dict, name: str, loc: dict, *, required: bool = True, scalar: bool = False) -> str:
+    """A field that must be a non-empty string (`scalar`: numbers and booleans too, as for labels)."""
     v = record.get(name)
-    if v is None or (isinstance(v, float) and v != v):  # None or NaN (empty CSV/parquet cell)
+    if _is_missing(v):
         if required:
             raise DataError(f"missing value for '{name}'", field=name, code="missing_field", **loc)
         return ""
-    if not isinstance(v, (str, int, float, bool)):
-        raise DataError(f"'{name}' must be a string, got {type(v).__name__}", field=name, code="data_type", **loc)
+    ok = (str, int, float, bool) if scalar else (str,)
+    if not isinstance(v, ok):
+        raise DataError(f"'{name}' must be a {'string or number' if scalar else 'string'}, got {type(v).__name__}",
+                        field=name, code="missing_field", **loc)
     v = str(v)
     if required and not v.strip():
         raise DataError(f"'{name}' is empty", field=name, code="missing_field", **loc)
@@ -86,9 +99,7 @@ def _text_field(record: dict, name: str, loc: dict, *, required: bool = True) ->
 
 
 def _check_chat(record: dict, loc: dict) -> list[dict]:
-    """OpenAI's fine-tuning data checks, with their error codes."""
-    from tuneforge.errors import DataError
-
+    """OpenAI's fine-tuning data checks, with their error codes (first problem wins)."""
     msgs = record.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise DataError("'messages' must be a non-empty list", field="messages", code="missing_messages_list", **loc)
@@ -96,21 +107,24 @@ def _check_chat(record: dict, loc: dict) -> list[dict]:
     for i, m in enumerate(msgs):
         f = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise DataError("message must be an object", field=f, code="data_type", **loc)
+            raise DataError(f"message must be an object, got {type(m).__name__}", field=f, code="data_type", **loc)
+        calls = m.get("tool_calls") or m.get("function_call")
         for k in ("role", "content"):
-            if k not in m and not (k == "content" and ("tool_calls" in m or "function_call" in m)):
+            if k not in m and not (k == "content" and calls):
                 raise DataError(f"message has no '{k}'", field=f"{f}.{k}", code="message_missing_key", **loc)
-        extra = set(m) - MESSAGE_KEYS
+        extra = set(m) - set(MESSAGE_KEYS)
         if extra:
-            raise DataError(f"unrecognized key(s) {sorted(extra)}", field=f, code="message_unrecognized_key", **loc)
-        if m["role"] not in ROLES:
-            raise DataError(f"unrecognized role '{m['role']}'", field=f"{f}.role", code="unrecognized_role", **loc)
+            raise DataError(f"unrecognized key(s) {sorted(map(str, extra))} (allowed: {', '.join(MESSAGE_KEYS)})",
+                            field=f, code="message_unrecognized_key", **loc)
+        role = m["role"]
+        if not isinstance(role, str) or role not in ROLES:
+            raise DataError(f"unrecognized role {role!r} (allowed: {', '.join(ROLES)})", field=f"{f}.role",
+                            code="unrecognized_role", **loc)
         c = m.get("content")
-        if not isinstance(c, str) or not c.strip():
-            if not (c is None and ("tool_calls" in m or "function_call" in m)):
-                raise DataError("content must be a non-empty string", field=f"{f}.content", code="missing_content",
-                                **loc)
-        out.append({"role": m["role"], "content": c or ""})
+        if not (isinstance(c, str) and c.strip()) and not (c is None and calls):
+            raise DataError(f"content must be a non-empty string, got {c!r:.40}", field=f"{f}.content",
+                            code="missing_content", **loc)
+        out.append({"role": role, "content": c or ""})
     if not any(m["role"] == "assistant" for m in out):
         raise DataError("no assistant message to learn from", field="messages",
                         code="example_missing_assistant_message", **loc)
@@ -118,27 +132,47 @@ def _check_chat(record: dict, loc: dict) -> list[dict]:
 
 
 def to_sample(record: dict, fmt: str, where: str = "") -> Sample:
-    """Convert a record of a known format to a Sample, checking its fields."""
-    path, _, line = where.rpartition(":")
-    loc = dict(path=path or where, line=int(line) if line.isdigit() else None)
+    """Convert a record of a known format to a Sample, checking its fields; errors point at `where`."""
+    loc = _loc(where)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format '{fmt}' (have: {', '.join(FORMATS)})", code="unknown_format", **loc)
+    if not isinstance(record, dict):
+        raise DataError(f"expected an object, got {type(record).__name__}", code="data_type", **loc)
     if fmt == "chat":
         return Sample(messages=_check_chat(record, loc), format=fmt, where=where)
-    if fmt == "prompt_completion":
-        p, c = _text_field(record, "prompt", loc), _text_field(record, "completion", loc)
-        return Sample(messages=[{"role": "user", "content": p}, {"role": "assistant", "content": c}],
-                      format=fmt, where=where)
-    if fmt == "alpaca":
-        ins, inp = _text_field(record, "instruction", loc), _text_field(record, "input", loc, required=False)
-        out = _text_field(record, "output", loc)
-        user = ins + ("\n\n" + inp if inp.strip() else "")
-        return Sample(messages=[{"role": "user", "content": user}, {"role": "assistant", "content": out}],
-                      format=fmt, where=where)
-    if fmt == "classification":
-        t, lab = _text_field(record, "text", loc), _text_field(record, "label", loc)
-        return Sample(messages=[{"role": "user", "content": t}, {"role": "assistant", "content": lab}],
-                      label=lab, format=fmt, where=where)
     if fmt == "text":
         return Sample(text=_text_field(record, "text", loc), format=fmt, where=where)
-    from tuneforge.errors import DataError
+    if fmt == "prompt_completion":
+        user, answer, label = _text_field(record, "prompt", loc), _text_field(record, "completion", loc), None
+    elif fmt == "alpaca":
+        ins, inp = _text_field(record, "instruction", loc), _text_field(record, "input", loc, required=False)
+        user, answer, label = ins + ("\n\n" + inp if inp.strip() else ""), _text_field(record, "output", loc), None
+    else:  # classification: the assistant answers with the label
+        user, answer = _text_field(record, "text", loc), _text_field(record, "label", loc, scalar=True)
+        label = answer
+    return Sample(messages=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                  label=label, format=fmt, where=where)
 
-    raise DataError(f"unknown format '{fmt}' (have: {', '.join(FORMATS)})", code="unknown_format", **loc)
+
+_SEP = "\u241e"  # SYMBOL FOR RECORD SEPARATOR: cannot be confused with ordinary text
+# Punctuation that rarely changes meaning; operators (+ - * / < > = ...) are kept so "2+3" != "2*3".
+_SOFT_PUNCT = set(".,;:!?'\"`\u2018\u2019\u201c\u201d\u2026\u00bf\u00a1")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def exact_key(sample: Sample) -> str:
+    """The example's content (roles and text, each stripped): equal keys are exact duplicates."""
+    if sample.messages is None:
+        return unicodedata.normalize("NFC", (sample.text or "").strip())
+    return _SEP.join(f"{m['role']}:{unicodedata.normalize('NFC', m['content'].strip())}" for m in sample.messages)
+
+
+def normalise(text: str) -> str:
+    """Case, width, whitespace and soft punctuation folded: "Show all users!" == "show  ALL users"."""
+    toks = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(t for t in toks if t not in _SOFT_PUNCT)
+
+
+def near_key(sample: Sample) -> str:
+    """`exact_key` normalised: equal keys are near duplicates, and always share a split (no leakage)."""
+    return _SEP.join(normalise(part) for part in exact_key(sample).split(_SEP))

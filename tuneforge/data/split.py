@@ -1,7 +1,6 @@
 """Seeded, leakage-free train/val/test splits and k-fold, stratified by label for classification.
 
-Fractions are of the whole file (`--test 0.2 --val 0.1` → 70/10/20), unlike chaining the guide's
-`train_test_split` twice (which makes val 10% of the remaining 80%). CLI: `tuneforge data split FILE`.
+Run: `tuneforge data split FILE --test 0.2 --val 0.1 --seed 0 --out DIR`; in code `split_records` / `kfold`.
 """
 
 from __future__ import annotations
@@ -13,85 +12,167 @@ import random
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Sequence
 
-from tuneforge.data.load import load_samples, read_records
-from tuneforge.data.validate import _key
+from tuneforge.data.formats import detect_format, near_key, to_sample
+from tuneforge.data.load import load_pairs
 from tuneforge.errors import DataError
 
+SPLITS = ("train", "val", "test")
 
-def _groups(keys: list[str]) -> list[list[int]]:
-    """Indices grouped by identical content: a group always lands in one split."""
+
+def _groups(keys: Sequence[str]) -> list[list[int]]:
+    """Indices grouped by identical key, in order of first appearance (deterministic)."""
     g: dict[str, list[int]] = defaultdict(list)
     for i, k in enumerate(keys):
         g[k].append(i)
     return list(g.values())
 
 
-def split_indices(keys: list[str], *, test: float = 0.2, val: float = 0.1, seed: int = 0,
-                  stratify: list[str] | None = None) -> dict[str, list[int]]:
-    if not 0 <= test < 1 or not 0 <= val < 1 or test + val >= 1:
-        raise ValueError(f"test ({test}) and val ({val}) must be fractions with test + val < 1")
+def _ordered_groups(keys: Sequence[str], stratify: Sequence[Hashable] | None, seed: int) -> list[list[int]]:
+    """Groups in a random order in which every stratum is spread evenly (systematic stratified sampling):
+    each group sits at its relative position within its shuffled stratum, and strata are merged by it.
+
+    scikit-learn's splitters stratify or group but not both at once, hence this: any prefix of the
+    order holds each label in proportion, so dealing it out in order stratifies every split.
+    """
+    if stratify is not None and len(stratify) != len(keys):
+        raise ValueError(f"stratify has {len(stratify)} labels for {len(keys)} examples")
     rng = random.Random(seed)
-    strata: dict[str, list[list[int]]] = defaultdict(list)
+    strata: dict[Hashable, list[list[int]]] = defaultdict(list)
     for grp in _groups(keys):
-        strata[stratify[grp[0]] if stratify else ""].append(grp)
-    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for name in sorted(strata):
-        groups = strata[name]
+        strata[stratify[grp[0]] if stratify is not None else None].append(grp)
+    placed = []
+    for groups in strata.values():
         rng.shuffle(groups)
-        n = sum(len(g) for g in groups)
-        want = {"test": round(test * n), "val": round(val * n)}
-        got = {"test": 0, "val": 0}
+        n, c = sum(map(len, groups)), 0
         for g in groups:
-            dest = next((s for s in ("test", "val") if got[s] < want[s]), "train")
-            out[dest].extend(g)
-            got[dest] = got.get(dest, 0) + len(g)
-    return {k: sorted(v) for k, v in out.items()}
+            placed.append(((c + len(g) / 2) / n, rng.random(), g))
+            c += len(g)
+    placed.sort(key=lambda t: (t[0], t[1]))
+    return [g for _, _, g in placed]
 
 
-def kfold_indices(keys: list[str], k: int, *, seed: int = 0,
-                  stratify: list[str] | None = None) -> list[tuple[list[int], list[int]]]:
-    """K (train, val) index pairs; identical examples share a fold; folds are label-balanced when stratified."""
+def _deal(groups: list[list[int]], targets: list[int]) -> list[list[int]]:
+    """Each group goes to the first bucket it does not push further from its target; else the neediest."""
+    out: list[list[int]] = [[] for _ in targets]
+    got = [0] * len(targets)
+    for g in groups:
+        n = len(g)
+        j = next((j for j, t in enumerate(targets) if 2 * got[j] + n <= 2 * t), None)
+        if j is None:
+            j = min(range(len(targets)), key=lambda j: got[j] - targets[j])
+        out[j].extend(g)
+        got[j] += n
+    return [sorted(b) for b in out]
+
+
+def split_indices(keys: Sequence[str], *, test: float = 0.2, val: float = 0.1, seed: int = 0,
+                  stratify: Sequence[Hashable] | None = None) -> dict[str, list[int]]:
+    """{"train", "val", "test"}: sorted indices; equal keys share a split (leakage-free).
+
+    Fractions are of the WHOLE file: test=0.2, val=0.1 gives 70/10/20. The guide's snippet
+    `train, test = train_test_split(data, test_size=0.2); train, val = train_test_split(train, test_size=0.1)`
+    makes val 10% of the remaining 80% (72/8/20); pass val=0.08 to get that. Counts round half up;
+    a group of duplicates is never cut, so sizes can miss by less than a group. Same keys + seed = same split.
+    """
+    if not (0 <= test < 1 and 0 <= val < 1 and test + val < 1):
+        raise ValueError(f"test ({test}) and val ({val}) must be fractions in [0, 1) with test + val < 1")
+    n = len(keys)
+    n_test, n_val = int(test * n + 0.5), int(val * n + 0.5)  # round half up (round() rounds half to even)
+    t, v, tr = _deal(_ordered_groups(keys, stratify, seed), [n_test, n_val, n])
+    return {"train": tr, "val": v, "test": t}
+
+
+def kfold_indices(keys: Sequence[str], k: int, *, seed: int = 0,
+                  stratify: Sequence[Hashable] | None = None) -> list[tuple[list[int], list[int]]]:
+    """K (train, val) index pairs: every example is in exactly one val fold; equal keys share a fold."""
     if k < 2:
         raise ValueError("k-fold needs k >= 2")
-    rng = random.Random(seed)
-    strata: dict[str, list[list[int]]] = defaultdict(list)
-    for grp in _groups(keys):
-        strata[stratify[grp[0]] if stratify else ""].append(grp)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    offset = 0
-    for name in sorted(strata):
-        groups = strata[name]
-        rng.shuffle(groups)
-        for j, g in enumerate(groups):
-            folds[(j + offset) % k].extend(g)
-        offset += len(groups)
-    if any(not f for f in folds):
-        raise ValueError(f"not enough distinct examples for {k} folds")
-    return [(sorted(i for j, f in enumerate(folds) if j != n for i in f), sorted(folds[n])) for n in range(k)]
+    groups = _ordered_groups(keys, stratify, seed)
+    if len(groups) < k:
+        raise ValueError(f"only {len(groups)} distinct examples for {k} folds")
+    n = len(keys)
+    folds = _deal(groups, [(j + 1) * n // k - j * n // k for j in range(k)])
+    for j in range(k):  # big groups can starve a fold: give it the smallest group of the fold with most groups
+        if not folds[j]:
+            members: list[dict[str, list[int]]] = []
+            for f in folds:
+                by_key: dict[str, list[int]] = defaultdict(list)
+                for i in f:
+                    by_key[keys[i]].append(i)
+                members.append(by_key)
+            donor = max(range(k), key=lambda m: len(members[m]))
+            moved = set(min(members[donor].values(), key=len))
+            folds[donor] = [i for i in folds[donor] if i not in moved]
+            folds[j] = sorted(moved)
+    return [(sorted(i for m, f in enumerate(folds) if m != j for i in f), folds[j]) for j in range(k)]
 
 
-def _write(path: Path, suffix: str, records: list[Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def record_keys(records: Sequence[Any]) -> tuple[list[str], list[str | None]]:
+    """(leakage key, label) per raw record; a record that is not a valid example is keyed by its JSON."""
+    keys, labels = [], []
+    for rec in records:
+        try:
+            s = to_sample(rec, detect_format(rec))
+            keys.append(near_key(s))
+            labels.append(s.label)
+        except DataError:
+            keys.append(json.dumps(rec, sort_keys=True, ensure_ascii=False, default=str))
+            labels.append(None)
+    return keys, labels
+
+
+def _strata(labels: list[str | None], stratify: Sequence[Hashable] | bool | None) -> Sequence[Hashable] | None:
+    if stratify is None or stratify is True:  # auto: classification files stratify by label
+        return labels if labels and all(x is not None for x in labels) else None
+    return None if stratify is False else stratify
+
+
+def split_records(records: Sequence[Any], *, test: float = 0.2, val: float = 0.1, seed: int = 0,
+                  stratify: Sequence[Hashable] | bool | None = None) -> dict[str, list[int]]:
+    """Indices into `records` for "train", "val", "test" (fractions of the whole; 0.2/0.1 → 70/10/20).
+
+    `stratify`: None = by label when every record is a classification example; False = off; or one
+    label per record. Rows with the same normalised content always share a split.
+    """
+    keys, labels = record_keys(records)
+    return split_indices(keys, test=test, val=val, seed=seed, stratify=_strata(labels, stratify))
+
+
+def kfold(records: Sequence[Any], k: int = 5, seed: int = 0,
+          stratify: Sequence[Hashable] | bool | None = None) -> list[tuple[list[int], list[int]]]:
+    """K (train indices, val indices) pairs over `records`; leakage-free and stratified like `split_records`."""
+    keys, labels = record_keys(records)
+    return kfold_indices(keys, k, seed=seed, stratify=_strata(labels, stratify))
+
+
+def _write(dest: Path, suffix: str, records: list[Any], template: Path) -> None:
+    """Write to a temp file in the same folder, then rename: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
         if suffix == ".jsonl":
-            Path(tmp).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         elif suffix == ".json":
-            Path(tmp).write_text(json.dumps(records, ensure_ascii=False, indent=1))
+            Path(tmp).write_text(json.dumps(records, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         elif suffix == ".csv":
-            cols = list(dict.fromkeys(k for r in records for k in r))
+            with open(template, encoding="utf-8-sig", newline="") as f:  # the input's columns, in its order
+                cols = [h.strip() for h in next(csv.reader(f)) if h.strip()]
             with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=cols)
+                w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
                 w.writeheader()
-                w.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in records])
+                w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in records)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(records), tmp)
-        os.replace(tmp, path)
+            # the input's schema keeps types (int labels, nested messages) even when a split lacks a value;
+            # pandas metadata is dropped because it describes the input's row index
+            schema = pq.read_schema(template).remove_metadata()
+            pq.write_table(pa.Table.from_pylist(records, schema=schema), tmp)
+        os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -99,25 +180,27 @@ def _write(path: Path, suffix: str, records: list[Any]) -> None:
 
 def split_file(path: str | Path, out_dir: str | Path, *, test: float = 0.2, val: float = 0.1,
                seed: int = 0) -> dict[str, tuple[Path, int]]:
-    """Write train/val/test files in the input's format; the input is validated first and never overwritten."""
+    """Write OUT_DIR/STEM.{train,val,test}.EXT in the input's format: {split: (path, rows)}, empty splits omitted.
+
+    The file is validated first (the first DataError is raised, nothing is written); classification
+    files are stratified by label; the input is never overwritten.
+    """
     path, out_dir = Path(path), Path(out_dir)
-    samples = load_samples(path)  # raises the first bad row
-    records = [r for _, r in read_records(path)]
-    labels = [s.label for s in samples]
-    strat = labels if all(lab is not None for lab in labels) else None
+    pairs = load_pairs(path)
+    labels = [s.label for s, _ in pairs]
+    strat = labels if all(x is not None for x in labels) else None
     try:
-        idx = split_indices([_key(s) for s in samples], test=test, val=val, seed=seed, stratify=strat)
+        idx = split_indices([near_key(s) for s, _ in pairs], test=test, val=val, seed=seed, stratify=strat)
     except ValueError as e:
         raise DataError(str(e), path=str(path), code="bad_split") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    dests = {name: out_dir / f"{path.stem}.{name}{suffix}" for name in SPLITS if idx[name]}
+    for dest in dests.values():
+        if dest.resolve() == path.resolve() or (dest.exists() and os.path.samefile(dest, path)):
+            raise DataError(f"refusing to overwrite the input file with {dest}", path=str(path), code="bad_split")
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name in ("train", "val", "test"):
-        if not idx[name]:
-            continue
-        dest = out_dir / f"{path.stem}.{name}{suffix}"
-        if dest.resolve() == path.resolve():
-            raise DataError("refusing to overwrite the input file", path=str(path), code="bad_split")
-        _write(dest, suffix, [records[i] for i in idx[name]])
+    for name, dest in dests.items():
+        _write(dest, suffix, [pairs[i][1] for i in idx[name]], path)
         written[name] = (dest, len(idx[name]))
     return written

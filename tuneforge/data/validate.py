@@ -1,32 +1,40 @@
-"""The pre-flight report for a data file: schema errors (OpenAI codes), token lengths, truncation,
-duplicates, label balance and the guide's warnings. CLI: `tuneforge data check FILE [--json]`.
+"""The pre-flight report for a data file: every schema error (OpenAI codes) with its line, token lengths,
+truncation, duplicates, label balance and the guide's warnings. Run: `tuneforge data check FILE [--json]`.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneforge.data.formats import exact_key, near_key
 from tuneforge.data.load import scan
-from tuneforge.data.tokenize import encode
+from tuneforge.data.tokenize import IGNORE, encode
+from tuneforge.errors import DataError
 
-GUIDE_MIN_EXAMPLES = 1000
-IMBALANCE_RATIO = 5
+GUIDE_MIN_EXAMPLES = 1000  # the guide: below this, prompting or RAG usually beats fine-tuning
+IMBALANCE_RATIO = 5  # largest/smallest class above this is "heavy" imbalance
+MAX_LISTED = 50  # errors and duplicate groups shown by render(); to_dict() has them all
+
+_key = near_key  # the leakage key; kept under this name for train/cv.py (prefer formats.near_key)
 
 
 @dataclass
 class Report:
+    """What `data check` prints; `to_dict()` keys are stable (the CLI's --json and CI scripts read them)."""
+
     path: str
-    n_examples: int = 0
+    n_examples: int = 0  # rows read, valid or not
+    n_valid: int = 0
     format: str | None = None
     formats: dict = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    tokens: dict | None = None
-    supervised_tokens: int | None = None
+    tokens: dict | None = None  # per example, before truncation; None without a tokenizer
+    supervised_tokens: int | None = None  # tokens that carry loss, after truncation (what training sees)
     n_truncated: int | None = None
+    n_unsupervised: int | None = None  # truncation cut the whole answer: training skips these
     max_seq_len: int = 2048
     duplicates: dict = field(default_factory=lambda: {"exact": [], "near": []})
     label_balance: dict | None = None
@@ -36,104 +44,147 @@ class Report:
         return not self.errors
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "ok": self.ok, "n_examples": self.n_examples, "format": self.format,
-                "formats": self.formats, "errors": self.errors, "warnings": self.warnings, "tokens": self.tokens,
-                "supervised_tokens": self.supervised_tokens, "n_truncated": self.n_truncated,
-                "max_seq_len": self.max_seq_len, "duplicates": self.duplicates, "label_balance": self.label_balance}
+        return {"path": self.path, "ok": self.ok, "n_examples": self.n_examples, "n_valid": self.n_valid,
+                "format": self.format, "formats": self.formats, "errors": self.errors, "warnings": self.warnings,
+                "tokens": self.tokens, "supervised_tokens": self.supervised_tokens, "n_truncated": self.n_truncated,
+                "n_unsupervised": self.n_unsupervised, "max_seq_len": self.max_seq_len,
+                "duplicates": self.duplicates, "label_balance": self.label_balance}
 
     def render(self) -> str:
-        out = [f"{self.path}: {self.n_examples} examples, format {self.format or 'unknown'}"
-               + (f" (mixed: {self.formats})" if len(self.formats) > 1 else "")]
+        """Plain text (no markup): the CLI echoes it, and it reads the same in a log file."""
+        fmt = self.format or "unknown"
+        if len(self.formats) > 1:
+            fmt += " (mixed: " + ", ".join(f"{k} {v}" for k, v in sorted(self.formats.items())) + ")"
+        out = [f"{self.path}", f"  examples: {self.n_examples} ({self.n_valid} valid), format: {fmt}"]
         if self.tokens:
             t = self.tokens
-            out.append(f"tokens per example: min {t['min']}, mean {t['mean']:.1f}, p50 {t['p50']}, p95 {t['p95']}, "
-                       f"max {t['max']}; total {t['total']:,} ({self.supervised_tokens:,} supervised)")
-            out.append(f"truncated at max_seq_len={self.max_seq_len}: {self.n_truncated}")
+            out.append(f"  tokens per example: min {t['min']}, p50 {t['p50']}, mean {t['mean']}, p95 {t['p95']}, "
+                       f"max {t['max']}; total {t['total']:,}, supervised {self.supervised_tokens:,}")
+            out.append(f"  truncated at max_seq_len={self.max_seq_len}: {self.n_truncated}"
+                       + (f" ({self.n_unsupervised} lose their whole answer)" if self.n_unsupervised else ""))
+        else:
+            out.append("  tokens: not counted (no tokenizer)")
         if self.label_balance:
-            out.append("labels: " + ", ".join(f"{k}={v}" for k, v in self.label_balance.items()))
+            out.append("  labels: " + ", ".join(f"{k} {v}" for k, v in self.label_balance.items()))
         d = self.duplicates
-        out.append(f"duplicates: {len(d['exact'])} exact groups, {len(d['near'])} near groups")
-        for g in d["exact"][:5]:
-            out.append(f"  exact: lines {', '.join(map(str, g))}")
-        for g in d["near"][:5]:
-            out.append(f"  near: lines {', '.join(map(str, g))}")
-        for w in self.warnings:
-            out.append(f"warning: {w}")
-        for e in self.errors[:50]:
-            out.append(f"error: {e['where']}: {e['code']}" + (f" [{e['field']}]" if e["field"] else "")
-                       + f": {e['message']}")
-        if len(self.errors) > 50:
-            out.append(f"... and {len(self.errors) - 50} more errors (see --json)")
+        out.append(f"  duplicates: {len(d['exact'])} exact group(s), {len(d['near'])} near group(s)")
+        for kind in ("exact", "near"):
+            for g in d[kind][:MAX_LISTED]:
+                shown = ", ".join(map(str, g[:10])) + (f", ... ({len(g)} rows)" if len(g) > 10 else "")
+                out.append(f"    {kind}: lines {shown}")
+            if len(d[kind]) > MAX_LISTED:
+                out.append(f"    ... {len(d[kind]) - MAX_LISTED} more {kind} group(s) (see --json)")
+        if self.warnings:
+            out.append(f"warnings ({len(self.warnings)}):")
+            out += [f"  - {w}" for w in self.warnings]
+        if self.errors:
+            out.append(f"errors ({len(self.errors)}):")
+            for e in self.errors[:MAX_LISTED]:
+                out.append(f"  {e['where']}: {e['code']}" + (f" [{e['field']}]" if e["field"] else "")
+                           + f": {e['message']}")
+            if len(self.errors) > MAX_LISTED:
+                out.append(f"  ... and {len(self.errors) - MAX_LISTED} more (see --json)")
         out.append("OK" if self.ok else f"FAILED: {len(self.errors)} error(s)")
         return "\n".join(out)
 
 
-def _key(sample) -> str:
-    if sample.messages is None:
-        return sample.text or ""
-    return "\u241e".join(f"{m['role']}:{m['content']}" for m in sample.messages)
-
-
-def _near_key(text: str) -> str:
-    # near-duplicates: identical after case, whitespace and punctuation folding (cheap, O(n))
-    return re.sub(r"[\W_]+", " ", text.lower()).strip()
+def _error_dict(e: DataError) -> dict:
+    where = e.path + (f":{e.line}" if e.line is not None else "")
+    return {"where": where, "line": e.line, "field": e.field, "code": e.code, "message": e.detail}
 
 
 def _percentile(sorted_vals: list[int], q: float) -> int:
+    """Nearest-rank percentile: an actual example length, not an interpolation."""
     return sorted_vals[min(len(sorted_vals) - 1, int(q * (len(sorted_vals) - 1) + 0.5))]
 
 
-def check_file(path: str | Path, tokenizer=None, max_seq_len: int = 2048, fmt: str = "auto") -> Report:
-    res = scan(path, fmt)
-    rep = Report(str(path), max_seq_len=max_seq_len)
-    rep.n_examples = len(res.records)
-    rep.formats = dict(res.formats)
-    rep.format = res.main_format
-    rep.errors = [{"where": f"{e.path}" + (f":{e.line}" if e.line else ""), "line": e.line, "field": e.field,
-                   "code": e.code, "message": e.detail} for e in res.errors]
-    good = [(line, s) for line, s in zip(res.lines, res.samples) if s is not None]
-    if len(res.formats) > 1:
-        rep.warnings.append(f"inconsistent formatting: {len(res.formats)} formats in one file {dict(res.formats)}; "
-                            "the guide asks for consistent formatting (training refuses mixed files)")
-    chats = [s for _, s in good if s.messages is not None]
-    with_system = sum(1 for s in chats if s.messages[0]["role"] == "system")
-    if chats and 0 < with_system < len(chats):
-        rep.warnings.append(f"inconsistent formatting: {with_system} of {len(chats)} chats have a system prompt")
-    if 0 < rep.n_examples < GUIDE_MIN_EXAMPLES:
-        rep.warnings.append(f"only {rep.n_examples} examples: the guide advises against fine-tuning with fewer than "
-                            f"{GUIDE_MIN_EXAMPLES}; consider prompting or RAG, or collect more data")
+def _duplicates(good: list) -> dict:
+    """Exact groups share `exact_key`; near groups share `near_key` but are not just an exact group again."""
     exact: dict[str, list[int]] = defaultdict(list)
     near: dict[str, list[int]] = defaultdict(list)
     for line, s in good:
-        k = _key(s)
-        exact[k].append(line)
-        near[_near_key(k)].append(line)
-    rep.duplicates["exact"] = [v for v in exact.values() if len(v) > 1]
-    exact_sets = {tuple(v) for v in rep.duplicates["exact"]}
-    rep.duplicates["near"] = [v for v in near.values() if len(v) > 1 and tuple(v) not in exact_sets]
+        exact[exact_key(s)].append(line)
+        near[near_key(s)].append(line)
+    ex = [v for v in exact.values() if len(v) > 1]
+    ex_sets = {tuple(v) for v in ex}
+    return {"exact": ex, "near": [v for v in near.values() if len(v) > 1 and tuple(v) not in ex_sets]}
+
+
+def _token_stats(rep: Report, good: list, tokenizer, max_seq_len: int) -> None:
+    lens, sup, trunc, lost = [], 0, 0, 0
+    for _, s in good:
+        e = encode(s, tokenizer, max_seq_len=10**9)  # full length, so the stats show how much is cut
+        kept = sum(1 for x in e.labels[:max_seq_len] if x != IGNORE)
+        lens.append(len(e.input_ids))
+        sup += kept
+        trunc += len(e.input_ids) > max_seq_len
+        lost += kept == 0
+    srt = sorted(lens)
+    rep.tokens = {"min": srt[0], "max": srt[-1], "mean": round(sum(srt) / len(srt), 1),
+                  "p50": _percentile(srt, 0.5), "p95": _percentile(srt, 0.95), "total": sum(srt)}
+    rep.supervised_tokens, rep.n_truncated, rep.n_unsupervised = sup, trunc, lost
+    if trunc:
+        rep.warnings.append(f"{trunc} example(s) are longer than max_seq_len={max_seq_len} and will be truncated"
+                            + (f"; {lost} lose their whole answer and will be skipped" if lost else "")
+                            + " (raise --max-seq-len or shorten them)")
+
+
+def check_file(path: str | Path, tokenizer=None, max_seq_len: int = 2048, fmt: str = "auto") -> Report:
+    """Check every row of a file (never stops at the first error); token stats need a `tokenizer`."""
+    res = scan(path, fmt)
+    rep = Report(str(path), max_seq_len=max_seq_len, n_examples=len(res.records), formats=dict(res.formats),
+                 format=res.main_format)
+    rep.errors = [_error_dict(e) for e in res.errors]
+    good = res.valid
+    rep.n_valid = len(good)
+
+    if len(res.formats) > 1:  # training refuses such a file, so it is an error here too
+        first = next(s.format for _, s in good) if good else res.main_format
+        line, other = next(((ln, s.format) for ln, s in good if s.format != first), (None, None))
+        if line is not None:
+            rep.errors.append(_error_dict(DataError(
+                f"format '{other}' differs from '{first}' (line {good[0][0]}); use one format per file",
+                path=str(path), line=line, code="inconsistent_format")))
+        rep.warnings.append("inconsistent formatting: " + ", ".join(f"{v} {k}" for k, v in res.formats.most_common())
+                            + " rows in one file; the guide asks for one consistent format")
+    chats = [s for _, s in good if s.messages is not None and s.format == "chat"]
+    with_system = sum(1 for s in chats if s.messages[0]["role"] == "system")
+    if 0 < with_system < len(chats):
+        rep.warnings.append(f"inconsistent formatting: {with_system} of {len(chats)} chats have a system prompt; "
+                            "use the same system prompt in every example (and at inference)")
+    if 0 < rep.n_valid < GUIDE_MIN_EXAMPLES:
+        rep.warnings.append(f"only {rep.n_valid} valid examples: the guide advises against fine-tuning with "
+                            f"< {GUIDE_MIN_EXAMPLES} examples; consider prompting or RAG, or collect more data")
+
+    rep.duplicates = _duplicates(good)
     if rep.duplicates["exact"]:
         n = sum(len(v) - 1 for v in rep.duplicates["exact"])
-        rep.warnings.append(f"{n} exact duplicate example(s): they over-weight those rows and leak across splits")
+        rep.warnings.append(f"{n} exact duplicate row(s) in {len(rep.duplicates['exact'])} group(s): they over-weight "
+                            "those examples (splits keep each group on one side)")
+    if rep.duplicates["near"]:
+        rep.warnings.append(f"{len(rep.duplicates['near'])} group(s) of near duplicates (differ only in case, "
+                            "spacing or punctuation)")
+
     labels = [s.label for _, s in good if s.label is not None]
     if labels:
         rep.label_balance = dict(sorted(Counter(labels).items()))
         counts = list(rep.label_balance.values())
-        if len(counts) > 1 and max(counts) > IMBALANCE_RATIO * min(counts):
-            rep.warnings.append(f"label imbalance: largest class {max(counts)} vs smallest {min(counts)} "
-                                "(the guide asks for a balanced distribution)")
+        if len(counts) == 1:
+            rep.warnings.append(f"every example has the label '{labels[0]}': nothing to classify")
+        elif max(counts) > IMBALANCE_RATIO * min(counts):
+            big = max(rep.label_balance, key=rep.label_balance.get)
+            small = min(rep.label_balance, key=rep.label_balance.get)
+            rep.warnings.append(f"label imbalance: '{big}' has {max(counts)} examples, '{small}' {min(counts)} "
+                                f"(ratio > {IMBALANCE_RATIO}); the guide asks for a balanced distribution")
+
     if tokenizer is not None and good:
-        lens, sup, trunc = [], 0, 0
-        for _, s in good:
-            e = encode(s, tokenizer, max_seq_len=10**9)
-            lens.append(len(e.input_ids))
-            sup += e.n_supervised
-            trunc += len(e.input_ids) > max_seq_len
-        srt = sorted(lens)
-        rep.tokens = {"min": srt[0], "max": srt[-1], "mean": sum(srt) / len(srt), "p50": _percentile(srt, 0.5),
-                      "p95": _percentile(srt, 0.95), "total": sum(srt)}
-        rep.supervised_tokens, rep.n_truncated = sup, trunc
-        if trunc:
-            rep.warnings.append(f"{trunc} example(s) longer than max_seq_len={max_seq_len} will be truncated")
-    if good and not chats and not any(s.text for _, s in good):
-        rep.warnings.append("no example has an assistant reply to learn from")
+        try:
+            _token_stats(rep, good, tokenizer, max_seq_len)
+        except DataError as e:  # e.g. the tokenizer has no chat template: a problem to report, not a crash
+            rep.errors.append(_error_dict(e))
+    if good and not any(s.reference is not None for _, s in good):
+        rep.warnings.append("no example has an assistant reply: plain text trains language modelling on every "
+                            "token (continued pre-training), not answering prompts")
+    elif rep.n_examples and not good:
+        rep.warnings.append("no valid example, so no assistant reply to learn from")
     return rep
