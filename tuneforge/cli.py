@@ -21,7 +21,11 @@ export_app = typer.Typer(no_args_is_help=True, help="Export a run (merged model,
 models_app = typer.Typer(no_args_is_help=True, help="Base models.")
 app.add_typer(data_app, name="data")
 app.add_typer(export_app, name="export")
+runs_app = typer.Typer(no_args_is_help=True, help="Runs registry: list, show, diff.")
 app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+# `tuneforge eval human-export|human-import` read as subcommands of eval, which itself takes a positional target
+EVAL_SUBCOMMANDS = {"human-export": "eval-human-export", "human-import": "eval-human-import"}
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -100,6 +104,10 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
     _print_eval(res, samples)
     if dest:
         typer.echo(f"wrote {dest}")
+    if is_run(target) and dest == Path(target) / "eval.json":
+        from tuneforge.eval.report import write_report
+
+        typer.echo(f"wrote {write_report(target)}")
 
 
 def _print_eval(res: dict, n_samples: int) -> None:
@@ -131,6 +139,58 @@ def _print_eval(res: dict, n_samples: int) -> None:
                   highlight=False)
         for r in roles:
             con.print(f"[bold]{r}:[/bold] {ex[f'{r}_prediction']}", markup=True, highlight=False)
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="Run directory.")):
+    """Write RUN/report.html: loss curves, learning rate, metrics base vs tuned, worst examples."""
+    from tuneforge.eval.report import write_report
+
+    typer.echo(str(write_report(run)))
+
+
+@app.command("eval-human-export", hidden=True)
+def human_export(eval_json: Path = typer.Argument(..., help="eval.json written by `tuneforge eval --baseline`."),
+                 out: Path = typer.Option(Path("."), help="Folder for human_eval.csv/.html and the key."),
+                 seed: int = typer.Option(0, help="Seeds the per-row model order.")):
+    """Blind A/B sheet (CSV + HTML form), model order randomised per row."""
+    from tuneforge.eval.human import export_sheet
+
+    for kind, path in export_sheet(eval_json, out, seed=seed).items():
+        typer.echo(f"{kind}: {path}")
+
+
+@app.command("eval-human-import", hidden=True)
+def human_import(csv_path: Path = typer.Argument(..., help="The rated human_eval.csv."),
+                 key: Path = typer.Option(..., help="human_eval_key.json written by human-export.")):
+    """Unblind the ratings: win/tie/loss of tuned vs baseline with confidence intervals."""
+    from tuneforge.eval.human import format_ratings, import_ratings
+
+    typer.echo(format_ratings(import_ratings(csv_path, key)))
+
+
+@runs_app.command("list")
+def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder holding run directories.")):
+    """Every run: id, base, method, data hashes, git commit, best val loss, eval metrics."""
+    from tuneforge.registry import format_table, list_runs
+
+    typer.echo(format_table(list_runs(root)))
+
+
+@runs_app.command("show")
+def runs_show(run: Path = typer.Argument(..., help="Run directory.")):
+    """One run in full: config, data hashes, metrics summary, artifacts."""
+    from tuneforge.registry import show_run
+
+    typer.echo(json.dumps(show_run(run), indent=1, default=str))
+
+
+@runs_app.command("diff")
+def runs_diff(a: Path = typer.Argument(...), b: Path = typer.Argument(...)):
+    """Hyperparameters and metrics that differ between two runs."""
+    from tuneforge.registry import diff_runs, format_diff
+
+    typer.echo(format_diff(diff_runs(a, b)))
 
 
 @data_app.command("check")
@@ -206,6 +266,8 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     _quiet_libraries()
+    if len(sys.argv) > 2 and sys.argv[1] == "eval" and sys.argv[2] in EVAL_SUBCOMMANDS:
+        sys.argv[1:3] = [EVAL_SUBCOMMANDS[sys.argv[2]]]
     try:
         app()
     except TuneforgeError as e:

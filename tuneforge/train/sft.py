@@ -29,6 +29,8 @@ from tuneforge.models.load import default_device, load_base, resolve
 from tuneforge.run import file_sha256, model_card
 from tuneforge.train import checkpoint
 from tuneforge.train.checkpoint import write_atomic_dir, write_atomic_text
+from tuneforge.eval.report import overfitting_signal
+from tuneforge.registry import record_git_commit
 from tuneforge.train.loss import evaluate, loss_sum
 from tuneforge.train.packing import collate
 
@@ -116,7 +118,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
             "truncated_examples": n_trunc, "dropped_without_supervision": len(train_s) - len(train),
             "val_source": "val_data" if cfg.val_data else f"val_split={cfg.val_split}", "split_seed": cfg.seed,
             "train_tokens": sum(len(e.input_ids) for e in train),
-            "train_supervised_tokens": sum(e.n_supervised for e in train)}
+            "train_supervised_tokens": sum(e.n_supervised for e in train),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return Prepared(cfg, base, model, train, val, info)
 
 
@@ -288,6 +291,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
             _append_jsonl(metrics, {"step": step, "epoch": round(step / steps_per_epoch, 4), "val_loss": val_loss,
                                     "best_val_loss": state["best_val"]})
             bar.write(f"step {step}: val_loss {val_loss:.4f}" + (" (best)" if improved else ""), file=sys.stderr)
+            warning = overfitting_signal(_read_jsonl(metrics))
+            if warning and not state.get("warned"):
+                bar.write(f"warning: {warning}", file=sys.stderr)
+                state["warned"] = True
             if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
                 state["stopped_early"] = True
                 bar.write(f"early stopping: no val-loss improvement in {state['bad_evals']} evaluations; "
@@ -322,6 +329,7 @@ def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
     write_atomic_dir(out / ("adapter" if adapter else "model"), write_weights)
     trainable, n_params = methods.count_parameters(model)
     info = {"schema": 1, "tuneforge_version": tuneforge.__version__, "run_dir": str(out),
+            "created": p.data_info.get("created"), "git_commit": record_git_commit(out),
             "base": cfg.base, "base_path": p.base.path, "method": cfg.method, "adapter": adapter,
             "trainable_parameters": trainable, "total_parameters": n_params, "steps": step,
             "stopped_early": state["stopped_early"], "best_step": state["best_step"],
@@ -330,6 +338,9 @@ def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
                                           "final_step": step}.items() if v is not None}}
     write_atomic_text(out / "run.json", json.dumps(info, indent=1))
     write_atomic_text(out / "README.md", model_card(cfg.model_dump(), info, p.data_info))
+    from tuneforge.eval.report import write_report
+
+    write_report(out)
     shutil.rmtree(out / "best", ignore_errors=True)
     print(f"tuneforge: run written to {out} ({'adapter/' if adapter else 'model/'}, best val loss "
           f"{state['best_val'] if state['best_val'] is not None else 'n/a'})", file=sys.stderr)
