@@ -17,7 +17,6 @@ GUIDE_MIN_EXAMPLES = 1000  # the guide: below this, prompting or RAG usually bea
 IMBALANCE_RATIO = 5  # largest/smallest class above this is "heavy" imbalance
 MAX_LISTED = 50  # errors and duplicate groups shown by render(); to_dict() has them all
 
-_key = near_key  # the leakage key; kept under this name for train/cv.py (prefer formats.near_key)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from tuneforge.config import TrainConfig
 from tuneforge.data.load import load_samples
 from tuneforge.data.split import kfold_indices
-from tuneforge.data.validate import _key
+from tuneforge.data.formats import near_key
 from tuneforge.errors import ConfigError, TuneforgeError
 from tuneforge.train.checkpoint import write_atomic_text
 from tuneforge.train.sft import prepare, train
@@ -33,7 +33,7 @@ def cross_validate(cfg: TrainConfig, k: int, *, progress: bool = True) -> dict:
     labels = [s.label for s in samples]
     strat = labels if all(x is not None for x in labels) else None
     try:
-        folds = kfold_indices([_key(s) for s in samples], k, seed=cfg.seed, stratify=strat)
+        folds = kfold_indices([near_key(s) for s in samples], k, seed=cfg.seed, stratify=strat)
     except ValueError as e:
         raise ConfigError(f"--cv {k}: {e}") from None
     results = []

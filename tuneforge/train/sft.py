@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 import tuneforge
 from tuneforge import methods
 from tuneforge.config import TrainConfig, load_config, save_config
-from tuneforge.data.formats import Sample
+from tuneforge.data.formats import Sample, near_key
 from tuneforge.data.load import load_samples
+from tuneforge.data.split import split_indices
 from tuneforge.data.tokenize import Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.models.load import default_device, load_base, resolve
@@ -52,19 +53,13 @@ def seed_everything(seed: int) -> None:
 
 
 def holdout(samples: list[Sample], frac: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded validation hold-out; identical examples stay on one side (no leakage)."""
+    """Seeded validation hold-out; near-duplicates stay on one side (no leakage), stratified by label."""
     if frac <= 0 or len(samples) < 2:
         return samples, []
-    groups: dict[str, list[Sample]] = {}
-    for s in samples:
-        groups.setdefault(json.dumps([s.messages, s.text], sort_keys=True), []).append(s)
-    keys = list(groups)
-    random.Random(seed).shuffle(keys)
-    n_val = max(1, round(frac * len(samples)))
-    val, train = [], []
-    for k in keys:
-        (val if len(val) < n_val else train).extend(groups[k])
-    return train, val
+    labels = [s.label for s in samples]
+    idx = split_indices([near_key(s) for s in samples], test=0.0, val=frac, seed=seed,
+                        stratify=labels if all(x is not None for x in labels) else None)
+    return [samples[i] for i in idx["train"]], [samples[i] for i in idx["val"]]
 
 
 def _encode_all(samples: list[Sample], tok, cfg: TrainConfig, what: str) -> tuple[list[Encoded], int]:
