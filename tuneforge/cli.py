@@ -229,11 +229,14 @@ def data_split(file: Path = typer.Argument(..., help="Examples file to split."),
 
 @export_app.command("merge")
 def export_merge(run: Path = typer.Argument(..., help="Run directory."),
-                 output: Optional[Path] = typer.Option(None, help="Default: RUN/model.")):
+                 output: Optional[Path] = typer.Option(None, help="Default: RUN/model."),
+                 check: Optional[bool] = typer.Option(None, "--check/--no-check",
+                                                      help="Compare val loss as trained vs merged (default: on "
+                                                           "for QLoRA, whose base was 4-bit).")):
     """Merge the LoRA adapter into the base: a plain transformers model (loads with pipeline())."""
     from tuneforge.export.merge import merge
 
-    typer.echo(str(merge(run, output)))
+    typer.echo(str(merge(run, output, check=check)))
 
 
 @models_app.command("prepare")
@@ -253,6 +256,10 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*gemm_4bit.*")
     warnings.filterwarnings("ignore", message=".*Consider using tensor.detach.*")
+    import logging
+
+    # bitsandbytes asks for the `kernels` package, which would fetch kernels from a hub: not wanted offline
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -49,3 +50,26 @@ def test_train_merge_pipeline_generate(tmp_path):
 
     r = tf("generate", str(run), "Translate to SQL: Show all users", "--max-new-tokens", "24")
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "prompt-tuning"])
+def test_each_method_trains_saves_reloads_and_generates(method, tmp_path):
+    from tuneforge.eval.harness import generate, load_for_inference
+
+    run = tmp_path / method
+    r = tf("train", "--no-progress", "--method", method, "--data", str(ROOT / "examples/sql/train.jsonl"),
+           "--val_data", str(ROOT / "examples/sql/val.jsonl"), "--output", str(run), "--max_steps", "3",
+           "--eval_steps", "3", "--per_device_train_batch_size", "4")
+    assert r.returncode == 0, r.stderr
+    assert (run / ("model" if method == "full" else "adapter")).is_dir()
+    loaded = load_for_inference(run)
+    out, _ = generate(loaded, ["Translate to SQL: Show all users"], max_new_tokens=12)
+    assert isinstance(out[0], str) and out[0]
+    if method == "qlora":  # the adapter merges onto the full-precision base, with a parity check
+        r = tf("export", "merge", str(run))
+        assert r.returncode == 0, r.stderr
+        check = json.loads((run / "model" / "merge_check.json").read_text())
+        assert abs(check["relative_change"]) < 0.1
+    if method == "prompt-tuning":  # cannot become plain weights: say so instead of writing something broken
+        r = tf("export", "merge", str(run))
+        assert r.returncode == 2 and "cannot be merged" in r.stderr and not (run / "model").exists()

@@ -1,10 +1,12 @@
-"""Merge a run's LoRA adapter into its base and write `RUN/model/`, a plain transformers model.
+"""Merge a run's LoRA/QLoRA adapter into its full-precision base and write `RUN/model/` (plain transformers).
 
-The result loads with the guide's own `pipeline("text-generation", model="RUN/model")`.
+The result loads with the guide's own `pipeline("text-generation", model="RUN/model")`. A parity check
+compares validation loss of the model as trained (e.g. adapter on a 4-bit base) with the merged model.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,10 +14,56 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.run import read_run
 from tuneforge.train.checkpoint import write_atomic_dir
 
+CHECK_EXAMPLES = 64
 
-def merge(run_dir: str | Path, output: str | Path | None = None) -> Path:
+
+def _val_loss(model, tokenizer, samples, max_seq_len: int) -> float:
+    from tuneforge.data.tokenize import encode
+    from tuneforge.train.loss import evaluate
+    from tuneforge.train.packing import pad
+
+    enc = [encode(s, tokenizer, max_seq_len=max_seq_len) for s in samples]
+    return evaluate(model, [pad(enc[i:i + 16], tokenizer.pad_token_id) for i in range(0, len(enc), 16)])
+
+
+def _check_samples(run) -> list:
+    from tuneforge.data.load import load_samples
+
+    src = run.config.get("val_data") or run.config.get("data")
+    if not src or not Path(src).is_file():
+        return []
+    return load_samples(src)[:CHECK_EXAMPLES]
+
+
+def parity_check(run, merged, tokenizer) -> dict:
+    """Val loss as trained vs merged. For QLoRA the merged fp32 weights differ from the 4-bit base the
+    adapter was trained on, so a small gap is expected; a large one means the merge is not faithful."""
     from peft import PeftModel
 
+    from tuneforge import methods
+    from tuneforge.config import TrainConfig
+    from tuneforge.models.load import load_base
+
+    samples = _check_samples(run)
+    if not samples:
+        return {"skipped": "training data not found"}
+    cfg = TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
+    m = methods.get(run.info["method"])
+    quant = m.quantization(cfg, "cpu") if m.quantization else None
+    trained = PeftModel.from_pretrained(load_base(run.info["base"], device="cpu", quantization_config=quant).model,
+                                        str(run.adapter))
+    as_trained = _val_loss(trained, tokenizer, samples, cfg.max_seq_len)
+    del trained
+    merged_loss = _val_loss(merged, tokenizer, samples, cfg.max_seq_len)
+    return {"examples": len(samples), "val_loss_as_trained": as_trained, "val_loss_merged": merged_loss,
+            "relative_change": (merged_loss - as_trained) / max(as_trained, 1e-9)}
+
+
+def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool | None = None) -> Path:
+    """Write the merged model; `check` (default: on for QLoRA) records a parity check in merge_check.json."""
+    from peft import PeftModel
+
+    from tuneforge import methods
     from tuneforge.models.load import load_base
 
     run = read_run(run_dir)
@@ -26,8 +74,6 @@ def merge(run_dir: str | Path, output: str | Path | None = None) -> Path:
                   file=sys.stderr)
             return run.model
         raise TuneforgeError(f"{run.path}: run has no adapter/ to merge")
-    from tuneforge import methods
-
     if not methods.get(run.info["method"]).mergeable:
         raise TuneforgeError(f"{run.path}: {run.info['method']} adapters cannot be merged into model weights, so "
                              "transformers pipeline(), vLLM and GGUF cannot load them; use "
@@ -36,10 +82,18 @@ def merge(run_dir: str | Path, output: str | Path | None = None) -> Path:
     merged = PeftModel.from_pretrained(base.model, str(run.adapter)).merge_and_unload()
     merged.generation_config.eos_token_id = base.tokenizer.eos_token_id
     merged.generation_config.pad_token_id = base.tokenizer.pad_token_id
+    report = parity_check(run, merged, base.tokenizer) if (check or (check is None and
+                                                                     run.info["method"] == "qlora")) else None
 
     def write(d: Path) -> None:
         merged.save_pretrained(d)
         base.tokenizer.save_pretrained(d)  # carries the chat template the model was trained with
+        if report is not None:
+            (d / "merge_check.json").write_text(json.dumps(report, indent=1))
 
     write_atomic_dir(out, write)
+    if report and "relative_change" in report:
+        print(f"tuneforge: merge check on {report['examples']} examples: val loss as trained "
+              f"{report['val_loss_as_trained']:.4f}, merged {report['val_loss_merged']:.4f} "
+              f"({100 * report['relative_change']:+.1f}%)", file=sys.stderr)
     return out
