@@ -12,6 +12,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,10 +32,12 @@ NON_DEFAULTS = {
                  "checkpoint), warmup_steps set, max_seq_len=2048, seed; everything else default (packing on)",
     "hf": "bf16=False fp16=False (fp32, as the others), report_to=none, save_strategy=no, disable_tqdm, "
           "model loaded with dtype=float32; lr/warmup/weight_decay/seed as the others",
-    "trl": "bf16=False (TRL default bf16=True: >10x slower on this CPU), gradient_checkpointing=False (TRL default "
+    "trl": "bf16=False (TRL's default bf16=True refuses a CPU-only machine without use_cpu=True, and was >10x "
+           "slower in a trial), gradient_checkpointing=False (TRL default "
            "True: ~1.3x more compute; off so all do the same maths), per_device_train_batch_size=1 with "
            "max_length = batch x mean example length (packing counts packed rows, not examples), report_to=none, "
-           "save_strategy=no, disable_tqdm; learning_rate set (TRL default 2e-5)",
+           "save_strategy=no, disable_tqdm; learning_rate set (TRL default 2e-5). TRL also puts loss on the newline "
+           "after <|im_end|> (~1 more supervised token per example than the others)",
 }
 
 
@@ -136,6 +139,19 @@ def rss_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used so far (psutil: total minus idle/iowait)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def batch_stats(input_ids, labels, attention_mask, position_ids, label_shifted: bool) -> dict:
     """Token counts of one micro-batch, whatever its layout (padded rows or one packed row)."""
     if attention_mask is not None:
@@ -178,21 +194,38 @@ def useful_flops(shape: dict, stats: list[dict]) -> float:
             + 6 * shape["layers"] * shape["d_attn"] * sq)
 
 
-def val_loss(model, val: list) -> float:
-    """Mean CE per supervised token on the held-out set: the same plain forward for every contender."""
+def val_loss(model, val: list, pad_id: int, batch: int = 8) -> float:
+    """Mean CE per supervised token on the held-out set: one plain padded forward for every contender
+    (rows sorted by length so padding is small; output layer at supervised positions only, to keep it cheap)."""
     import torch
     import torch.nn.functional as F
 
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     model.eval()
+    rows = sorted(val, key=lambda e: len(e.input_ids))
     tot, n = 0.0, 0
     with torch.no_grad():
-        for e in val:
-            ids = torch.tensor([e.input_ids])
-            tgt = torch.tensor(e.labels[1:])
-            logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-            tot += float(F.cross_entropy(logits, tgt, ignore_index=-100, reduction="sum"))
-            n += int((tgt != -100).sum())
+        for i in range(0, len(rows), batch):
+            chunk = rows[i:i + batch]
+            width = max(len(e.input_ids) for e in chunk)
+            ids = torch.full((len(chunk), width), pad_id)
+            tgt = torch.full((len(chunk), width), -100)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for j, e in enumerate(chunk):
+                ids[j, :len(e.input_ids)] = torch.tensor(e.input_ids)
+                tgt[j, :len(e.labels) - 1] = torch.tensor(e.labels[1:])
+                mask[j, :len(e.input_ids)] = 1
+            h = base.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            sup = tgt != -100
+            logits = base.get_output_embeddings()(h[sup]).float()
+            tot += float(F.cross_entropy(logits, tgt[sup], reduction="sum"))
+            n += int(sup.sum())
     return tot / max(n, 1)
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process, all threads: with the loop's wall time it shows whether we got the cores."""
+    return time.process_time()
 
 
 # ------------------------------------------------------------------------------------------ contenders
@@ -200,7 +233,7 @@ def run_tuneforge(spec: dict) -> dict:
     from tuneforge.config import TrainConfig
     from tuneforge.train.sft import micro_batch, prepare, train
 
-    out = Path(tempfile.mkdtemp(prefix="tf-speed-")) / "run"
+    out = Path(tempfile.mkdtemp(prefix="tuneforge-", dir=spec["work"])) / "run"
     cfg = TrainConfig(base=spec["model"], method="lora", data=spec["train"], val_split=0.0, output=str(out),
                       max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],
                       gradient_accumulation_steps=1, learning_rate=spec["lr"], warmup_steps=spec["warmup"],
@@ -211,10 +244,10 @@ def run_tuneforge(spec: dict) -> dict:
                       lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
                       lora_bias=LORA["bias"])
     p = prepare(cfg)  # model load, tokenization, LoRA wrap: setup, not timed
-    rss0 = rss_now()
+    rss0, c0 = rss_now(), cpu_s()
     t0 = time.perf_counter()
     train(cfg, progress=False, prepared=p)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     peak = rss_peak()
     info = json.loads((out / "run.json").read_text())
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -224,10 +257,10 @@ def run_tuneforge(spec: dict) -> dict:
         stats.append(batch_stats(b["input_ids"], b["targets"], b["attention_mask"], b["position_ids"], True))
     stats_lm = sum(s["supervised"] for s in stats)  # lm_head runs at supervised positions only (loss.py)
     val = encode_file(spec["val"], p.base.tokenizer)
-    return {"loop_s": info["train_seconds"], "wall_s": wall, "rss_before_train": rss0, "peak_rss": peak,
+    return {"loop_s": info["train_seconds"], "wall_s": wall, "cpu_s": cpu, "rss_before_train": rss0, "peak_rss": peak,
             "stats": stats, "lm_head_rows": stats_lm, "shape": model_shape(p.model),
             "final_train_loss": next((r["loss"] for r in reversed(logs) if "loss" in r), None),
-            "val_loss": val_loss(p.model, val)}
+            "val_loss": val_loss(p.model, val, p.base.tokenizer.pad_token_id)}
 
 
 class _Recorder:
@@ -275,23 +308,22 @@ def _load_hf(spec: dict):
     return model, tok
 
 
-def _common_args(spec: dict, out: str) -> dict:
-    return dict(output_dir=out, max_steps=spec["steps"], learning_rate=spec["lr"], warmup_steps=spec["warmup"],
-                weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0,
+def _common_args(spec: dict) -> dict:
+    return dict(output_dir=tempfile.mkdtemp(dir=spec["work"]), max_steps=spec["steps"], learning_rate=spec["lr"],
+                warmup_steps=spec["warmup"], weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0,
                 logging_steps=spec["logging_steps"], seed=spec["seed"], bf16=False, fp16=False, report_to="none",
                 save_strategy="no", eval_strategy="no", disable_tqdm=True)
 
 
-def _finish_trainer(trainer, timer, rec, spec, tok, t0) -> dict:
-    import torch  # noqa: F401
-
-    wall = time.perf_counter() - t0
+def _finish_trainer(trainer, timer, rec, spec, tok, t0, c0) -> dict:
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     peak = rss_peak()
     logs = [r for r in trainer.state.log_history if "loss" in r]
     model = trainer.model
-    return {"loop_s": timer.t_end - timer.t0, "wall_s": wall, "peak_rss": peak, "stats": rec.stats[:spec["steps"]],
-            "shape": model_shape(model), "final_train_loss": logs[-1]["loss"] if logs else None,
-            "val_loss": val_loss(model, encode_file(spec["val"], tok))}
+    return {"loop_s": timer.t_end - timer.t0, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak,
+            "stats": rec.stats[:spec["steps"]], "shape": model_shape(model),
+            "final_train_loss": logs[-1]["loss"] if logs else None,
+            "val_loss": val_loss(model, encode_file(spec["val"], tok), tok.pad_token_id)}
 
 
 def run_hf(spec: dict) -> dict:
@@ -305,15 +337,15 @@ def run_hf(spec: dict) -> dict:
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **LORA))
     rows = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
             for e in encode_file(spec["train"], tok)]
-    args = TrainingArguments(per_device_train_batch_size=spec["batch"], **_common_args(spec, tempfile.mkdtemp()))
+    args = TrainingArguments(per_device_train_batch_size=spec["batch"], **_common_args(spec))
     rec = _Recorder(DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
     timer = _timer_callback()
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=rec,
                       callbacks=[timer])
-    rss0 = rss_now()
+    rss0, c0 = rss_now(), cpu_s()
     t0 = time.perf_counter()
     trainer.train()
-    res = _finish_trainer(trainer, timer, rec, spec, tok, t0)
+    res = _finish_trainer(trainer, timer, rec, spec, tok, t0, c0)
     res["rss_before_train"] = rss0
     res["lm_head_rows"] = sum(s["computed"] for s in res["stats"])  # full logits at every padded position
     return res
@@ -330,24 +362,29 @@ def run_trl(spec: dict) -> dict:
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
                              "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows])
     args = SFTConfig(per_device_train_batch_size=1, max_length=spec["trl_max_length"], packing=True,
-                     completion_only_loss=True, gradient_checkpointing=False, **_common_args(spec, tempfile.mkdtemp()))
+                     completion_only_loss=True, gradient_checkpointing=False, **_common_args(spec))
     timer = _timer_callback()
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                          peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[timer])
     rec = trainer.data_collator = _Recorder(trainer.data_collator)
-    rss0 = rss_now()
+    rss0, c0 = rss_now(), cpu_s()
     t0 = time.perf_counter()
     trainer.train()
-    res = _finish_trainer(trainer, timer, rec, spec, tok, t0)
+    res = _finish_trainer(trainer, timer, rec, spec, tok, t0, c0)
     res["rss_before_train"] = rss0
     res["lm_head_rows"] = sum(s["supervised"] for s in res["stats"])  # TRL's fused head: labelled positions only
     return res
 
 
 def worker(name: str, spec_path: str, out_path: str) -> None:
+    import torch
+
     spec = json.loads(Path(spec_path).read_text())
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    spec["threads"] = torch.get_num_threads()
     res = {"tuneforge": run_tuneforge, "hf": run_hf, "trl": run_trl}[name](spec)
-    res["contender"] = name
+    res["contender"], res["threads"] = name, spec["threads"]
     Path(out_path).write_text(json.dumps(res))
 
 
@@ -357,10 +394,12 @@ def summarize(res: dict, peak: float) -> dict:
     tok, sup, comp = (sum(s[k] for s in st) for k in ("tokens", "supervised", "computed"))
     f = useful_flops(res["shape"], st)
     t = res["loop_s"]
-    return {"contender": res["contender"], "steps": len(st), "examples_per_step": sum(s["examples"] for s in st) / len(st),
-            "tokens_per_step": tok / len(st), "pad_fraction": 1 - tok / comp, "supervised_tokens": sup,
+    return {"contender": res["contender"], "steps": len(st),
+            "examples_per_step": sum(s["examples"] for s in st) / len(st), "tokens_per_step": tok / len(st),
+            "pad_fraction": 1 - tok / comp, "supervised_tokens": sup,
             "tokens": tok, "loop_s": t, "wall_s": res["wall_s"], "supervised_tok_s": sup / t, "tok_s": tok / t,
             "useful_flops": f, "achieved_flop_s": f / t, "mfu": f / t / peak,
+            "cpu_util": res["cpu_s"] / max(res["wall_s"] * res["threads"], 1e-9),
             "lm_head_rows_per_step": res["lm_head_rows"] / len(st),
             "peak_rss_mb": res["peak_rss"] / 2**20, "train_rss_mb": (res["peak_rss"] - res["rss_before_train"]) / 2**20,
             "final_train_loss": res["final_train_loss"], "val_loss": res["val_loss"]}
@@ -377,18 +416,23 @@ def report(runs: list[dict], meta: dict) -> dict:
           f"LoRA r=16 alpha=32 q_proj,v_proj dropout 0.05; {meta['steps']} optimizer steps x {meta['batch']} "
           f"examples; lr {meta['lr']}, warmup {meta['warmup']}, seed {meta['seed']}; {meta['repeats']} repeat(s), "
           f"medians shown\nmeasured fp32 matmul peak: {meta['peak_flop_s'] / 1e9:.1f} GFLOP/s "
-          f"(2048x2048, best of 5)\n")
+          f"(2048x2048, best of 10, at start and end)\n")
     hdr = (f"{'contender':<21}{'ex/step':>8}{'tok/step':>9}{'pad%':>6}{'loop s':>8}{'sup tok/s':>10}{'tok/s':>8}"
-           f"{'GFLOP/s':>8}{'MFU':>7}{'peak MB':>8}{'+train MB':>10}{'val loss':>9}")
+           f"{'GFLOP/s':>8}{'MFU':>7}{'others':>7}{'peak MB':>8}{'+train MB':>10}{'val loss':>9}")
     print(hdr + "\n" + "-" * len(hdr))
     summary = {}
     for c, rows in by.items():
         s = {k: med(rows, k) for k in rows[0] if isinstance(rows[0][k], (int, float)) and rows[0][k] is not None}
         s["per_repeat_supervised_tok_s"] = [round(r["supervised_tok_s"], 1) for r in rows]
         summary[c] = s
-        print(f"{LABEL[c]:<21}{s['examples_per_step']:>8.1f}{s['tokens_per_step']:>9.0f}{100 * s['pad_fraction']:>5.0f}%"
-              f"{s['loop_s']:>8.1f}{s['supervised_tok_s']:>10.0f}{s['tok_s']:>8.0f}{s['achieved_flop_s'] / 1e9:>8.1f}"
-              f"{100 * s['mfu']:>6.1f}%{s['peak_rss_mb']:>8.0f}{s['train_rss_mb']:>10.0f}{s['val_loss']:>9.4f}")
+        print(f"{LABEL[c]:<21}{s['examples_per_step']:>8.1f}{s['tokens_per_step']:>9.0f}"
+              f"{100 * s['pad_fraction']:>5.0f}%{s['loop_s']:>8.1f}{s['supervised_tok_s']:>10.0f}{s['tok_s']:>8.0f}"
+              f"{s['achieved_flop_s'] / 1e9:>8.1f}{100 * s['mfu']:>6.1f}%{s['others_cores']:>7.2f}"
+              f"{s['peak_rss_mb']:>8.0f}{s['train_rss_mb']:>10.0f}{s['val_loss']:>9.4f}")
+    busy = sorted({LABEL[r["contender"]] for r in runs if r["others_cores"] > 0.25})
+    if busy:
+        print(f"\nWARNING: other processes used > 0.25 of this machine's {meta['cpu_count']} cores while "
+              f"{', '.join(busy)} ran ('others' column): throughput figures are unreliable; rerun on a quiet machine")
     print("\nsupervised tok/s per repeat: " + "; ".join(f"{c} {summary[c]['per_repeat_supervised_tok_s']}"
                                                        for c in summary))
     ratios = {}
@@ -410,7 +454,8 @@ def report(runs: list[dict], meta: dict) -> dict:
           "high-water (model load included), +train MB = its growth during training; val loss = one shared plain "
           "forward, mean CE per supervised token, on the same held-out rows. MFU = useful FLOPs (see "
           "useful_flops(): padding, lm_head rows at unsupervised positions and cross-example attention in a pack "
-          "count as waste) / loop s / measured peak.")
+          "count as waste) / loop s / measured peak. others = cores used by other processes "
+          "during the contender's run (machine CPU time minus the contender's own, / its wall time).")
     print("settings that differ from each tool's defaults:")
     for c in summary:
         print(f"  {LABEL[c]}: {NON_DEFAULTS[c]}")
@@ -421,11 +466,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct", help="alias, transformers dir or hub id")
     ap.add_argument("--tiny", action="store_true", help="build a tiny random model (tuneforge.models.tiny): smoke run")
-    ap.add_argument("--steps", type=int, default=30, help="optimizer steps per contender")
+    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per contender (20 x 2 repeats: ~11 min "
+                    "on 2 quiet cores with SmolLM2-135M; 30: ~15 min)")
     ap.add_argument("--batch", type=int, default=8, help="examples per optimizer step")
     ap.add_argument("--repeats", type=int, default=2, help="runs per contender (order alternates)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per contender (0 = torch's default)")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of tuneforge,hf,trl")
     ap.add_argument("--json", default=None, help="write all figures here")
     ap.add_argument("--verbose", action="store_true", help="show the workers' stderr")
@@ -438,7 +485,17 @@ def main() -> None:
 
     from tuneforge.models.load import load_tokenizer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     work = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    try:
+        bench(args, work, torch)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(args, work: Path, torch) -> None:
     model = args.model
     if args.tiny:
         from tuneforge.models.tiny import save_tiny
@@ -450,22 +507,23 @@ def main() -> None:
     mean_len = sum(lens) / len(lens)
     spec = {"model": model, "train": str(train_p), "val": str(val_p), "steps": args.steps, "batch": args.batch,
             "lr": args.lr, "seed": args.seed, "warmup": math.ceil(0.1 * args.steps),
-            "logging_steps": max(1, min(10, args.steps)),
+            "logging_steps": max(1, min(10, args.steps)), "threads": args.threads, "work": str(work),
             # TRL packs rows up to max_length and batches packed rows: one row of ~batch examples per step
             "trl_max_length": max(max(lens), math.ceil(args.batch * mean_len))}
     (work / "spec.json").write_text(json.dumps(spec))
     print(f"data: {len(enc)} train rows, tokens/example mean {mean_len:.0f} (min {min(lens)}, max {max(lens)}), "
           f"supervised/example {sum(e.n_supervised for e in enc) / len(enc):.0f}; TRL pack length "
           f"{spec['trl_max_length']}", file=sys.stderr)
-    peak = peak_matmul_flops()
+    peak = peak_matmul_flops()  # measured again at the end; the best of both is the peak
     contenders = [c for c in args.contenders.split(",") if c]
     runs = []
     for rep in range(args.repeats):
-        order = contenders[rep % len(contenders):] + contenders[:rep % len(contenders)]
+        k = (rep // 2) % len(contenders)  # reverse every other repeat, rotate every two
+        order = contenders[k:] + contenders[:k]
         order = order if rep % 2 == 0 else order[::-1]
         for c in order:
             out = work / f"{c}-{rep}.json"
-            t0 = time.perf_counter()
+            t0, busy0, kids0 = time.perf_counter(), machine_busy_s(), children_cpu_s()
             r = subprocess.run([sys.executable, __file__, "--worker", c, str(work / "spec.json"), str(out)],
                                stdout=None if args.verbose else subprocess.PIPE,
                                stderr=None if args.verbose else subprocess.PIPE, text=True,
@@ -474,12 +532,18 @@ def main() -> None:
             if r.returncode or not out.is_file():
                 print(f"{c} (repeat {rep + 1}): FAILED\n{(r.stderr or '')[-3000:]}", file=sys.stderr)
                 continue
+            wall = time.perf_counter() - t0
             s = summarize(json.loads(out.read_text()), peak)
+            # cores used by OTHER processes while this contender ran (its own CPU time subtracted)
+            s["others_cores"] = max(0.0, (machine_busy_s() - busy0) - (children_cpu_s() - kids0)) / wall
             s["repeat"] = rep
             runs.append(s)
             print(f"repeat {rep + 1}/{args.repeats} {c}: {s['supervised_tok_s']:.0f} sup tok/s, "
                   f"{s['tok_s']:.0f} tok/s, loop {s['loop_s']:.1f}s (process {time.perf_counter() - t0:.0f}s)",
                   file=sys.stderr)
+    peak = max(peak, peak_matmul_flops())
+    runs = [{**r, "achieved_flop_s": r["useful_flops"] / r["loop_s"], "mfu": r["useful_flops"] / r["loop_s"] / peak}
+            for r in runs]
     meta = {"model": args.model if not args.tiny else "tiny (tuneforge.models.tiny)", "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "warmup": spec["warmup"], "seed": args.seed,
             "repeats": args.repeats, "threads": torch.get_num_threads(), "peak_flop_s": peak, "data": data_desc,
