@@ -47,3 +47,22 @@ def test_targets_never_cross_example_boundaries():
     b = collate(exs, packing=True, pad_id=tok.pad_token_id)
     ends = torch.tensor([len(e.input_ids) for e in exs]).cumsum(0) - 1
     assert (b["targets"][0, ends] == -100).all()
+
+
+def test_per_example_attention_for_packed_rows_matches_the_block_mask_and_falls_back_for_generation():
+    from tuneforge.train.packing import restore_attention, use_packed_attention
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok).eval()
+    b = pack(_examples(tok))
+    kw = dict(input_ids=b["input_ids"], position_ids=b["position_ids"], use_cache=False)
+    with torch.no_grad():
+        masked = model(**kw).logits
+        gen_ref = model.generate(input_ids=b["input_ids"][:, :6], max_new_tokens=4, do_sample=False)
+        assert use_packed_attention(model)
+        split = model(**kw).logits
+        gen = model.generate(input_ids=b["input_ids"][:, :6], max_new_tokens=4, do_sample=False)
+    torch.testing.assert_close(split, masked, rtol=1e-4, atol=1e-5)
+    assert torch.equal(gen, gen_ref)
+    restore_attention(model)
+    assert model.config._attn_implementation == "sdpa"

@@ -33,7 +33,7 @@ from tuneforge.train.checkpoint import write_atomic_dir, write_atomic_text
 from tuneforge.eval.report import overfitting_signal
 from tuneforge.registry import record_git_commit
 from tuneforge.train.loss import evaluate, loss_sum
-from tuneforge.train.packing import collate
+from tuneforge.train.packing import collate, restore_attention, use_packed_attention
 
 
 @dataclass
@@ -101,6 +101,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
         cfg.packing = False  # recorded in config.yaml: what actually ran
     quant = method.quantization(cfg, device) if method.quantization else None
     base = load_base(cfg.base, device=device, quantization_config=quant)
+    if cfg.packing:
+        use_packed_attention(base.model)  # one causal attention call per packed example
     train, n_trunc = _encode_all(train_s, base.tokenizer, cfg, "training")
     val, _ = _encode_all(val_s, base.tokenizer, cfg, "validation") if val_s else ([], 0)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
@@ -316,6 +318,7 @@ def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
     if (out / "best" / "trainable.safetensors").is_file():
         checkpoint.load_trainable(model, checkpoint.load_file(out / "best" / "trainable.safetensors"))
     adapter = methods.saves_adapter(cfg.method)
+    restore_attention(p.base.model)
 
     def write_weights(d: Path) -> None:
         model.save_pretrained(d)
