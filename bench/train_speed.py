@@ -483,8 +483,6 @@ def main() -> None:
         return
     import torch
 
-    from tuneforge.models.load import load_tokenizer
-
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -496,6 +494,8 @@ def main() -> None:
 
 
 def bench(args, work: Path, torch) -> None:
+    from tuneforge.models.load import load_tokenizer
+
     model = args.model
     if args.tiny:
         from tuneforge.models.tiny import save_tiny
