@@ -36,3 +36,29 @@ def test_eval_cli_writes_eval_json_and_prints_a_table(tiny_dir, tmp_path):
            "--no-progress")
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["n_examples"] == 4 and "exact_match" in r.stdout
+
+
+def test_eval_refuses_a_test_file_in_another_format_than_training(tmp_path):
+    import pytest
+
+    from tuneforge.errors import TuneforgeError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    train = write_jsonl(tmp_path / "train.jsonl", arithmetic_rows(3))
+    (run / "run.json").write_text(json.dumps({"base": "x", "method": "lora"}))
+    (run / "config.yaml").write_text(f"data: {train}\n")
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "a"},
+                                                               {"role": "assistant", "content": "b"}]}])
+    with pytest.raises(TuneforgeError, match="chat.jsonl: examples are chat but .* trained on prompt_completion"):
+        evaluate_file(str(run), str(chat), progress=False)
+
+
+def test_eval_of_an_empty_file_is_a_clear_error(tiny_dir, tmp_path):
+    import pytest
+
+    from tuneforge.errors import DataError
+
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="empty.jsonl: empty_file"):
+        evaluate_file(str(tiny_dir), str(tmp_path / "empty.jsonl"), progress=False)

@@ -141,6 +141,21 @@ def metric_deltas(task: str, a: list[str], b: list[str], refs: list[str], labels
     return out
 
 
+def _check_same_format(target: str, data: str, samples: list[Sample]) -> None:
+    """A test file in another format than the run's training data measures something else: refuse it."""
+    if not is_run(target) or not samples:
+        return
+    train_file = read_run(target).config.get("data")
+    if not train_file or not Path(train_file).is_file():
+        return
+    from tuneforge.data.load import load_samples
+
+    trained = load_samples(train_file)[:1]
+    if trained and trained[0].format != samples[0].format:
+        raise TuneforgeError(f"{data}: examples are {samples[0].format} but {target} was trained on "
+                             f"{trained[0].format} ({train_file}); evaluate on data in the training format")
+
+
 def task_of(samples: list[Sample]) -> str:
     return "classification" if samples and all(s.label is not None for s in samples) else "generation"
 
@@ -154,6 +169,7 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
     from tuneforge.eval import metrics as M
 
     samples = load_samples(data)[:limit]
+    _check_same_format(target, data, samples)
     refs = [s.reference if s.messages is not None else "" for s in samples]
     if any(r is None for r in refs):
         raise TuneforgeError(f"{data}: every evaluation example needs a reference answer (assistant turn)")
