@@ -69,7 +69,8 @@ def test_each_method_trains_saves_reloads_and_generates(method, tmp_path):
         r = tf("export", "merge", str(run))
         assert r.returncode == 0, r.stderr
         check = json.loads((run / "model" / "merge_check.json").read_text())
-        assert abs(check["relative_change"]) < 0.1
+        # merged onto fp32 weights the model is at least as good as on the 4-bit base it trained on
+        assert check["relative_change"] < 0.05, check
     if method == "prompt-tuning":  # cannot become plain weights: say so instead of writing something broken
         r = tf("export", "merge", str(run))
         assert r.returncode == 2 and "cannot be merged" in r.stderr and not (run / "model").exists()

