@@ -89,7 +89,8 @@ def main() -> None:
         return
     rows = []
     for m in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--worker", m] + [a for a in sys.argv[1:] if a != "--json"]
+        cmd = [sys.executable, __file__, "--worker", m, "--model", args.model, "--data", args.data, "--val",
+               args.val, "--test", args.test, "--n-test", str(args.n_test), "--steps", str(args.steps)]
         r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
         if r.returncode or not line:
@@ -100,7 +101,9 @@ def main() -> None:
     lora = next((r for r in rows if r["method"] == "lora"), None)
     hdr = (f"{'method':<14}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'peak MB':>9}{'tok/s':>8}"
            f"{'val loss':>9}{'EM':>7}")
-    print(f"\nmodel {args.model}, {args.steps} steps x 8 examples, exact match on {rows[0]['n_test'] if rows else 0} "
+    if not rows:
+        sys.exit("no method finished")
+    print(f"\nmodel {args.model}, {args.steps} steps x 8 examples, exact match on {rows[0]['n_test']} "
           f"held-out rows\n" + hdr)
     for r in rows:
         print(f"{r['method']:<14}{r['trainable']:>12,}{r['trainable_pct']:>10.3f}%{r['base_weight_mb']:>9.0f}"
