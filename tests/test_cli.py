@@ -148,3 +148,27 @@ def test_data_check_json_report_and_exit_code(tmp_path):
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
     r = tf("data", "check", str(bad), "--no-tokens")
     assert r.returncode == 1 and "bad.jsonl:2" in r.stdout
+
+
+def test_report_to_tensorboard_and_mlflow_mirrors_the_training_metrics(tiny_dir, pc_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(pc_file), "--output", str(out),
+           "--max_steps", "4", "--logging_steps", "1", "--eval_steps", "2", "--report_to", "tensorboard,mlflow")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in rows if "loss" in x]
+    ev = EventAccumulator(str(out / "tensorboard"))
+    ev.Reload()
+    assert [round(e.value, 5) for e in ev.Scalars("train/loss")] == [round(v, 5) for v in losses]
+    assert len(ev.Scalars("val/val_loss")) == 2
+    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    exp = client.get_experiment_by_name("tuneforge")
+    run = client.search_runs([exp.experiment_id])[0]
+    hist = client.get_metric_history(run.info.run_id, "loss")
+    assert [round(m.value, 5) for m in sorted(hist, key=lambda m: m.step)] == [round(v, 5) for v in losses]
+    assert run.data.params["learning_rate"] == "0.0002"

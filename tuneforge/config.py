@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     packing: bool = Field(True, description="Pack each micro-batch into one row with per-example attention: "
                           "no padding compute; maths identical to a padded batch.")
     train_on_prompt: bool = Field(False, description="Also put loss on prompt tokens (usually worse).")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        [], description="Also log metrics to TensorBoard (RUN/tensorboard) and/or MLflow (RUN/mlruns, or "
+        "MLFLOW_TRACKING_URI). Off by default; metrics.jsonl is always written.")
     # LoRA (peft LoraConfig)
     lora_r: int = Field(16, ge=1, description="LoRA rank: capacity vs adapter size (guide: 16).")
     lora_alpha: float = Field(32, gt=0, description="LoRA scale numerator; update scaled by alpha/r.")
@@ -80,10 +83,12 @@ class TrainConfig(BaseModel):
     prompt_tuning_init_text: str | None = Field(None, description="Prompt tuning: initialise the soft prompt "
                                                 "from this text (usually trains faster than random).")
 
-    @field_validator("target_modules", "modules_to_save", mode="before")
+    @field_validator("target_modules", "modules_to_save", "report_to", mode="before")
     @classmethod
     def _split_list(cls, v: Any) -> Any:
-        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip() and s.strip() != "none"]
+        return v
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:

@@ -33,6 +33,8 @@ from tuneforge.train.checkpoint import write_atomic_dir, write_atomic_text
 from tuneforge.eval.report import overfitting_signal
 from tuneforge.registry import record_git_commit
 from tuneforge.train.loss import evaluate, loss_sum
+from tuneforge.train.trackers import check_available as check_trackers
+from tuneforge.train.trackers import open_trackers
 from tuneforge.train.packing import collate, restore_attention, use_packed_attention
 
 
@@ -85,6 +87,7 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
         raise ConfigError("config: 'data' is required (--data FILE)")
     if cfg.method != "auto":
         methods.get(cfg.method)
+    check_trackers(cfg.report_to)
     if split is not None:
         train_s, val_s = split
     elif cfg.val_data:
@@ -247,6 +250,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
           f"{total} steps", file=sys.stderr)
     bar = tqdm(total=total, initial=start, desc="train", disable=not progress, mininterval=1.0,
                dynamic_ncols=True, file=sys.stderr)
+    trackers = open_trackers(cfg.report_to, out, cfg.model_dump())
     run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
     step = start
     for step in range(start + 1, total + 1):
@@ -274,6 +278,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
                    "grad_norm": None if gnorm is None else float(gnorm),
                    "tokens_per_s": win_tok / max(now - win_t0, 1e-9), "supervised_tokens": run_sup}
             _append_jsonl(metrics, rec)
+            trackers.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, now
         if val_batches and (step % eval_every == 0 or step == total):
@@ -285,8 +290,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
                     checkpoint.trainable_state(model), d / "trainable.safetensors"))
             else:
                 state["bad_evals"] += 1
-            _append_jsonl(metrics, {"step": step, "epoch": round(step / steps_per_epoch, 4), "val_loss": val_loss,
-                                    "best_val_loss": state["best_val"]})
+            rec = {"step": step, "epoch": round(step / steps_per_epoch, 4), "val_loss": val_loss,
+                   "best_val_loss": state["best_val"]}
+            _append_jsonl(metrics, rec)
+            trackers.log(rec)
             bar.write(f"step {step}: val_loss {val_loss:.4f}" + (" (best)" if improved else ""), file=sys.stderr)
             warning = overfitting_signal(_read_jsonl(metrics))
             if warning and not state.get("warned"):
@@ -302,6 +309,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
         if state["stopped_early"] or (stop_after is not None and step >= stop_after):
             break
     bar.close()
+    trackers.close()
     if stop_after is not None and step < total and not state["stopped_early"]:
         return out
     finish(p, out, state, step)
