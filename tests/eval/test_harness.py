@@ -62,3 +62,18 @@ def test_eval_of_an_empty_file_is_a_clear_error(tiny_dir, tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="empty.jsonl: empty_file"):
         evaluate_file(str(tiny_dir), str(tmp_path / "empty.jsonl"), progress=False)
+
+
+def test_eval_refuses_a_label_the_run_never_saw(tmp_path):
+    import pytest
+
+    from tuneforge.errors import TuneforgeError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
+    (run / "run.json").write_text(json.dumps({"base": "x", "method": "lora"}))
+    (run / "config.yaml").write_text(f"data: {train}\n")
+    test = write_jsonl(tmp_path / "test.jsonl", [{"text": "meh", "label": "pos"}, {"text": "so-so", "label": "mixed"}])
+    with pytest.raises(TuneforgeError, match=r"test.jsonl:2: label 'mixed' is not in the label set .*neg, pos"):
+        evaluate_file(str(run), str(test), progress=False)

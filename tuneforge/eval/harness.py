@@ -175,6 +175,15 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
         raise TuneforgeError(f"{data}: every evaluation example needs a reference answer (assistant turn)")
     task = task_of(samples)
     labels = sorted({s.label for s in samples}) if task == "classification" else None
+    if labels is not None and is_run(target):
+        train_file = read_run(target).config.get("data")
+        if train_file and Path(train_file).is_file():
+            trained = {s.label for s in load_samples(train_file)}
+            unknown = [s for s in samples if s.label not in trained]
+            if unknown:
+                raise TuneforgeError(f"{unknown[0].where}: label '{unknown[0].label}' is not in the label set the "
+                                     f"run was trained on ({', '.join(sorted(trained))})")
+            labels = sorted(trained)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "batch_size": batch_size}
     models = {"tuned": target}
     if baseline:
