@@ -88,6 +88,11 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
              max_new_tokens: int = typer.Option(128, help="Upper bound on answer length."),
              batch_size: int = typer.Option(16, help="Prompts generated together."),
              limit: Optional[int] = typer.Option(None, help="Only the first N examples."),
+             metrics: Optional[str] = typer.Option(None, help="Comma list to report, e.g. exact_match,bleu "
+                                                   "(default: all for the task)."),
+             temperature: float = typer.Option(0.0, help="0 = greedy (default, reproducible)."),
+             top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0."),
+             seed: int = typer.Option(0, help="Sampling seed when temperature > 0."),
              samples: int = typer.Option(5, help="Sample answers to print."),
              output: Optional[Path] = typer.Option(None, help="Where to write eval.json (default: RUN/eval.json)."),
              progress: bool = typer.Option(True, "--progress/--no-progress")):
@@ -97,7 +102,9 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
     from tuneforge.train.checkpoint import write_atomic_text
 
     res = evaluate_file(target, str(data), baseline=baseline, max_new_tokens=max_new_tokens,
-                        batch_size=batch_size, limit=limit, progress=progress)
+                        batch_size=batch_size, limit=limit, progress=progress, temperature=temperature,
+                        top_p=top_p, seed=seed,
+                        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
     dest = output or (Path(target) / "eval.json" if is_run(target) else None)
     if dest:
         write_atomic_text(Path(dest), json.dumps(res, indent=1))

@@ -77,3 +77,19 @@ def test_eval_refuses_a_label_the_run_never_saw(tmp_path):
     test = write_jsonl(tmp_path / "test.jsonl", [{"text": "meh", "label": "pos"}, {"text": "so-so", "label": "mixed"}])
     with pytest.raises(TuneforgeError, match=r"test.jsonl:2: label 'mixed' is not in the label set .*neg, pos"):
         evaluate_file(str(run), str(test), progress=False)
+
+
+def test_metrics_option_selects_and_rejects_unknown_names(tiny_dir, tmp_path):
+    import pytest
+
+    from tuneforge.errors import TuneforgeError
+
+    data = write_jsonl(tmp_path / "t.jsonl", arithmetic_rows(3, seed=9))
+    res = evaluate_file(str(tiny_dir), str(data), max_new_tokens=2, progress=False, metrics=["bleu", "exact_match"])
+    assert set(res["models"]["tuned"]["metrics"]) == {"bleu", "exact_match"}
+    with pytest.raises(TuneforgeError, match="unknown metric.*blue"):
+        evaluate_file(str(tiny_dir), str(data), max_new_tokens=2, progress=False, metrics=["blue"])
+    sampled = evaluate_file(str(tiny_dir), str(data), max_new_tokens=3, progress=False, temperature=0.8, seed=1)
+    again = evaluate_file(str(tiny_dir), str(data), max_new_tokens=3, progress=False, temperature=0.8, seed=1)
+    assert sampled["generation"]["do_sample"] is True
+    assert [e["tuned_prediction"] for e in sampled["examples"]] == [e["tuned_prediction"] for e in again["examples"]]

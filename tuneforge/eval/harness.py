@@ -160,8 +160,19 @@ def task_of(samples: list[Sample]) -> str:
     return "classification" if samples and all(s.label is not None for s in samples) else "generation"
 
 
+def _select(scores: dict, wanted: list[str] | None) -> dict:
+    if not wanted:
+        return scores
+    unknown = [m for m in wanted if m not in scores]
+    if unknown:
+        raise TuneforgeError(f"--metrics: unknown metric(s) {', '.join(unknown)} (have: {', '.join(scores)})")
+    return {k: v for k, v in scores.items() if k in wanted}
+
+
 def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_new_tokens: int = 128,
-                  batch_size: int = 16, limit: int | None = None, progress: bool = True) -> dict:
+                  batch_size: int = 16, limit: int | None = None, progress: bool = True,
+                  metrics: list[str] | None = None, temperature: float = 0.0, top_p: float = 1.0,
+                  seed: int = 0) -> dict:
     """Generate on every example of `data` with target (and baseline), score, return the eval.json dict."""
     from tqdm.auto import tqdm
 
@@ -184,7 +195,8 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
                 raise TuneforgeError(f"{unknown[0].where}: label '{unknown[0].label}' is not in the label set the "
                                      f"run was trained on ({', '.join(sorted(trained))})")
             labels = sorted(trained)
-    settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "batch_size": batch_size}
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0, "temperature": temperature,
+                "top_p": top_p, "seed": seed, "batch_size": batch_size}
     models = {"tuned": target}
     if baseline:
         models = {"baseline": base_of(target) if baseline == "base" else baseline, "tuned": target}
@@ -194,13 +206,16 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
     for role, name in models.items():
         loaded = load_for_inference(name)
         bar = tqdm(total=len(samples), desc=f"generate ({role})", disable=not progress, file=__import__("sys").stderr)
+        torch.manual_seed(seed)
         preds, lat = generate(loaded, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
                               progress=bar.update)
         bar.close()
         preds_by[role] = (preds, lat)
         scores = M.metrics_for(task, preds, refs, labels=labels)
-        if any(s.messages is not None for s in samples):
+        if any(s.messages is not None for s in samples) and (not metrics or "perplexity" in metrics):
             scores["perplexity"] = reference_perplexity(loaded, samples)
+        scores = _select(scores, metrics)
         result["models"][role] = {"name": str(name), "metrics": scores,
                                   "mean_latency_s": sum(lat) / max(len(lat), 1)}
         del loaded
@@ -212,5 +227,6 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
             ex[f"{role}_latency_s"] = round(preds_by[role][1][i], 4)
         result["examples"].append(ex)
     if baseline:
-        result["delta"] = metric_deltas(task, preds_by["baseline"][0], preds_by["tuned"][0], refs, labels)
+        deltas = metric_deltas(task, preds_by["baseline"][0], preds_by["tuned"][0], refs, labels)
+        result["delta"] = {k: v for k, v in deltas.items() if not metrics or k in metrics}
     return result
