@@ -5,6 +5,7 @@ Used by `tuneforge generate`, `tuneforge eval` and the server: one way to turn p
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,19 +142,28 @@ def metric_deltas(task: str, a: list[str], b: list[str], refs: list[str], labels
     return out
 
 
-def _check_same_format(target: str, data: str, samples: list[Sample]) -> None:
-    """A test file in another format than the run's training data measures something else: refuse it."""
+def check_against_training(target: str, data: str, samples: list[Sample]) -> list[str] | None:
+    """For a run: refuse test data in another format than its training data (it would measure something else)
+    or with a label the run never saw; returns the training label set for classification, else None."""
     if not is_run(target) or not samples:
-        return
+        return None
     train_file = read_run(target).config.get("data")
     if not train_file or not Path(train_file).is_file():
-        return
+        return None
     from tuneforge.data.load import load_samples
 
-    trained = load_samples(train_file)[:1]
+    trained = load_samples(train_file)
     if trained and trained[0].format != samples[0].format:
         raise TuneforgeError(f"{data}: examples are {samples[0].format} but {target} was trained on "
                              f"{trained[0].format} ({train_file}); evaluate on data in the training format")
+    if samples[0].label is None:
+        return None
+    labels = sorted({s.label for s in trained})
+    unknown = next((s for s in samples if s.label not in labels), None)
+    if unknown:
+        raise TuneforgeError(f"{unknown.where}: label '{unknown.label}' is not in the label set the run was "
+                             f"trained on ({', '.join(labels)})")
+    return labels
 
 
 def task_of(samples: list[Sample]) -> str:
@@ -180,21 +190,12 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
     from tuneforge.eval import metrics as M
 
     samples = load_samples(data)[:limit]
-    _check_same_format(target, data, samples)
+    trained_labels = check_against_training(target, data, samples)
     refs = [s.reference if s.messages is not None else "" for s in samples]
     if any(r is None for r in refs):
         raise TuneforgeError(f"{data}: every evaluation example needs a reference answer (assistant turn)")
     task = task_of(samples)
-    labels = sorted({s.label for s in samples}) if task == "classification" else None
-    if labels is not None and is_run(target):
-        train_file = read_run(target).config.get("data")
-        if train_file and Path(train_file).is_file():
-            trained = {s.label for s in load_samples(train_file)}
-            unknown = [s for s in samples if s.label not in trained]
-            if unknown:
-                raise TuneforgeError(f"{unknown[0].where}: label '{unknown[0].label}' is not in the label set the "
-                                     f"run was trained on ({', '.join(sorted(trained))})")
-            labels = sorted(trained)
+    labels = (trained_labels or sorted({s.label for s in samples})) if task == "classification" else None
     settings = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0, "temperature": temperature,
                 "top_p": top_p, "seed": seed, "batch_size": batch_size}
     models = {"tuned": target}
@@ -205,7 +206,8 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
     preds_by = {}
     for role, name in models.items():
         loaded = load_for_inference(name)
-        bar = tqdm(total=len(samples), desc=f"generate ({role})", disable=not progress, file=__import__("sys").stderr)
+        bar = tqdm(total=len(samples), desc=f"generate ({role})", disable=not progress,
+                   file=sys.stderr)
         torch.manual_seed(seed)
         preds, lat = generate(loaded, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
                               do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,

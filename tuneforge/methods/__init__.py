@@ -47,9 +47,11 @@ def saves_adapter(method: str) -> bool:
 
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts; 4-bit packed weights count as their logical size."""
+    import torch
+
     trainable, total = 0, 0
     for p in model.parameters():
-        n = p.numel() * (2 if p.dtype == __import__("torch").uint8 else 1)
+        n = p.numel() * (2 if p.dtype == torch.uint8 else 1)  # bitsandbytes packs two 4-bit weights a byte
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total

@@ -27,7 +27,7 @@ from tuneforge.data.split import split_indices
 from tuneforge.data.tokenize import Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.models.load import default_device, load_base, resolve
-from tuneforge.run import file_sha256, model_card
+from tuneforge.run import file_sha256, model_card, read_metrics
 from tuneforge.train import checkpoint
 from tuneforge.train.checkpoint import write_atomic_dir, write_atomic_text
 from tuneforge.eval.report import overfitting_signal
@@ -210,7 +210,7 @@ def check_output(cfg: TrainConfig, resume: bool) -> Path:
 
 
 def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
-    """A resumed run uses its saved config; only output-independent, schedule-neutral keys may change."""
+    """A resumed run uses its saved config unchanged: any other value would not reproduce the run."""
     if not (out / "config.yaml").is_file():
         raise TuneforgeError(f"{out}: nothing to resume (no config.yaml)")
     cfg = load_config(out / "config.yaml")
@@ -220,23 +220,23 @@ def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
     return cfg
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
           prepared: Prepared | None = None) -> Path:
-    """Run the recipe; returns the run directory. `stop_after` ends early at that step (tests);
-    `prepared` lets a caller (a benchmark) inspect the loaded model before the loop."""
+    """Run the recipe; returns the run directory. `prepared` (from `prepare`, possibly with a fold's split)
+    lets a caller use or inspect the loaded model before the loop."""
     out = check_output(cfg, resume)
     p = prepared or prepare(cfg)
-    model, opt_model = p.model, p.model
+    model = p.model
     total, steps_per_epoch, eval_every = schedule(p)
     save_every = cfg.save_steps or eval_every
-    opt = make_optimizer(opt_model, cfg)
+    opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, total)
     start, state = _start_run_dir(p, out, resume)
     metrics = out / "metrics.jsonl"
     if "_ckpt" in state:
         state = checkpoint.load(state["_ckpt"], model, opt, sched)
         start = state["step"]
-        keep = [r for r in _read_jsonl(metrics) if r.get("step", 0) <= start]
+        keep = [r for r in read_metrics(out) if r.get("step", 0) <= start]
         write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in keep))
     state = {"best_val": state.get("best_val"), "best_step": state.get("best_step"),
              "bad_evals": state.get("bad_evals", 0), "elapsed": state.get("elapsed", 0.0),
@@ -262,14 +262,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
             (s / n_sup_step).backward()
             run_loss += s.detach()
             win_tok += n_tok
+            state["tokens"] += n_tok
         run_sup += n_sup_step
-        gnorm = (torch.nn.utils.clip_grad_norm_(opt_model.parameters(), cfg.max_grad_norm)
+        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                  if cfg.max_grad_norm > 0 else None)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         state["elapsed"] += time.perf_counter() - t0
-        state["tokens"] += sum(int(b["input_ids"].numel()) for b in batches)
         bar.update(1)
         if step % cfg.logging_steps == 0 or step == total:
             now = time.perf_counter()
@@ -295,7 +295,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
             _append_jsonl(metrics, rec)
             trackers.log(rec)
             bar.write(f"step {step}: val_loss {val_loss:.4f}" + (" (best)" if improved else ""), file=sys.stderr)
-            warning = overfitting_signal(_read_jsonl(metrics))
+            warning = overfitting_signal(read_metrics(out))
             if warning and not state.get("warned"):
                 bar.write(f"warning: {warning}", file=sys.stderr)
                 state["warned"] = True
@@ -306,18 +306,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, stop
         if step % save_every == 0 and step < total and not state["stopped_early"]:
             checkpoint.save(out / "checkpoints", step, model, opt, sched,
                             {k: v for k, v in state.items() if k != "stopped_early"}, keep=cfg.save_total_limit)
-        if state["stopped_early"] or (stop_after is not None and step >= stop_after):
+        if state["stopped_early"]:
             break
     bar.close()
     trackers.close()
-    if stop_after is not None and step < total and not state["stopped_early"]:
-        return out
     finish(p, out, state, step)
     return out
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
