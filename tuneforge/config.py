@@ -144,7 +144,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         return TrainConfig(**merged)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
+        key = str(err["loc"][0]) if err["loc"] else "config"
         where = "command line" if key in (overrides or {}) else src
         raise ConfigError(f"{where}: bad value for '{key}': {err['msg']} (got {err.get('input')!r})") from None
 

@@ -196,6 +196,8 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
         raise TuneforgeError(f"{data}: every evaluation example needs a reference answer (assistant turn)")
     task = task_of(samples)
     labels = (trained_labels or sorted({s.label for s in samples})) if task == "classification" else None
+    if metrics:  # check the names before any generation: scoring one example lists what the task reports
+        _select({**M.metrics_for(task, refs[:1], refs[:1], labels=labels), "perplexity": 0.0}, metrics)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0, "temperature": temperature,
                 "top_p": top_p, "seed": seed, "batch_size": batch_size}
     models = {"tuned": target}
