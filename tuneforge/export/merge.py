@@ -37,8 +37,8 @@ def _check_samples(run) -> list:
 
 def parity_check(run, merged, tokenizer) -> dict:
     """Val loss as trained vs merged. For QLoRA the merged weights are the fp32 base, more accurate than
-    the 4-bit base the adapter trained on, so the merged loss is usually lower (measured: -26% after 3 steps
-    on SmolLM2); a higher merged loss means the merge is not faithful to what was trained."""
+    the 4-bit base the adapter trained on, so the merged loss is usually lower (-26% after 3 steps on SmolLM2 in
+    the slow e2e test); a higher merged loss means the merge is not faithful to what was trained."""
     from peft import PeftModel
 
     from tuneforge import methods

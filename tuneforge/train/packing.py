@@ -47,8 +47,8 @@ def collate(batch: list[Encoded], *, packing: bool, pad_id: int) -> dict[str, to
 
 # --- attention for packed rows -----------------------------------------------------------------------
 # With attention_mask=None transformers builds a T x T block-diagonal mask for a packed row and SDPA then
-# computes all T² pairs. Running one causal SDPA call per example does only Σ nᵢ²/2 of that work:
-# measured 1.16-1.34x faster forward+backward on SmolLM2 for 470-1000-token packs, identical loss.
+# computes all T² pairs. Running one causal SDPA call per example does only Σ nᵢ²/2 of that work, with
+# identical results (tests/train/test_packing.py); bench/train_speed.py measures the whole loop.
 # Anything that is not a packed training row (padding masks, KV-cache decoding, batch > 1) falls back to
 # plain SDPA, so generation with a model in this mode is unchanged.
 PACKED_SDPA = "tuneforge_packed_sdpa"
