@@ -96,7 +96,11 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
              samples: int = typer.Option(5, help="Sample answers to print."),
              output: Optional[Path] = typer.Option(None, help="Where to write eval.json (default: RUN/eval.json)."),
              progress: bool = typer.Option(True, "--progress/--no-progress")):
-    """Generate on held-out data and score (exact match, BLEU, ROUGE, chrF or classification metrics)."""
+    """Generate on held-out data and score (exact match, BLEU, ROUGE, chrF or classification metrics).
+
+    Human evaluation: `tuneforge eval human-export RUN/eval.json --out DIR` writes a blind A/B sheet;
+    `tuneforge eval human-import DIR/human_eval.csv --key DIR/human_eval_key.json` scores it.
+    """
     from tuneforge.eval.harness import evaluate_file
     from tuneforge.run import is_run
     from tuneforge.train.checkpoint import write_atomic_text
