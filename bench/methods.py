@@ -18,15 +18,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["full", "lora", "qlora", "prompt-tuning"]
+METHODS = ["full", "lora", "qlora", "qlora-torchao", "prompt-tuning"]
 # per-method learning rates: each at its usual range (full 1e-5..5e-5 per the guide; adapters higher)
-LR = {"full": 5e-5, "lora": 3e-4, "qlora": 3e-4, "prompt-tuning": 3e-2}
+LR = {"full": 5e-5, "lora": 3e-4, "qlora": 3e-4, "qlora-torchao": 3e-4, "prompt-tuning": 3e-2}
+# a row name → (method, extra config): qlora-torchao is QLoRA through the torchao NF4 fallback
+ROWS = {"qlora": ("qlora", {"quant_backend": "bitsandbytes"}),
+        "qlora-torchao": ("qlora", {"quant_backend": "torchao"})}
 
 
 def frozen_weight_bytes(model) -> int:
     """Bytes of the frozen base weights as stored (4-bit packed for QLoRA), buffers included."""
-    n = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
-    return n + sum(b.numel() * b.element_size() for b in model.buffers())
+    from tuneforge.methods import stored_bytes
+
+    n = sum(stored_bytes(p) for p in model.parameters() if not p.requires_grad)
+    return n + sum(stored_bytes(b) for b in model.buffers())
 
 
 def all_weight_bytes(model) -> int:
@@ -44,7 +49,8 @@ def worker(args) -> dict:
     from tuneforge.train.sft import prepare, train
 
     out = Path(tempfile.mkdtemp()) / "run"
-    cfg = TrainConfig(base=args.model, method=args.worker, data=args.data, val_data=args.val, output=str(out),
+    method, extra = ROWS.get(args.worker, (args.worker, {}))
+    cfg = TrainConfig(base=args.model, method=method, **extra, data=args.data, val_data=args.val, output=str(out),
                       max_steps=args.steps, per_device_train_batch_size=8, learning_rate=LR[args.worker],
                       eval_steps=args.steps, early_stopping_patience=0, logging_steps=5, seed=0,
                       max_seq_len=256, num_virtual_tokens=20,
@@ -58,13 +64,14 @@ def worker(args) -> dict:
     train(cfg, progress=False, prepared=p)
     wall = time.perf_counter() - t0
     info = json.loads((out / "run.json").read_text())
+    # peak of loading + training only: the evaluation below loads a full-precision model for every method
+    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     del p
     loaded = load_for_inference(out)
     test = load_samples(args.test)[: args.n_test]
     preds, _ = generate(loaded, test, max_new_tokens=64, batch_size=16)
     em = M.exact_match(preds, [s.reference for s in test], normalized=True)
-    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"method": args.worker, "trainable": trainable, "total": total,
             "trainable_pct": 100 * trainable / total, "base_weight_mb": base_bytes / 2**20,
             "peak_mem_mb": peak / 2**20, "peak_kind": "cuda_max_allocated" if torch.cuda.is_available() else "rss",
@@ -99,14 +106,14 @@ def main() -> None:
         rows.append(json.loads(line[-1][7:]))
         print(f"done {m}", file=sys.stderr)
     lora = next((r for r in rows if r["method"] == "lora"), None)
-    hdr = (f"{'method':<14}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'peak MB':>9}{'tok/s':>8}"
+    hdr = (f"{'method':<15}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'peak MB':>9}{'tok/s':>8}"
            f"{'val loss':>9}{'EM':>7}")
     if not rows:
         sys.exit("no method finished")
     print(f"\nmodel {args.model}, {args.steps} steps x 8 examples, exact match on {rows[0]['n_test']} "
           f"held-out rows\n" + hdr)
     for r in rows:
-        print(f"{r['method']:<14}{r['trainable']:>12,}{r['trainable_pct']:>10.3f}%{r['base_weight_mb']:>9.0f}"
+        print(f"{r['method']:<15}{r['trainable']:>12,}{r['trainable_pct']:>10.3f}%{r['base_weight_mb']:>9.0f}"
               f"{r['peak_mem_mb']:>9.0f}{r['tokens_per_s']:>8.0f}{r['val_loss'] or float('nan'):>9.3f}"
               f"{r['exact_match']:>7.2f}")
     if lora:

@@ -57,6 +57,19 @@ def test_adapter_loads_with_peft_and_merge_loads_with_pipeline(tiny_run, tiny_di
     assert out[0]["generated_text"].startswith("Your prompt here")
 
 
+def test_torchao_qlora_adapter_merges_onto_the_full_precision_base_with_a_parity_check(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", arithmetic_rows(80))
+    run = tmp_path / "run"
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output", str(run),
+           "--method", "qlora", "--quant_backend", "torchao", "--max_steps", "6", "--learning_rate", "1e-3")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    r = tf("export", "merge", str(run), "--check")
+    assert r.returncode == 0, r.stderr
+    check = json.loads((run / "model" / "merge_check.json").read_text())
+    assert check["examples"] > 0 and abs(check["relative_change"]) < 0.05, check  # NF4 error is small
+
+
 def test_generate_answers_with_the_tuned_model(tiny_run):
     r = tf("generate", str(tiny_run), "add 2 and 3", "--max-new-tokens", "5")
     assert r.returncode == 0, r.stderr

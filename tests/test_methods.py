@@ -56,3 +56,48 @@ def test_prompt_tuning_trains_under_a_tenth_of_a_percent_of_a_real_sized_model()
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(ConfigError, match="lora"):
         methods.get("adalora")
+
+
+def _linear_weight_bytes(model) -> int:
+    head = model.get_output_embeddings()
+    return sum(methods.stored_bytes(m.weight) for m in model.modules()
+               if isinstance(m, torch.nn.Linear) and m is not head)
+
+
+def test_torchao_nf4_holds_linear_weights_in_about_4_bits_and_trains_only_lora():
+    from tuneforge.methods import qlora
+
+    model = tiny_model()
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    ref = model(input_ids=ids).logits
+    fp32_bytes = _linear_weight_bytes(model)
+    assert qlora.quantize_nf4(model) == 2 * 7  # every projection of both layers, not the tied output head
+    assert _linear_weight_bytes(model) < fp32_bytes / 6  # 4 bits + scales vs 32 bits
+    quantized = model(input_ids=ids).logits
+    assert 0 < (quantized - ref).abs().max() < 0.1 * ref.abs().max()  # lossy, but close
+
+    peft_model = methods.prepare(model, _cfg(method="qlora", quant_backend="torchao"))
+    peft_model(input_ids=ids, labels=ids).loss.backward()
+    trained = {n for n, p in peft_model.named_parameters() if p.grad is not None}
+    assert trained and all("lora_" in n for n in trained)
+
+
+def test_qlora_falls_back_to_torchao_when_bitsandbytes_cannot_import(monkeypatch):
+    import sys
+
+    from tuneforge.methods import qlora
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what `import bitsandbytes` sees when it is absent
+    assert qlora.resolve_backend(_cfg(method="qlora")) == "torchao"
+    with pytest.raises(ConfigError, match="pip install bitsandbytes"):
+        qlora.resolve_backend(_cfg(method="qlora", quant_backend="bitsandbytes"))
+    monkeypatch.setitem(sys.modules, "torchao", None)
+    with pytest.raises(ConfigError, match="needs bitsandbytes or torchao"):
+        qlora.resolve_backend(_cfg(method="qlora"))
+
+
+def test_torchao_backend_refuses_fp4():
+    from tuneforge.methods import qlora
+
+    with pytest.raises(ConfigError, match="NF4 only"):
+        qlora.resolve_backend(_cfg(method="qlora", quant_backend="torchao", bnb_4bit_quant_type="fp4"))

@@ -271,6 +271,9 @@ def _quiet_libraries() -> None:
 
     # bitsandbytes asks for the `kernels` package, which would fetch kernels from a hub: not wanted offline
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # peft imports torchao when installed: it logs each optional CUDA kernel it lacks, and torch a deprecation
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:

@@ -73,6 +73,9 @@ class TrainConfig(BaseModel):
     modules_to_save: list[str] = Field([], description="Extra modules trained in full and saved with the adapter "
                                        "(e.g. lm_head for new tokens); costs their full size in the adapter.")
     # QLoRA
+    quant_backend: Literal["auto", "bitsandbytes", "torchao"] = Field(
+        "auto", description="QLoRA 4-bit backend: auto = bitsandbytes when it imports, else torchao's NF4 "
+        "(always double-quantized, NF4 only); both give the same peft adapter.")
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="QLoRA base quantization; NF4 suits "
                                                        "normally distributed weights.")
     bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too (~0.4 "

@@ -52,12 +52,14 @@ def test_train_merge_pipeline_generate(tmp_path):
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "qlora", "prompt-tuning"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "qlora-torchao", "prompt-tuning"])
 def test_each_method_trains_saves_reloads_and_generates(method, tmp_path):
     from tuneforge.eval.harness import generate, load_for_inference
 
     run = tmp_path / method
-    r = tf("train", "--no-progress", "--method", method, "--data", str(ROOT / "examples/sql/train.jsonl"),
+    backend = ["--quant_backend", "torchao"] if method == "qlora-torchao" else []
+    method = method.removesuffix("-torchao")
+    r = tf("train", "--no-progress", "--method", method, *backend, "--data", str(ROOT / "examples/sql/train.jsonl"),
            "--val_data", str(ROOT / "examples/sql/val.jsonl"), "--output", str(run), "--max_steps", "3",
            "--eval_steps", "3", "--per_device_train_batch_size", "4")
     assert r.returncode == 0, r.stderr

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import arithmetic_rows, write_jsonl
 
 
@@ -29,13 +31,14 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path):
+@pytest.mark.parametrize("method", [[], ["--method", "qlora", "--quant_backend", "torchao"]], ids=["lora", "qlora"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path, method):
     data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(400))
     ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(tiny_dir, data, ref), check=True, env=_env(), capture_output=True)
+    subprocess.run(_train_cmd(tiny_dir, data, ref, *method), check=True, env=_env(), capture_output=True)
 
     run = tmp_path / "run"
-    child = subprocess.Popen(_train_cmd(tiny_dir, data, run), env=_env(), stderr=subprocess.PIPE)
+    child = subprocess.Popen(_train_cmd(tiny_dir, data, run, *method), env=_env(), stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (run / "checkpoints" / "step-8").exists() and time.time() < deadline and child.poll() is None:
         time.sleep(0.01)
@@ -53,6 +56,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path):
     assert killed_at < 60
     for step in expected:
         assert resumed[step] == expected[step], f"step {step}: {resumed[step]} != {expected[step]}"
+    if method:  # the backend chosen is recorded, so a resume re-quantizes the base the same way
+        assert "quant_backend: torchao" in (run / "config.yaml").read_text()
     assert (run / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (ref / "adapter" / "adapter_model.safetensors").read_bytes()
 

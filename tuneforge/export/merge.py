@@ -50,9 +50,8 @@ def parity_check(run, merged, tokenizer) -> dict:
         return {"skipped": "training data not found"}
     cfg = TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
     m = methods.get(run.info["method"])
-    quant = m.quantization(cfg, "cpu") if m.quantization else None
-    trained = PeftModel.from_pretrained(load_base(run.info["base"], device="cpu", quantization_config=quant).model,
-                                        str(run.adapter))
+    base = m.load(cfg, "cpu") if m.load else load_base(run.info["base"], device="cpu")
+    trained = PeftModel.from_pretrained(base.model, str(run.adapter))
     as_trained = _val_loss(trained, tokenizer, samples, cfg.max_seq_len)
     del trained
     merged_loss = _val_loss(merged, tokenizer, samples, cfg.max_seq_len)

@@ -1,7 +1,7 @@
 """Training methods: one small module each, one row in METHODS.
 
-A row says how to prepare the loaded model, whether the run saves a peft adapter, whether it can be
-merged into plain weights, whether sequences may be packed, and how the base must be loaded.
+A row says how to prepare the loaded model, whether the run saves a peft adapter, whether it can be merged
+into plain weights, whether sequences may be packed, and how the base is loaded when not as it is (4-bit).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ class Method:
     adapter: bool  # saves adapter/ (peft) rather than model/
     mergeable: bool  # export merge → plain transformers weights
     packing: bool = True  # prompt tuning prepends virtual tokens per row: one example per row
-    quantization: Callable | None = None  # (cfg, device) -> transformers quantization_config
+    load: Callable | None = None  # (cfg, device) -> Base, where the base is not loaded as it is (4-bit)
 
 
 METHODS: dict[str, Method] = {
     "lora": Method(lora.prepare, adapter=True, mergeable=True),
     "full": Method(full.prepare, adapter=False, mergeable=True),
-    "qlora": Method(qlora.prepare, adapter=True, mergeable=True, quantization=qlora.quantization_config),
+    "qlora": Method(qlora.prepare, adapter=True, mergeable=True, load=qlora.load),
     "prompt-tuning": Method(prompt_tuning.prepare, adapter=True, mergeable=False, packing=False),
 }
 
@@ -55,6 +55,14 @@ def count_parameters(model) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
+
+
+def stored_bytes(t) -> int:
+    """Bytes a tensor really holds: a tensor subclass (torchao NF4) is counted by its inner tensors."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(stored_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
 
 
 def weight_bytes(model_dir: str | Path) -> int:

@@ -102,8 +102,7 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     method = methods.get(cfg.method)
     if cfg.packing and not method.packing:
         cfg.packing = False  # recorded in config.yaml: what actually ran
-    quant = method.quantization(cfg, device) if method.quantization else None
-    base = load_base(cfg.base, device=device, quantization_config=quant)
+    base = method.load(cfg, device) if method.load else load_base(cfg.base, device=device)
     if cfg.packing:
         use_packed_attention(base.model)  # one causal attention call per packed example
     train, n_trunc = _encode_all(train_s, base.tokenizer, cfg, "training")
