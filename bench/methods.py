@@ -1,13 +1,15 @@
 """Full vs LoRA vs QLoRA vs prompt tuning on the same data, model and number of steps.
 
 Run: `python bench/methods.py [--model smollm2-135m-instruct] [--steps 40]` (each method in its own process,
-so peak memory is per method). Prints trainable params, base weight memory, peak memory, tokens/s,
+so peak memory is per method). Prints trainable params, base weight memory, peak memory while loading and
+while training (process RSS on CPU, torch.cuda.max_memory_allocated on GPU), tokens/s,
 final validation loss and held-out exact match; `--json F` saves the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -38,6 +40,16 @@ def all_weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets this process's RSS high-water mark (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def worker(args) -> dict:
     import torch
 
@@ -58,15 +70,18 @@ def worker(args) -> dict:
     p = prepare(cfg)
     base_bytes = (frozen_weight_bytes(p.model) if args.worker != "full" else all_weight_bytes(p.model))
     trainable, total = methods.count_parameters(p.model)
+    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # the training peak excludes loading: it briefly holds full-precision weights for every method
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_peak_rss()
     t0 = time.perf_counter()
     train(cfg, progress=False, prepared=p)
     wall = time.perf_counter() - t0
     info = json.loads((out / "run.json").read_text())
-    # peak of loading + training only: the evaluation below loads a full-precision model for every method
-    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else peak_rss()
     del p
     loaded = load_for_inference(out)
     test = load_samples(args.test)[: args.n_test]
@@ -74,7 +89,8 @@ def worker(args) -> dict:
     em = M.exact_match(preds, [s.reference for s in test], normalized=True)
     return {"method": args.worker, "trainable": trainable, "total": total,
             "trainable_pct": 100 * trainable / total, "base_weight_mb": base_bytes / 2**20,
-            "peak_mem_mb": peak / 2**20, "peak_kind": "cuda_max_allocated" if torch.cuda.is_available() else "rss",
+            "load_peak_mb": load_peak / 2**20, "peak_mem_mb": peak / 2**20,
+            "peak_kind": "cuda_max_allocated" if torch.cuda.is_available() else "rss",
             "tokens_per_s": info["train_tokens"] / max(info["train_seconds"], 1e-9), "train_wall_s": wall,
             "val_loss": info["results"].get("best_val_loss"), "exact_match": em, "n_test": len(test)}
 
@@ -106,7 +122,7 @@ def main() -> None:
         rows.append(json.loads(line[-1][7:]))
         print(f"done {m}", file=sys.stderr)
     lora = next((r for r in rows if r["method"] == "lora"), None)
-    hdr = (f"{'method':<15}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'peak MB':>9}{'tok/s':>8}"
+    hdr = (f"{'method':<15}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'load MB':>9}{'train MB':>9}{'tok/s':>8}"
            f"{'val loss':>9}{'EM':>7}")
     if not rows:
         sys.exit("no method finished")
@@ -114,8 +130,8 @@ def main() -> None:
           f"held-out rows\n" + hdr)
     for r in rows:
         print(f"{r['method']:<15}{r['trainable']:>12,}{r['trainable_pct']:>10.3f}%{r['base_weight_mb']:>9.0f}"
-              f"{r['peak_mem_mb']:>9.0f}{r['tokens_per_s']:>8.0f}{r['val_loss'] or float('nan'):>9.3f}"
-              f"{r['exact_match']:>7.2f}")
+              f"{r['load_peak_mb']:>9.0f}{r['peak_mem_mb']:>9.0f}{r['tokens_per_s']:>8.0f}"
+              f"{r['val_loss'] or float('nan'):>9.3f}{r['exact_match']:>7.2f}")
     if lora:
         for r in rows:
             print(f"{r['method']}: base weight memory {lora['base_weight_mb'] / r['base_weight_mb']:.2f}x smaller "

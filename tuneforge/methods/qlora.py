@@ -59,10 +59,32 @@ def load(cfg, device: str):
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
                                  bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
                                  bnb_4bit_compute_dtype=compute)
-        return load_base(cfg.base, device=device, quantization_config=bnb)
-    base = load_base(cfg.base, device=device, dtype=compute)
-    quantize_nf4(base.model)
+        base = load_base(cfg.base, device=device, quantization_config=bnb)
+    else:
+        base = load_base(cfg.base, device=device, dtype=compute)
+        quantize_nf4(base.model)
+    if device == "cpu":
+        _compact(base.model)
     return base
+
+
+def _compact(model) -> None:
+    """Give back what loading in full precision left behind (~0.7 GB on SmolLM2-135M, half the process).
+
+    The full-precision params left (embeddings, norms) are views of the checkpoint's memory map, which keeps
+    every page of it resident; copying them lets the map close. glibc keeps the freed fp32 weights in its heap
+    until asked to trim."""
+    import ctypes
+    import gc
+
+    for p in model.parameters():
+        if p.dtype.is_floating_point and not hasattr(p, "__tensor_flatten__"):
+            p.data = p.data.clone()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _scaler_block(n_blocks: int) -> int:
