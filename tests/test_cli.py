@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,8 @@ from tests.conftest import arithmetic_rows, write_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def tf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "tuneforge.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd)
 
@@ -125,6 +127,33 @@ def test_missing_model_is_a_clear_error(pc_file, tmp_path):
     out = tmp_path / "run"
     r = tf("train", "--base", str(tmp_path / "no-such-model"), "--data", str(pc_file), "--output", str(out))
     _assert_clean_failure(r, "no-such-model", "not found", out=out)
+
+
+def _no_hub(tmp_path: Path) -> dict:
+    """A Hub endpoint that refuses connections at once, and an empty Hugging Face cache."""
+    return {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "0"}
+
+
+def test_unreachable_hub_fails_fast_with_one_clear_line(pc_file, tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    r = tf("train", "--base", "some-org/some-model", "--data", str(pc_file), "--output", str(out),
+           env=_no_hub(tmp_path))
+    _assert_clean_failure(r, "some-org/some-model", "Hugging Face Hub", out=out)
+    assert time.perf_counter() - t0 < 30  # not ~50 s of connection retries
+
+
+def test_hub_model_in_the_local_cache_trains_without_a_network(tiny_dir, pc_file, tmp_path):
+    env = _no_hub(tmp_path)
+    repo = Path(env["HF_HUB_CACHE"]) / "models--some-org--tiny"
+    commit = "0" * 40
+    shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    r = tf("train", "--no-progress", "--base", "some-org/tiny", "--data", str(pc_file), "--output",
+           str(tmp_path / "run"), "--max_steps", "1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_unmatched_target_module_is_an_error(tiny_dir, pc_file, tmp_path):

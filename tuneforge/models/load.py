@@ -39,7 +39,28 @@ def resolve(name: str) -> Path:
         return p
     if name.startswith((".", "/", "~")) or p.exists() or name.count("/") > 1:
         raise ModelError(f"{name}: model directory not found")
+    _offline_unless_hub_reachable()
     return Path(name)  # a hub id
+
+
+def _offline_unless_hub_reachable(timeout: float = 3.0) -> None:
+    """Without a network the Hub client retries for ~50 s before failing; one quick connect decides instead.
+
+    Unreachable → offline mode for this process: a model already in the Hugging Face cache still loads."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        constants.HF_HUB_OFFLINE = True  # read per call by huggingface_hub and transformers
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by peft when it saves an adapter
 
 
 def default_dtype(device: str) -> torch.dtype:
