@@ -22,7 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENDERS = ["tuneforge", "hf", "trl"]
-LABEL = {"tuneforge": "tuneforge train()", "hf": "guide: peft+Trainer", "trl": "TRL SFTTrainer"}
+# `--ablation`: tuneforge with one of its speed-ups turned off each, to show what each is worth
+ABLATIONS = ["tf-all-logits", "tf-mask-attn", "tf-padded"]
+LABEL = {"tuneforge": "tuneforge train()", "hf": "guide: peft+Trainer", "trl": "TRL SFTTrainer",
+         "tf-all-logits": "tf: all-pos. logits", "tf-mask-attn": "tf: T×T mask attn", "tf-padded": "tf: padded rows"}
 LORA = dict(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"], lora_dropout=0.05, bias="none")
 MAX_SEQ_LEN = 2048  # no example is truncated by any contender (the tiny byte-level model has long rows)
 
@@ -38,6 +41,11 @@ NON_DEFAULTS = {
            "max_length = batch x mean example length (packing counts packed rows, not examples), report_to=none, "
            "save_strategy=no, disable_tqdm; learning_rate set (TRL default 2e-5). TRL also puts loss on the newline "
            "after <|im_end|> (~1 more supervised token per example than the others)",
+    "tf-all-logits": "as tuneforge, but the output layer and cross-entropy run at every position (as a plain "
+                     "transformers forward with labels does), not only at supervised ones",
+    "tf-mask-attn": "as tuneforge, but packed rows use transformers' own SDPA with a block-diagonal T x T mask "
+                    "(built from position_ids) instead of one causal SDPA call per example",
+    "tf-padded": "as tuneforge, but packing=false: padded rows (dynamic padding per micro-batch)",
 }
 
 
@@ -229,8 +237,9 @@ def cpu_s() -> float:
 
 
 # ------------------------------------------------------------------------------------------ contenders
-def run_tuneforge(spec: dict) -> dict:
+def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
     from tuneforge.config import TrainConfig
+    from tuneforge.train.packing import restore_attention
     from tuneforge.train.sft import micro_batch, prepare, train
 
     out = Path(tempfile.mkdtemp(prefix="tuneforge-", dir=spec["work"])) / "run"
@@ -242,8 +251,12 @@ def run_tuneforge(spec: dict) -> dict:
                       save_steps=spec["steps"] + 1, early_stopping_patience=0, seed=spec["seed"],
                       max_seq_len=MAX_SEQ_LEN, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                       lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
-                      lora_bias=LORA["bias"])
+                      lora_bias=LORA["bias"], packing=ablation != "tf-padded")
     p = prepare(cfg)  # model load, tokenization, LoRA wrap: setup, not timed
+    if ablation == "tf-all-logits":
+        p.model._tf_generic_loss = True  # loss.py's generic path: full logits, standard CE
+    if ablation == "tf-mask-attn":
+        restore_attention(p.base.model)  # transformers detects the packed row from position_ids
     rss0, c0 = rss_now(), cpu_s()
     t0 = time.perf_counter()
     train(cfg, progress=False, prepared=p)
@@ -383,7 +396,8 @@ def worker(name: str, spec_path: str, out_path: str) -> None:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     spec["threads"] = torch.get_num_threads()
-    res = {"tuneforge": run_tuneforge, "hf": run_hf, "trl": run_trl}[name](spec)
+    res = run_tuneforge(spec, name) if name in ABLATIONS else {"tuneforge": run_tuneforge, "hf": run_hf,
+                                                                "trl": run_trl}[name](spec)
     res["contender"], res["threads"] = name, spec["threads"]
     Path(out_path).write_text(json.dumps(res))
 
@@ -410,7 +424,7 @@ def med(rows: list[dict], k: str) -> float:
 
 
 def report(runs: list[dict], meta: dict) -> dict:
-    by = {c: [r for r in runs if r["contender"] == c] for c in CONTENDERS}
+    by = {c: [r for r in runs if r["contender"] == c] for c in CONTENDERS + ABLATIONS}
     by = {c: v for c, v in by.items() if v}
     print(f"\nmodel {meta['model']} (fp32, CPU, {meta['threads']} threads); {meta['data']}\n"
           f"LoRA r=16 alpha=32 q_proj,v_proj dropout 0.05; {meta['steps']} optimizer steps x {meta['batch']} "
@@ -449,6 +463,15 @@ def report(runs: list[dict], meta: dict) -> dict:
                 print(f"tuneforge / {LABEL[c]}: supervised tok/s {r['supervised_tok_s']:.2f}x, tok/s "
                       f"{r['tok_s']:.2f}x, peak RSS {r['peak_rss']:.2f}x, training RSS growth {r['train_rss']:.2f}x, "
                       f"val loss {r['val_loss_delta']:+.4f}")
+        for c in ABLATIONS:
+            if c in summary:
+                o = summary[c]
+                ratios[c] = {"supervised_tok_s": tf["supervised_tok_s"] / o["supervised_tok_s"],
+                             "train_rss": tf["train_rss_mb"] / max(o["train_rss_mb"], 1e-9),
+                             "val_loss_delta": tf["val_loss"] - o["val_loss"]}
+                print(f"tuneforge / {LABEL[c]}: supervised tok/s {ratios[c]['supervised_tok_s']:.2f}x (what that "
+                      f"speed-up is worth), training RSS growth {ratios[c]['train_rss']:.2f}x, val loss "
+                      f"{ratios[c]['val_loss_delta']:+.4f}")
     print("\nnotes: tok = real (non-pad) tokens; sup = tokens with loss; loop s = the optimizer steps only "
           "(tuneforge: run.json train_seconds; HF/TRL: on_train_begin → last on_step_end); peak MB = process RSS "
           "high-water (model load included), +train MB = its growth during training; val loss = one shared plain "
@@ -474,6 +497,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per contender (0 = torch's default)")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of tuneforge,hf,trl")
+    ap.add_argument("--ablation", action="store_true", help="run tuneforge and its ablations (" +
+                    ", ".join(ABLATIONS) + ") instead of the contenders")
     ap.add_argument("--json", default=None, help="write all figures here")
     ap.add_argument("--verbose", action="store_true", help="show the workers' stderr")
     ap.add_argument("--worker", nargs=3, default=None, help=argparse.SUPPRESS)
@@ -515,7 +540,7 @@ def bench(args, work: Path, torch) -> None:
           f"supervised/example {sum(e.n_supervised for e in enc) / len(enc):.0f}; TRL pack length "
           f"{spec['trl_max_length']}", file=sys.stderr)
     peak = peak_matmul_flops()  # measured again at the end; the best of both is the peak
-    contenders = [c for c in args.contenders.split(",") if c]
+    contenders = ["tuneforge", *ABLATIONS] if args.ablation else [c for c in args.contenders.split(",") if c]
     runs = []
     for rep in range(args.repeats):
         k = (rep // 2) % len(contenders)  # reverse every other repeat, rotate every two
