@@ -101,3 +101,15 @@ def test_torchao_backend_refuses_fp4():
 
     with pytest.raises(ConfigError, match="NF4 only"):
         qlora.resolve_backend(_cfg(method="qlora", quant_backend="torchao", bnb_4bit_quant_type="fp4"))
+
+
+@pytest.mark.parametrize("backend", ["bitsandbytes", "torchao"])
+def test_qlora_base_keeps_the_output_head_tied_and_full_precision(backend, tiny_dir):
+    from tuneforge.methods import qlora
+
+    model = qlora.load(_cfg(method="qlora", base=str(tiny_dir), quant_backend=backend), "cpu").model
+    # copying params off the checkpoint's memory map must not untie the head from the embeddings
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert model.lm_head.weight.dtype == torch.float32 and not hasattr(model.lm_head.weight, "__tensor_flatten__")
+    q = model.model.layers[0].self_attn.q_proj.weight
+    assert q.dtype == torch.uint8 if backend == "bitsandbytes" else hasattr(q, "__tensor_flatten__")
