@@ -74,17 +74,12 @@ def _compact(model) -> None:
     The full-precision params left (embeddings, norms) are views of the checkpoint's memory map, which keeps
     every page of it resident; copying them lets the map close. glibc keeps the freed fp32 weights in its heap
     until asked to trim."""
-    import ctypes
-    import gc
+    from tuneforge.memory import release_freed
 
     for p in model.parameters():
         if p.dtype.is_floating_point and not hasattr(p, "__tensor_flatten__"):
             p.data = p.data.clone()
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+    release_freed()
 
 
 def _scaler_block(n_blocks: int) -> int:

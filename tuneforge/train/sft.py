@@ -26,6 +26,7 @@ from tuneforge.data.load import load_samples
 from tuneforge.data.split import split_indices
 from tuneforge.data.tokenize import Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
+from tuneforge.memory import return_large_buffers
 from tuneforge.models.load import default_device, load_base, resolve
 from tuneforge.run import file_sha256, model_card, read_metrics
 from tuneforge.train import checkpoint
@@ -96,6 +97,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
         train_s, val_s = holdout(load_samples(cfg.data), cfg.val_split, cfg.seed)
     seed_everything(cfg.seed)
     device = default_device()
+    if device == "cpu":
+        return_large_buffers()  # activation sizes vary per step: keep glibc's heap from hoarding them
     if cfg.method == "auto":
         cfg.method, why = methods.choose(resolve(cfg.base), device)
         print(f"tuneforge: {why}", file=sys.stderr)
