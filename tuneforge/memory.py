@@ -27,6 +27,10 @@ def return_large_buffers(threshold: int = LARGE_BUFFER) -> None:
 
     Training peak -11% on SmolLM2 at unchanged tokens/s (bench/RESULTS.md); glibc's default threshold grows
     to 32 MB as big tensors are freed, after which they all stay in the heap."""
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
+        return  # the user's own setting wins
     libc = _libc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, threshold)
