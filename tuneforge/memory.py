@@ -11,7 +11,7 @@ import ctypes
 import ctypes.util
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-LARGE_BUFFER = 2 * 2**20  # bytes; lower thresholds cost speed in page faults (1 MiB: -12% tok/s)
+LARGE_BUFFER = 2 * 2**20  # bytes; lower thresholds cost speed in page faults (1 MiB: -17% tok/s)
 
 
 def _libc():

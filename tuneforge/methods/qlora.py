@@ -8,7 +8,6 @@ fp32 on CPU, bf16 on CUDA. The saved adapter is ordinary peft LoRA and merges on
 from __future__ import annotations
 
 import importlib
-import logging
 
 import torch
 
@@ -21,9 +20,6 @@ SCALER_BLOCK = 256  # scales per double-quantization block (the largest divisor 
 
 
 def _importable(name: str) -> bool:
-    # torchao logs each optional CUDA kernel it cannot load, and torch a deprecation for each enum it registers
-    for logger in (name, "torch.utils._pytree"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
     try:
         importlib.import_module(name)
         return True

@@ -5,6 +5,7 @@ CPU runs in fp32 (this class of CPU has no fast bf16); CUDA uses bf16 where supp
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,17 +44,20 @@ def resolve(name: str) -> Path:
     return Path(name)  # a hub id
 
 
+@functools.cache
 def _offline_unless_hub_reachable(timeout: float = 3.0) -> None:
     """Without a network the Hub client retries for ~50 s before failing; one quick connect decides instead.
 
-    Unreachable → offline mode for this process: a model already in the Hugging Face cache still loads."""
+    Unreachable → offline mode for this process: a model already in the Hugging Face cache still loads.
+    Behind a proxy a direct connect proves nothing, so the Hub client is left to decide."""
     import os
     import socket
     from urllib.parse import urlparse
+    from urllib.request import getproxies
 
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or getproxies().get("https"):
         return
     url = urlparse(constants.ENDPOINT)
     try:
