@@ -45,9 +45,17 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss() -> int:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+def _status_kb(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
     return int(line.split()[1]) * 1024
+
+
+def peak_rss() -> int:
+    return _status_kb("VmHWM")
+
+
+def rss_now() -> int:
+    return _status_kb("VmRSS")
 
 
 def worker(args) -> dict:
@@ -73,6 +81,7 @@ def worker(args) -> dict:
     load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # the training peak excludes loading: it briefly holds full-precision weights for every method
     gc.collect()
+    after_load = rss_now()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     else:
@@ -89,7 +98,7 @@ def worker(args) -> dict:
     em = M.exact_match(preds, [s.reference for s in test], normalized=True)
     return {"method": args.worker, "trainable": trainable, "total": total,
             "trainable_pct": 100 * trainable / total, "base_weight_mb": base_bytes / 2**20,
-            "load_peak_mb": load_peak / 2**20, "peak_mem_mb": peak / 2**20,
+            "load_peak_mb": load_peak / 2**20, "after_load_mb": after_load / 2**20, "peak_mem_mb": peak / 2**20,
             "peak_kind": "cuda_max_allocated" if torch.cuda.is_available() else "rss",
             "tokens_per_s": info["train_tokens"] / max(info["train_seconds"], 1e-9), "train_wall_s": wall,
             "val_loss": info["results"].get("best_val_loss"), "exact_match": em, "n_test": len(test)}
@@ -122,15 +131,15 @@ def main() -> None:
         rows.append(json.loads(line[-1][7:]))
         print(f"done {m}", file=sys.stderr)
     lora = next((r for r in rows if r["method"] == "lora"), None)
-    hdr = (f"{'method':<15}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'load MB':>9}{'train MB':>9}{'tok/s':>8}"
-           f"{'val loss':>9}{'EM':>7}")
+    hdr = (f"{'method':<15}{'trainable':>12}{'% of model':>11}{'base MB':>9}{'load MB':>9}{'loaded':>8}"
+           f"{'train MB':>9}{'tok/s':>8}{'val loss':>9}{'EM':>7}")
     if not rows:
         sys.exit("no method finished")
     print(f"\nmodel {args.model}, {args.steps} steps x 8 examples, exact match on {rows[0]['n_test']} "
           f"held-out rows\n" + hdr)
     for r in rows:
         print(f"{r['method']:<15}{r['trainable']:>12,}{r['trainable_pct']:>10.3f}%{r['base_weight_mb']:>9.0f}"
-              f"{r['load_peak_mb']:>9.0f}{r['peak_mem_mb']:>9.0f}{r['tokens_per_s']:>8.0f}"
+              f"{r['load_peak_mb']:>9.0f}{r['after_load_mb']:>8.0f}{r['peak_mem_mb']:>9.0f}{r['tokens_per_s']:>8.0f}"
               f"{r['val_loss'] or float('nan'):>9.3f}{r['exact_match']:>7.2f}")
     if lora:
         for r in rows:
