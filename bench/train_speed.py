@@ -238,8 +238,10 @@ def cpu_s() -> float:
 
 # ------------------------------------------------------------------------------------------ contenders
 def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
+    import contextlib
+
     from tuneforge.config import TrainConfig
-    from tuneforge.train.packing import restore_attention
+    from tuneforge.train import sft
     from tuneforge.train.sft import micro_batch, prepare, train
 
     out = Path(tempfile.mkdtemp(prefix="tuneforge-", dir=spec["work"])) / "run"
@@ -255,8 +257,8 @@ def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
     p = prepare(cfg)  # model load, tokenization, LoRA wrap: setup, not timed
     if ablation == "tf-all-logits":
         p.model._tf_generic_loss = True  # loss.py's generic path: full logits, standard CE
-    if ablation == "tf-mask-attn":
-        restore_attention(p.base.model)  # transformers detects the packed row from position_ids
+    if ablation == "tf-mask-attn":  # plain SDPA: transformers detects the packed row from position_ids
+        sft.packed_attention = lambda model, enabled=True: contextlib.nullcontext(model)
     rss0, c0 = rss_now(), cpu_s()
     t0 = time.perf_counter()
     train(cfg, progress=False, prepared=p)

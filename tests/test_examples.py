@@ -32,7 +32,7 @@ def _generator(monkeypatch):
 
 
 def test_committed_files_are_what_the_generator_writes(tmp_path):
-    r = subprocess.run([sys.executable, str(SQL / "make_dataset.py"), "--out", str(tmp_path)],
+    r = subprocess.run([sys.executable, str(SQL / "make_dataset.py"), "--output", str(tmp_path)],
                        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "123"})  # hash order must not matter
     assert r.returncode == 0, r.stderr
     for name in SPLITS:

@@ -24,33 +24,36 @@ app.add_typer(export_app, name="export")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs registry: list, show, diff.")
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
-# `tuneforge eval human-export|human-import` read as subcommands of eval, which itself takes a positional target
-EVAL_SUBCOMMANDS = {"human-export": "eval-human-export", "human-import": "eval-human-import"}
+human_app = typer.Typer(no_args_is_help=True, help="Blind human A/B evaluation of an eval.json.")
+app.add_typer(human_app, name="human-eval")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context,
+          data: Optional[str] = typer.Option(None, "--data", help="Training examples (.jsonl/.json/.csv/.parquet)."),
+          output: Optional[str] = typer.Option(None, "--output", help="Run directory to create (or to resume)."),
+          base: Optional[str] = typer.Option(None, "--base", help="Base model: alias (default "
+                                             "smollm2-135m-instruct), local transformers dir, hub id or .gguf."),
+          method: Optional[str] = typer.Option(None, "--method", help="lora (default), qlora, full, "
+                                               "prompt-tuning or auto."),
           config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
-          resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last "
+                                      "checkpoint (a finished run is left as it is)."),
           progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
           help_config: bool = typer.Option(False, "--help-config", help="List every config key and exit."),
           cv: int = typer.Option(0, "--cv", help="K-fold cross-validation: K runs, mean ± std of val loss.")):
-    """Fine-tune a base model. Any config key is a flag: --learning_rate 2e-4 --lora_r 16 ..."""
-    from tuneforge.config import config_help, load_config, parse_overrides
-    from tuneforge.train.sft import resume_config
+    """Fine-tune a base model; writes a run directory. Any config key is also a flag
+    (--learning_rate 2e-4 --lora_r 16 ...): `tuneforge train --help-config` lists them all."""
+    from tuneforge.config import config_help, parse_overrides
+    from tuneforge.train.sft import config_for
     from tuneforge.train.sft import train as run_train
 
     if help_config:
         typer.echo(config_help())
         return
-    overrides = parse_overrides(ctx.args)
-    if resume:
-        if "output" not in overrides and config is None:
-            raise TuneforgeError("--resume needs --output RUN_DIR")
-        out = overrides.get("output") or load_config(config).output
-        cfg = resume_config(Path(out), {k: v for k, v in overrides.items() if k != "output"})
-    else:
-        cfg = load_config(config, overrides)
+    named = {"data": data, "output": output, "base": base, "method": method}
+    overrides = {**{k: v for k, v in named.items() if v is not None}, **parse_overrides(ctx.args)}
+    cfg = config_for(config, overrides, resume=resume)
     if cv:
         from tuneforge.train.cv import cross_validate
 
@@ -60,7 +63,11 @@ def train(ctx: typer.Context,
                    f"(folds: {folds})")
         return
     out = run_train(cfg, resume=resume, progress=progress)
-    typer.echo(str(out))
+    from tuneforge.eval.report import write_report
+
+    write_report(out)
+    typer.echo(f"run: {out}\nnext: tuneforge eval {out} --data TEST.jsonl --baseline base   |   "
+               f"tuneforge export merge {out}   |   tuneforge report {out}")
 
 
 @app.command()
@@ -94,31 +101,24 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
              top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0."),
              seed: int = typer.Option(0, help="Sampling seed when temperature > 0."),
              samples: int = typer.Option(5, help="Sample answers to print."),
-             output: Optional[Path] = typer.Option(None, help="Where to write eval.json (default: RUN/eval.json)."),
+             output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: "
+                                                   "RUN/eval.json for a run)."),
              progress: bool = typer.Option(True, "--progress/--no-progress")):
     """Generate on held-out data and score (exact match, BLEU, ROUGE, chrF or classification metrics).
 
-    Human evaluation: `tuneforge eval human-export RUN/eval.json --out DIR` writes a blind A/B sheet;
-    `tuneforge eval human-import DIR/human_eval.csv --key DIR/human_eval_key.json` scores it.
+    For a run, eval.json goes into the run and report.html is refreshed. Human evaluation of the same
+    answers: `tuneforge human-eval export RUN/eval.json --output DIR`.
     """
-    from tuneforge.eval.harness import evaluate_file
-    from tuneforge.run import is_run
-    from tuneforge.train.checkpoint import write_atomic_text
+    from tuneforge.eval.harness import evaluate_file, save_eval
 
     res = evaluate_file(target, str(data), baseline=baseline, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, limit=limit, progress=progress, temperature=temperature,
                         top_p=top_p, seed=seed,
                         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
-    dest = output or (Path(target) / "eval.json" if is_run(target) else None)
-    if dest:
-        write_atomic_text(Path(dest), json.dumps(res, indent=1))
+    written = save_eval(target, res, output)
     _print_eval(res, samples)
-    if dest:
-        typer.echo(f"wrote {dest}")
-    if is_run(target) and dest == Path(target) / "eval.json":
-        from tuneforge.eval.report import write_report
-
-        typer.echo(f"wrote {write_report(target)}")
+    for path in written:
+        typer.echo(f"wrote {path}")
 
 
 def _print_eval(res: dict, n_samples: int) -> None:
@@ -160,20 +160,21 @@ def report(run: Path = typer.Argument(..., help="Run directory.")):
     typer.echo(str(write_report(run)))
 
 
-@app.command("eval-human-export", hidden=True)
+@human_app.command("export")
 def human_export(eval_json: Path = typer.Argument(..., help="eval.json written by `tuneforge eval --baseline`."),
-                 out: Path = typer.Option(Path("."), help="Folder for human_eval.csv/.html and the key."),
+                 output: Path = typer.Option(Path("."), "--output", help="Folder for human_eval.csv/.html and "
+                                             "the key."),
                  seed: int = typer.Option(0, help="Seeds the per-row model order.")):
     """Blind A/B sheet (CSV + HTML form), model order randomised per row."""
     from tuneforge.eval.human import export_sheet
 
-    for kind, path in export_sheet(eval_json, out, seed=seed).items():
+    for kind, path in export_sheet(eval_json, output, seed=seed).items():
         typer.echo(f"{kind}: {path}")
 
 
-@app.command("eval-human-import", hidden=True)
+@human_app.command("import")
 def human_import(csv_path: Path = typer.Argument(..., help="The rated human_eval.csv."),
-                 key: Path = typer.Option(..., help="human_eval_key.json written by human-export.")):
+                 key: Path = typer.Option(..., help="human_eval_key.json written by `human-eval export`.")):
     """Unblind the ratings: win/tie/loss of tuned vs baseline with confidence intervals."""
     from tuneforge.eval.human import format_ratings, import_ratings
 
@@ -229,18 +230,19 @@ def data_split(file: Path = typer.Argument(..., help="Examples file to split."),
                test: float = typer.Option(0.2, help="Fraction of the whole file for test."),
                val: float = typer.Option(0.1, help="Fraction of the whole file for validation."),
                seed: int = typer.Option(42, help="Same seed, same split."),
-               out: Optional[Path] = typer.Option(None, help="Output folder (default: next to FILE).")):
+               output: Optional[Path] = typer.Option(None, "--output", help="Output folder (default: next to "
+                                                     "FILE).")):
     """Write train/val/test files: seeded, stratified by label, no example in two splits."""
     from tuneforge.data.split import split_file
 
-    written = split_file(file, out or file.parent, test=test, val=val, seed=seed)
+    written = split_file(file, output or file.parent, test=test, val=val, seed=seed)
     for name, (path, n) in written.items():
         typer.echo(f"{name}: {n} examples -> {path}")
 
 
 @export_app.command("merge")
 def export_merge(run: Path = typer.Argument(..., help="Run directory."),
-                 output: Optional[Path] = typer.Option(None, help="Default: RUN/model."),
+                 output: Optional[Path] = typer.Option(None, "--output", help="Default: RUN/model."),
                  check: Optional[bool] = typer.Option(None, "--check/--no-check",
                                                       help="Compare val loss as trained vs merged (default: on "
                                                            "for QLoRA, whose base was 4-bit).")):
@@ -287,8 +289,6 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     _quiet_libraries()
-    if len(sys.argv) > 2 and sys.argv[1] == "eval" and sys.argv[2] in EVAL_SUBCOMMANDS:
-        sys.argv[1:3] = [EVAL_SUBCOMMANDS[sys.argv[2]]]
     try:
         app()
     except TuneforgeError as e:

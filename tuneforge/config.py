@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW decay (not on biases/norms); mild regularisation.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables.")
     logging_steps: int = Field(10, ge=1, description="Log train loss every N optimizer steps.")
-    eval_steps: int = Field(0, ge=0, description="Validate every N steps; 0 = once per epoch (about).")
+    eval_steps: int = Field(0, ge=0, description="Validate every N optimizer steps; 0 = twice per epoch.")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps; 0 = at each evaluation.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest are removed).")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after N evaluations without val-loss "

@@ -7,10 +7,12 @@ Measured in bench/RESULTS.md. On other C libraries these are no-ops.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # glibc's initial mmap threshold
 LARGE_BUFFER = 2 * 2**20  # bytes; lower thresholds cost speed in page faults (1 MiB: -17% tok/s)
 
 
@@ -22,7 +24,7 @@ def _libc():
         return None
 
 
-def return_large_buffers(threshold: int = LARGE_BUFFER) -> None:
+def return_large_buffers(threshold: int = LARGE_BUFFER) -> bool:
     """Buffers above `threshold` come from mmap and go back to the system when freed.
 
     Training peak -11% on SmolLM2 at unchanged tokens/s (bench/RESULTS.md); glibc's default threshold grows
@@ -30,10 +32,25 @@ def return_large_buffers(threshold: int = LARGE_BUFFER) -> None:
     import os
 
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
-        return  # the user's own setting wins
+        return False  # the user's own setting wins
     libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    if libc is None:
+        return False
+    libc.mallopt(M_MMAP_THRESHOLD, threshold)
+    return True
+
+
+@contextlib.contextmanager
+def large_buffers_returned(enabled: bool = True):
+    """`return_large_buffers` for the duration of a block (training), then glibc's default threshold again,
+    so a library user's process is left as it was. (glibc's threshold then stays fixed at 128 KiB instead of
+    growing with freed blocks: the conservative side for memory.)"""
+    changed = enabled and return_large_buffers()
+    try:
+        yield
+    finally:
+        if changed:
+            _libc().mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
 
 
 def release_freed() -> None:

@@ -1,20 +1,15 @@
 """The runs registry: list, show and diff run directories (config, data hashes, git commit, metrics, artifacts).
 
-Reads only what runs wrote (config.yaml, data.json, metrics.jsonl, run.json, eval.json); `tuneforge runs ls|show|diff`.
+Reads only what runs wrote (config.yaml, data.json, metrics.jsonl, run.json, eval.json); `tuneforge runs list|show|diff`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 from tuneforge.errors import TuneforgeError
-from tuneforge.run import read_metrics
+from tuneforge.run import read_config, read_json, read_metrics, record_git_commit, run_status, scalar_metrics
 
 HASH_PREFIX = 12
 ARTIFACTS = ("adapter/", "model/", "checkpoints/", "eval.json", "report.html", "README.md")
@@ -24,47 +19,12 @@ DIFF_IGNORE = {"output"}
 HEADLINE = ("accuracy", "exact_match_normalized", "exact_match", "rougeL")
 
 
-def record_git_commit(run_dir: str | Path) -> str | None:
-    """HEAD of the git work tree holding the run dir (asked in its parent, which exists before the run dir),
-    or None outside a work tree or without git. Call at run creation and store it as run.json["git_commit"]:
-    asked later, HEAD may have moved on."""
-    parent = Path(run_dir).resolve().parent
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=parent, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    out = res.stdout.strip()
-    return out if res.returncode == 0 and len(out) == 40 else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise TuneforgeError(f"{path}: not valid JSON ({e})") from e
-
-
-def _read_config(run: Path) -> dict:
-    f = run / "config.yaml"
-    return (yaml.safe_load(f.read_text()) or {}) if f.is_file() else {}
-
-
-def _is_run_dir(path: Path) -> bool:
-    """Finished (run.json) or still training / interrupted (config.yaml only)."""
-    return path.is_dir() and ((path / "run.json").is_file() or (path / "config.yaml").is_file())
-
-
 def _created(run: Path, info: dict) -> str:
     if info.get("created"):
         return str(info["created"])
     times = [f.stat().st_mtime for f in (run / "config.yaml", run / "data.json", run / "run.json") if f.is_file()]
     ts = min(times) if times else run.stat().st_mtime
     return datetime.fromtimestamp(ts, timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _scalars(d: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in d.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def metrics_summary(rows: list[dict], info: dict | None = None) -> dict:
@@ -88,8 +48,8 @@ def metrics_summary(rows: list[dict], info: dict | None = None) -> dict:
 
 def _eval_metrics(run: Path) -> dict[str, dict[str, float]]:
     """{role: scalar metrics} from eval.json (confusion matrices and per-label tables left out)."""
-    result = _read_json(run / "eval.json")
-    return {role: _scalars(m.get("metrics", {})) for role, m in result.get("models", {}).items()}
+    result = read_json(run / "eval.json")
+    return {role: scalar_metrics(m.get("metrics", {})) for role, m in result.get("models", {}).items()}
 
 
 def _data_hashes(data: dict) -> list[dict]:
@@ -111,12 +71,12 @@ def _git(run: Path, info: dict, cache: dict | None = None) -> tuple[str | None, 
 
 
 def _row(run: Path, git_cache: dict) -> dict:
-    info, cfg = _read_json(run / "run.json"), _read_config(run)
-    data = _read_json(run / "data.json")
+    info, cfg = read_json(run / "run.json"), read_config(run)
+    data = read_json(run / "data.json")
     commit, recorded = _git(run, info, git_cache)
     summary = metrics_summary(read_metrics(run), info)
     return {"id": run.name, "path": str(run), "created": _created(run, info),
-            "status": "finished" if (run / "run.json").is_file() else "incomplete",
+            "status": run_status(run),
             "base": cfg.get("base", info.get("base")), "method": cfg.get("method", info.get("method")),
             "data": [str(f["sha256"])[:HASH_PREFIX] for f in _data_hashes(data) if f.get("sha256")],
             "git_commit": commit, "git_commit_recorded": recorded,
@@ -129,20 +89,20 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
     if not r.is_dir():
         return []
     cache: dict = {}
-    rows = [_row(d, cache) for d in sorted(r.iterdir()) if _is_run_dir(d)]
+    rows = [_row(d, cache) for d in sorted(r.iterdir()) if d.is_dir() and run_status(d)]
     return sorted(rows, key=lambda x: (x["created"], x["id"]))
 
 
 def show_run(path: str | Path) -> dict:
     """Everything the registry knows about one run."""
     run = Path(path)
-    if not _is_run_dir(run):
+    if not run_status(run):
         raise TuneforgeError(f"{run}: not a tuneforge run directory (no run.json or config.yaml)")
-    info, data = _read_json(run / "run.json"), _read_json(run / "data.json")
+    info, data = read_json(run / "run.json"), read_json(run / "data.json")
     commit, recorded = _git(run, info)
     return {"id": run.name, "path": str(run), "created": _created(run, info),
-            "status": "finished" if (run / "run.json").is_file() else "incomplete",
-            "config": _read_config(run), "info": info, "data": _data_hashes(data),
+            "status": run_status(run),
+            "config": read_config(run), "info": info, "data": _data_hashes(data),
             "data_counts": {k: v for k, v in data.items() if k != "files"},
             "git_commit": commit, "git_commit_recorded": recorded,
             "metrics": metrics_summary(read_metrics(run), info), "eval": _eval_metrics(run),

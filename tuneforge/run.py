@@ -1,20 +1,108 @@
-"""The run directory: what a run wrote and what later steps (merge, generate, eval, serve) read back.
+"""The run directory, in one place: atomic writes, reading back, the git commit, the model card, "is this a run".
 
-Layout: config.yaml, data.json, metrics.jsonl, checkpoints/, adapter/ or model/, run.json, README.md.
+Layout (ARCHITECTURE.md has the whole contract): config.yaml, data.json, metrics.jsonl, checkpoints/,
+adapter/ or model/, run.json, README.md, eval.json, report.html. Every package reads and writes runs through here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from tuneforge.errors import TuneforgeError
 
 SCHEMA = 1
+FILE_MODE = 0o644  # what a user's umask would give a file they wrote themselves
+
+
+# --- atomic writes ---------------------------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _normal_permissions(root: Path) -> None:
+    """Files written through temp files (safetensors, mkstemp) can come out 0600; runs are shared artefacts."""
+    for f in ([root] if root.is_file() else root.rglob("*")):
+        if f.is_file():
+            os.chmod(f, FILE_MODE)
+
+
+def write_atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp_dir), fsync its files, then rename tmp_dir to `final` (replacing it).
+
+    A kill at any moment leaves either the old directory or the new one, never a half-written one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    _normal_permissions(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    if final.exists():
+        old = final.parent / f".old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def write_atomic_text(path: Path, text: str) -> Path:
+    """Write via a temp file + fsync + rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: Path, obj) -> Path:
+    return write_atomic_text(path, json.dumps(obj, indent=1))
+
+
+def append_jsonl(path: Path, rec: dict) -> None:
+    """One line per call, flushed: a crash loses at most the line being written (readers skip a torn tail)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+def record_git_commit(run_dir: str | Path) -> str | None:
+    """HEAD of the git work tree holding the run dir (asked in its parent, which exists before the run dir),
+    or None outside a work tree or without git. Call at run creation and store it as run.json["git_commit"]:
+    asked later, HEAD may have moved on."""
+    parent = Path(run_dir).resolve().parent
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = res.stdout.strip()
+    return out if res.returncode == 0 and len(out) == 40 else None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -42,24 +130,62 @@ class Run:
         return p if (p / "config.json").is_file() else None
 
 
+def run_status(path: str | Path) -> str | None:
+    """"finished" (run.json written), "incomplete" (training or interrupted: config.yaml only), or None
+    when `path` is not a run directory at all. The one definition of "is this a run"."""
+    p = Path(path)
+    if (p / "run.json").is_file():
+        return "finished"
+    if (p / "config.yaml").is_file():
+        return "incomplete"
+    return None
+
+
 def is_run(path: str | Path) -> bool:
-    return (Path(path) / "run.json").is_file()
+    """A finished run: what generate, eval, export and serve can load."""
+    return run_status(path) == "finished"
 
 
 def read_run(path: str | Path) -> Run:
     p = Path(path)
     if not is_run(p):
         raise TuneforgeError(f"{p}: not a tuneforge run directory (no run.json)")
-    info = json.loads((p / "run.json").read_text())
-    cfg = yaml.safe_load((p / "config.yaml").read_text()) if (p / "config.yaml").is_file() else {}
-    return Run(p, cfg, info)
+    return Run(p, read_config(p), read_json(p / "run.json"))
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file of a run, {} when absent; a corrupt one is a one-line error naming the file."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text()) if p.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise TuneforgeError(f"{p}: not valid JSON ({e})") from e
+
+
+def read_config(path: str | Path) -> dict:
+    f = Path(path) / "config.yaml"
+    return (yaml.safe_load(f.read_text()) or {}) if f.is_file() else {}
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """metrics.jsonl rows; a torn last line (killed mid-write) is skipped, not an error."""
     f = Path(path) / "metrics.jsonl"
     if not f.is_file():
         return []
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in f.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """The finite numbers of a metrics dict (confusion matrices, per-label tables and NaNs left out)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def model_card(cfg: dict, info: dict, data: dict) -> str:

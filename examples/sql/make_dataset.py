@@ -310,12 +310,12 @@ def build() -> dict[str, list[dict]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=HERE, help="output folder (default: next to this script)")
+    ap.add_argument("--output", type=Path, default=HERE, help="output folder (default: next to this script)")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     for name, rows in build().items():
-        (args.out / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
-        print(f"{name}: {len(rows)} rows -> {args.out / f'{name}.jsonl'}")
+        (args.output / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+        print(f"{name}: {len(rows)} rows -> {args.output / f'{name}.jsonl'}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_chunked_output_layer_matches_unchunked(monkeypatch):
     s_chunk, _, _ = L.loss_sum(model, b)
     g_chunk = torch.autograd.grad(s_chunk, model.model.embed_tokens.weight)[0]
     torch.testing.assert_close(s_full, s_chunk, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(g_full, g_chunk, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_full, g_chunk, rtol=1e-4, atol=1e-5)  # fp32 sums in another order
 
 
 def _grads(model, batches):

@@ -14,7 +14,7 @@ import torch
 
 from tuneforge.data.formats import Sample
 from tuneforge.errors import TuneforgeError
-from tuneforge.run import is_run, read_run
+from tuneforge.run import is_run, read_run, write_json
 
 
 @dataclass
@@ -234,3 +234,18 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
         deltas = metric_deltas(task, preds_by["baseline"][0], preds_by["tuned"][0], refs, labels)
         result["delta"] = {k: v for k, v in deltas.items() if not metrics or k in metrics}
     return result
+
+
+def save_eval(target: str, result: dict, output: str | Path | None = None) -> list[Path]:
+    """Write eval.json (to `output`, else into the run) and, for a run's own eval.json, refresh report.html.
+    Returns the paths written (none for a plain model without --output)."""
+    own = Path(target) / "eval.json" if is_run(target) else None
+    dest = Path(output) if output else own
+    if dest is None:
+        return []
+    written = [write_json(dest, result)]
+    if own is not None and dest.resolve() == own.resolve():
+        from tuneforge.eval.report import write_report
+
+        written.append(write_report(target))
+    return written

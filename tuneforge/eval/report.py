@@ -9,14 +9,13 @@ import base64
 import html
 import io
 import json
-import math
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tuneforge.run import read_metrics, read_run
-from tuneforge.train.checkpoint import write_atomic_text
+from tuneforge.run import read_metrics, read_run, scalar_metrics, write_atomic_text
+from tuneforge.train.early_stop import overfitting_signal
 
 # Distinctive colours: the screenshot test looks for TRAIN_LOSS_COLOR's pixels to prove the curve rendered.
 TRAIN_LOSS_COLOR = "#e6007e"
@@ -32,38 +31,6 @@ METHOD_HYPERPARAMETERS = {
 }
 ALREADY_PERCENT = {"bleu", "chrf"}  # sacrebleu reports 0-100; the other bounded metrics are fractions
 WORST_N = 10
-
-
-def overfitting_signal(metrics_rows: list[dict], min_rising: int = 2) -> str | None:
-    """A warning when val loss rose at each of the last `min_rising` (>= 2) evaluations while train loss fell.
-
-    One rise is often noise; consecutive rises with a still-falling train loss are the classic memorisation
-    pattern, and the fix (stop earlier, regularise, add data) is cheap. Returns None when there is no signal.
-    """
-    min_rising = max(2, min_rising)
-    evals = sorted((r for r in metrics_rows if r.get("val_loss") is not None), key=lambda r: r["step"])
-    train = sorted((r for r in metrics_rows if r.get("loss") is not None), key=lambda r: r["step"])
-    rising = 0
-    for prev, cur in zip(evals[-2::-1], evals[::-1]):  # walk back from the last evaluation
-        if cur["val_loss"] > prev["val_loss"]:
-            rising += 1
-        else:
-            break
-    if rising < min_rising:
-        return None
-    start = evals[-1 - rising]  # the last evaluation before the rise
-    before = [r for r in train if r["step"] <= start["step"]]
-    window = ([before[-1]] if before else []) + [r for r in train if r["step"] > start["step"]]
-    if len(window) < 2 or not window[-1]["loss"] < window[0]["loss"]:
-        return None
-    best = min(evals, key=lambda r: r["val_loss"])
-    epochs = f" (about {best['epoch']:g} epochs)" if best.get("epoch") is not None else ""
-    return (f"Possible overfitting: validation loss rose over the last {rising} evaluations "
-            f"({start['val_loss']:.4f} at step {start['step']} -> {evals[-1]['val_loss']:.4f} at step "
-            f"{evals[-1]['step']}) while training loss kept falling ({window[0]['loss']:.4f} -> "
-            f"{window[-1]['loss']:.4f}). Best validation loss {best['val_loss']:.4f} at step {best['step']}"
-            f"{epochs}. Recommendation: enable early stopping (early_stopping_patience) or train fewer epochs; "
-            f"add more data, or regularise with more dropout (lora_dropout) or weight_decay.")
 
 
 def _png(fig: Figure) -> str:
@@ -109,11 +76,6 @@ def lr_figure(rows: list[dict]) -> Figure | None:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax.grid(alpha=0.3)
     return fig
-
-
-def scalar_metrics(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def bar_values(models: dict) -> dict[str, dict[str, float]]:

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.run import read_run
-from tuneforge.train.checkpoint import write_atomic_dir
+from tuneforge.run import read_run, write_atomic_dir
 
 CHECK_EXAMPLES = 64
 

@@ -15,7 +15,7 @@ from tuneforge.data.load import load_samples
 from tuneforge.data.split import kfold_indices
 from tuneforge.data.formats import near_key
 from tuneforge.errors import ConfigError, TuneforgeError
-from tuneforge.train.checkpoint import write_atomic_text
+from tuneforge.run import write_atomic_text
 from tuneforge.train.sft import prepare, train
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tuneforge.data.tokenize import IGNORE
+
 CHUNK = 1024  # supervised positions per output-layer chunk
 
 
@@ -28,7 +30,7 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, 
     """(sum of CE over supervised tokens, n supervised tokens, n input tokens) for one micro-batch."""
     device = next(model.parameters()).device
     tgt = batch["targets"].to(device)
-    sup = tgt.reshape(-1) != -100
+    sup = tgt.reshape(-1) != IGNORE
     n_sup = int(sup.sum())
     n_tok = int(batch["input_ids"].numel() if batch["attention_mask"] is None else batch["attention_mask"].sum())
     kw = dict(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
@@ -37,7 +39,7 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, 
     if not _fast_path_ok(model):  # e.g. prompt tuning, soft-capped logits: full logits, standard CE
         logits = model(**kw).logits[:, -tgt.shape[1]:]
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                               ignore_index=-100, reduction="sum"), n_sup, n_tok
+                               ignore_index=IGNORE, reduction="sum"), n_sup, n_tok
     hidden = model.get_decoder()(**kw).last_hidden_state
     h = hidden.reshape(-1, hidden.shape[-1])[sup]
     t = tgt.reshape(-1)[sup]

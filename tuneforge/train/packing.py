@@ -7,6 +7,8 @@ so no FLOP is spent on padding.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from tuneforge.data.tokenize import IGNORE, Encoded
@@ -100,3 +102,14 @@ def restore_attention(model) -> None:
     """Back to plain SDPA before saving, so saved configs never name our private kernel."""
     if getattr(model.config, "_attn_implementation", None) == PACKED_SDPA:
         model.set_attn_implementation("sdpa")
+
+
+@contextlib.contextmanager
+def packed_attention(model, enabled: bool = True):
+    """Per-example attention for packed rows during a block (training), plain SDPA again after it."""
+    if enabled:
+        use_packed_attention(model)
+    try:
+        yield model
+    finally:
+        restore_attention(model)

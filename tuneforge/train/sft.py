@@ -24,19 +24,21 @@ from tuneforge.config import TrainConfig, load_config, save_config
 from tuneforge.data.formats import Sample, near_key
 from tuneforge.data.load import load_samples
 from tuneforge.data.split import split_indices
-from tuneforge.data.tokenize import Encoded, encode
+from tuneforge.data.tokenize import IGNORE, Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
-from tuneforge.memory import return_large_buffers
+from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve
-from tuneforge.run import file_sha256, model_card, read_metrics
+from tuneforge.run import (append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
+                           run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import checkpoint
-from tuneforge.train.checkpoint import write_atomic_dir, write_atomic_text
-from tuneforge.eval.report import overfitting_signal
-from tuneforge.registry import record_git_commit
+from tuneforge.train.early_stop import LoopState, after_evaluation
 from tuneforge.train.loss import evaluate, loss_sum
+from tuneforge.train.packing import collate, packed_attention
 from tuneforge.train.trackers import check_available as check_trackers
 from tuneforge.train.trackers import open_trackers
-from tuneforge.train.packing import collate, restore_attention, use_packed_attention
+
+VAL_BATCH_SIZE = 16  # validation examples per forward pass (no gradients: memory is activations only)
+SMALL_DATA = 1000  # the guide's rule of thumb for the examples a fine-tune needs
 
 
 @dataclass
@@ -97,8 +99,6 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
         train_s, val_s = holdout(load_samples(cfg.data), cfg.val_split, cfg.seed)
     seed_everything(cfg.seed)
     device = default_device()
-    if device == "cpu":
-        return_large_buffers()  # activation sizes vary per step: keep glibc's heap from hoarding them
     if cfg.method == "auto":
         cfg.method, why = methods.choose(resolve(cfg.base), device)
         print(f"tuneforge: {why}", file=sys.stderr)
@@ -106,8 +106,6 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     if cfg.packing and not method.packing:
         cfg.packing = False  # recorded in config.yaml: what actually ran
     base = method.load(cfg, device) if method.load else load_base(cfg.base, device=device)
-    if cfg.packing:
-        use_packed_attention(base.model)  # one causal attention call per packed example
     train, n_trunc = _encode_all(train_s, base.tokenizer, cfg, "training")
     val, _ = _encode_all(val_s, base.tokenizer, cfg, "validation") if val_s else ([], 0)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
@@ -172,31 +170,24 @@ def schedule(p: Prepared) -> tuple[int, int, int]:
     return total, steps_per_epoch, every
 
 
-def _append_jsonl(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-
-
-def _start_run_dir(p: Prepared, out: Path, resume: bool) -> tuple[int, dict]:
-    """Create (or reopen on resume) the run directory; returns (start step, loop state)."""
-    ckpts = out / "checkpoints"
+def _start_run_dir(p: Prepared, out: Path, resume: bool) -> Path | None:
+    """Create (or reopen on resume) the run directory; returns the checkpoint to resume from, if any."""
     if resume:
-        before = json.loads((out / "data.json").read_text()) if (out / "data.json").is_file() else {}
+        before = read_json(out / "data.json")
         now = {f["path"]: f["sha256"] for f in p.data_info["files"]}
         for f in before.get("files", []):
             if now.get(f["path"], f["sha256"]) != f["sha256"]:
                 raise DataError("file changed since the run started; resuming would not reproduce the run",
                                 path=f["path"], code="data_changed")
-        last = checkpoint.latest(ckpts)
+        last = checkpoint.latest(out / "checkpoints")
         if last is not None:
-            return -1, {"_ckpt": last}
+            return last
         shutil.rmtree(out / "best", ignore_errors=True)  # no checkpoint yet: start over in place
     out.mkdir(parents=True, exist_ok=True)
     save_config(p.cfg, out / "config.yaml")
-    write_atomic_text(out / "data.json", json.dumps(p.data_info, indent=1))
-    (out / "metrics.jsonl").write_text("")
-    return 0, {}
+    write_json(out / "data.json", p.data_info)
+    write_atomic_text(out / "metrics.jsonl", "")
+    return None
 
 
 def check_output(cfg: TrainConfig, resume: bool) -> Path:
@@ -211,6 +202,16 @@ def check_output(cfg: TrainConfig, resume: bool) -> Path:
     return out
 
 
+def config_for(config: str | Path | None, overrides: dict, *, resume: bool = False) -> TrainConfig:
+    """The config a `train` call runs: YAML + overrides, or on --resume the run's own saved config."""
+    if not resume:
+        return load_config(config, overrides)
+    out = overrides.get("output") or (load_config(config).output if config else None)
+    if not out:
+        raise TuneforgeError("--resume needs --output RUN_DIR")
+    return resume_config(Path(out), {k: v for k, v in overrides.items() if k != "output"})
+
+
 def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
     """A resumed run uses its saved config unchanged: any other value would not reproduce the run."""
     if not (out / "config.yaml").is_file():
@@ -222,107 +223,128 @@ def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
     return cfg
 
 
+def _say(msg: str) -> None:
+    print(f"tuneforge: {msg}", file=sys.stderr)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
           prepared: Prepared | None = None) -> Path:
     """Run the recipe; returns the run directory. `prepared` (from `prepare`, possibly with a fold's split)
-    lets a caller use or inspect the loaded model before the loop."""
+    lets a caller use or inspect the loaded model before the loop.
+
+    Resuming a finished run changes nothing (its adapter, card and any merged model/ stay as they are)."""
     out = check_output(cfg, resume)
+    if resume and run_status(out) == "finished":
+        info = read_json(out / "run.json")
+        _say(f"{out} already finished (step {info.get('steps')}); nothing to resume")
+        return out
     p = prepared or prepare(cfg)
-    model = p.model
+    # activation sizes vary per step: keep glibc's heap from hoarding them (restored when training ends)
+    with large_buffers_returned(default_device() == "cpu"), packed_attention(p.base.model, p.cfg.packing):
+        return _loop(p, out, resume=resume, progress=progress)
+
+
+def _loop(p: Prepared, out: Path, *, resume: bool, progress: bool) -> Path:
+    cfg, model = p.cfg, p.model
     total, steps_per_epoch, eval_every = schedule(p)
     save_every = cfg.save_steps or eval_every
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, total)
-    start, state = _start_run_dir(p, out, resume)
+    ckpt = _start_run_dir(p, out, resume)
     metrics = out / "metrics.jsonl"
-    if "_ckpt" in state:
-        state = checkpoint.load(state["_ckpt"], model, opt, sched)
-        start = state["step"]
-        keep = [r for r in read_metrics(out) if r.get("step", 0) <= start]
-        write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in keep))
-    state = {"best_val": state.get("best_val"), "best_step": state.get("best_step"),
-             "bad_evals": state.get("bad_evals", 0), "elapsed": state.get("elapsed", 0.0),
-             "tokens": state.get("tokens", 0), "stopped_early": False}
+    history: list[dict] = []  # metrics rows of this run so far (the overfitting signal reads them)
+    state = LoopState()
+    if ckpt is not None:
+        state = LoopState.from_json(checkpoint.load(ckpt, model, opt, sched))
+        history = [r for r in read_metrics(out) if r.get("step", 0) <= state.step]
+        write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
+        _say(f"resumed {out} from step {state.step} of {total}")
+    state.stopped_early = False
     accum = cfg.gradient_accumulation_steps
-    val_batches = [collate(p.val[i:i + 16], packing=cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
-                   for i in range(0, len(p.val), 16)]
+    val_batches = [collate(p.val[i:i + VAL_BATCH_SIZE], packing=cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
+                   for i in range(0, len(p.val), VAL_BATCH_SIZE)]
     trainable, n_params = methods.count_parameters(model)
-    print(f"tuneforge: {cfg.method} on {cfg.base}: {trainable:,} trainable of {n_params:,} parameters "
-          f"({100 * trainable / n_params:.2f}%); {len(p.train)} train / {len(p.val)} val examples; "
-          f"{total} steps", file=sys.stderr)
-    bar = tqdm(total=total, initial=start, desc="train", disable=not progress, mininterval=1.0,
+    _say(f"{cfg.method} on {cfg.base}: {trainable:,} trainable of {n_params:,} parameters "
+         f"({100 * trainable / n_params:.2f}%); {len(p.train)} train / {len(p.val)} val examples; {total} steps")
+    if len(p.train) + len(p.val) < SMALL_DATA:
+        _say(f"warning: {len(p.train) + len(p.val)} examples is a small set (the guide suggests {SMALL_DATA}+); "
+             "watch the validation loss, and if the model does not learn, add data or raise the learning "
+             "rate / epochs (see `tuneforge train --help-config`)")
+    bar = tqdm(total=total, initial=state.step, desc="train", disable=not progress, mininterval=1.0,
                dynamic_ncols=True, file=sys.stderr)
     trackers = open_trackers(cfg.report_to, out, cfg.model_dump())
+
+    def log(rec: dict) -> None:
+        append_jsonl(metrics, rec)
+        history.append(rec)
+        trackers.log(rec)
+
     run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
-    step = start
-    for step in range(start + 1, total + 1):
+    for step in range(state.step + 1, total + 1):
         t0 = time.perf_counter()
         batches = [micro_batch(p, (step - 1) * accum + j) for j in range(accum)]
-        n_sup_step = sum(int((b["targets"] != -100).sum()) for b in batches)
+        n_sup_step = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
         for b in batches:
             s, _, n_tok = loss_sum(model, b)
             (s / n_sup_step).backward()
             run_loss += s.detach()
             win_tok += n_tok
-            state["tokens"] += n_tok
+            state.tokens += n_tok
         run_sup += n_sup_step
         gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                  if cfg.max_grad_norm > 0 else None)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        state["elapsed"] += time.perf_counter() - t0
+        state.step = step
+        state.elapsed += time.perf_counter() - t0
         bar.update(1)
+        epoch = round(step / steps_per_epoch, 4)
         if step % cfg.logging_steps == 0 or step == total:
             now = time.perf_counter()
-            rec = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                   "loss": float(run_loss) / max(run_sup, 1), "lr": sched.get_last_lr()[0],
-                   "grad_norm": None if gnorm is None else float(gnorm),
+            rec = {"step": step, "epoch": epoch, "loss": float(run_loss) / max(run_sup, 1),
+                   "lr": sched.get_last_lr()[0], "grad_norm": None if gnorm is None else float(gnorm),
                    "tokens_per_s": win_tok / max(now - win_t0, 1e-9), "supervised_tokens": run_sup}
-            _append_jsonl(metrics, rec)
-            trackers.log(rec)
+            log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, now
         if val_batches and (step % eval_every == 0 or step == total):
-            val_loss = evaluate(model, val_batches)
-            improved = state["best_val"] is None or val_loss < state["best_val"] - 1e-4
-            if improved:
-                state.update(best_val=val_loss, best_step=step, bad_evals=0)
-                write_atomic_dir(out / "best", lambda d: checkpoint.save_file(
-                    checkpoint.trainable_state(model), d / "trainable.safetensors"))
-            else:
-                state["bad_evals"] += 1
-            rec = {"step": step, "epoch": round(step / steps_per_epoch, 4), "val_loss": val_loss,
-                   "best_val_loss": state["best_val"]}
-            _append_jsonl(metrics, rec)
-            trackers.log(rec)
-            bar.write(f"step {step}: val_loss {val_loss:.4f}" + (" (best)" if improved else ""), file=sys.stderr)
-            warning = overfitting_signal(read_metrics(out))
-            if warning and not state.get("warned"):
-                bar.write(f"warning: {warning}", file=sys.stderr)
-                state["warned"] = True
-            if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
-                state["stopped_early"] = True
-                bar.write(f"early stopping: no val-loss improvement in {state['bad_evals']} evaluations; "
-                          f"keeping step {state['best_step']}", file=sys.stderr)
-        if step % save_every == 0 and step < total and not state["stopped_early"]:
-            checkpoint.save(out / "checkpoints", step, model, opt, sched,
-                            {k: v for k, v in state.items() if k != "stopped_early"}, keep=cfg.save_total_limit)
-        if state["stopped_early"]:
+            validate(model, val_batches, state, out, epoch, cfg, history, log, bar.write)
+        if step % save_every == 0 and step < total and not state.stopped_early:
+            checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(), keep=cfg.save_total_limit)
+        if state.stopped_early:
             break
     bar.close()
     trackers.close()
-    finish(p, out, state, step)
+    finish(p, out, state)
     return out
 
 
-def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
+def validate(model, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
+             history: list[dict], log, write) -> None:
+    """One validation pass: log val loss, keep the best weights in out/best, warn once on overfitting,
+    and set state.stopped_early when the patience is used up. `write` prints beside the progress bar."""
+    rec = {"step": state.step, "epoch": epoch, "val_loss": evaluate(model, val_batches)}
+    ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec])
+    log({**rec, "best_val_loss": state.best_val})
+    val_loss = rec["val_loss"]
+    if ev.improved:
+        write_atomic_dir(out / "best", lambda d: checkpoint.save_file(
+            checkpoint.trainable_state(model), d / "trainable.safetensors"))
+    write(f"step {state.step}: val_loss {val_loss:.4f}" + (" (best)" if ev.improved else ""), file=sys.stderr)
+    if ev.warning:
+        write(f"warning: {ev.warning}", file=sys.stderr)
+    if ev.stop:
+        write(f"early stopping: no val-loss improvement in {state.bad_evals} evaluations; "
+              f"keeping step {state.best_step}", file=sys.stderr)
+
+
+def finish(p: Prepared, out: Path, state: LoopState) -> None:
     """Restore the best weights, write adapter/ (peft) or model/ (transformers), run.json and the card."""
     cfg, model, tok = p.cfg, p.model, p.base.tokenizer
     if (out / "best" / "trainable.safetensors").is_file():
         checkpoint.load_trainable(model, checkpoint.load_file(out / "best" / "trainable.safetensors"))
     adapter = methods.saves_adapter(cfg.method)
-    restore_attention(p.base.model)
 
     def write_weights(d: Path) -> None:
         model.save_pretrained(d)
@@ -333,16 +355,15 @@ def finish(p: Prepared, out: Path, state: dict, step: int) -> None:
     info = {"schema": 1, "tuneforge_version": tuneforge.__version__, "run_dir": str(out),
             "created": p.data_info.get("created"), "git_commit": record_git_commit(out),
             "base": cfg.base, "base_path": p.base.path, "method": cfg.method, "adapter": adapter,
-            "trainable_parameters": trainable, "total_parameters": n_params, "steps": step,
-            "stopped_early": state["stopped_early"], "best_step": state["best_step"],
-            "train_seconds": round(state["elapsed"], 2), "train_tokens": state["tokens"],
-            "results": {k: v for k, v in {"best_val_loss": state["best_val"], "best_step": state["best_step"],
-                                          "final_step": step}.items() if v is not None}}
-    write_atomic_text(out / "run.json", json.dumps(info, indent=1))
+            "trainable_parameters": trainable, "total_parameters": n_params, "steps": state.step,
+            "stopped_early": state.stopped_early, "best_step": state.best_step,
+            "train_seconds": round(state.elapsed, 2), "train_tokens": state.tokens,
+            "results": {k: v for k, v in {"best_val_loss": state.best_val, "best_step": state.best_step,
+                                          "final_step": state.step}.items() if v is not None}}
+    write_json(out / "run.json", info)
     write_atomic_text(out / "README.md", model_card(cfg.model_dump(), info, p.data_info))
-    from tuneforge.eval.report import write_report
-
-    write_report(out)
     shutil.rmtree(out / "best", ignore_errors=True)
-    print(f"tuneforge: run written to {out} ({'adapter/' if adapter else 'model/'}, best val loss "
-          f"{state['best_val'] if state['best_val'] is not None else 'n/a'})", file=sys.stderr)
+    best = f"best val loss {state.best_val:.4f} at step {state.best_step}" if state.best_val is not None else \
+        "no validation set"
+    _say(f"run written to {out} ({'adapter/' if adapter else 'model/'}; {state.step} steps, "
+         f"{state.elapsed:.0f} s; {best})")

@@ -1,0 +1,93 @@
+"""Validation bookkeeping for the training loop: the typed loop state, early stopping, the overfitting signal.
+
+Pure functions over `LoopState` and the metrics rows already in memory; the loop (sft.py) does the I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+IMPROVEMENT = 1e-4  # a val loss must beat the best by this much to count as better (noise in the 4th decimal)
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries between steps that a checkpoint must restore for an exact resume."""
+
+    step: int = 0
+    best_val: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations in a row without improvement
+    elapsed: float = 0.0  # seconds spent in optimizer steps (not evaluation or checkpointing)
+    tokens: int = 0  # input tokens seen
+    warned_overfitting: bool = False
+    stopped_early: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LoopState":
+        """Checkpoints of older versions carry other keys (e.g. "warned"); unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        state = cls(**{k: v for k, v in d.items() if k in known})
+        state.warned_overfitting = state.warned_overfitting or bool(d.get("warned"))
+        return state
+
+
+@dataclass
+class Evaluation:
+    """What one validation pass decided: the row to log, and what the loop should do next."""
+
+    val_loss: float
+    improved: bool  # save these weights as the best so far
+    stop: bool  # patience used up
+    warning: str | None  # an overfitting warning, given once per run
+
+
+def after_evaluation(state: LoopState, val_loss: float, *, patience: int, history: list[dict]) -> Evaluation:
+    """Update `state` with a new validation loss. `history` holds the metrics rows logged so far, this
+    evaluation included (for the overfitting signal)."""
+    improved = state.best_val is None or val_loss < state.best_val - IMPROVEMENT
+    if improved:
+        state.best_val, state.best_step, state.bad_evals = val_loss, state.step, 0
+    else:
+        state.bad_evals += 1
+    warning = None
+    if not state.warned_overfitting:
+        warning = overfitting_signal(history)
+        state.warned_overfitting = warning is not None
+    state.stopped_early = bool(patience) and state.bad_evals >= patience
+    return Evaluation(val_loss, improved, state.stopped_early, warning)
+
+
+def overfitting_signal(metrics_rows: list[dict], min_rising: int = 2) -> str | None:
+    """A warning when val loss rose at each of the last `min_rising` (>= 2) evaluations while train loss fell.
+
+    One rise is often noise; consecutive rises with a still-falling train loss are the classic memorisation
+    pattern, and the fix (stop earlier, regularise, add data) is cheap. Returns None when there is no signal.
+    """
+    min_rising = max(2, min_rising)
+    evals = sorted((r for r in metrics_rows if r.get("val_loss") is not None), key=lambda r: r["step"])
+    train = sorted((r for r in metrics_rows if r.get("loss") is not None), key=lambda r: r["step"])
+    rising = 0
+    for prev, cur in zip(evals[-2::-1], evals[::-1]):  # walk back from the last evaluation
+        if cur["val_loss"] > prev["val_loss"]:
+            rising += 1
+        else:
+            break
+    if rising < min_rising:
+        return None
+    start = evals[-1 - rising]  # the last evaluation before the rise
+    before = [r for r in train if r["step"] <= start["step"]]
+    window = ([before[-1]] if before else []) + [r for r in train if r["step"] > start["step"]]
+    if len(window) < 2 or not window[-1]["loss"] < window[0]["loss"]:
+        return None
+    best = min(evals, key=lambda r: r["val_loss"])
+    epochs = f" (about {best['epoch']:g} epochs)" if best.get("epoch") is not None else ""
+    return (f"Possible overfitting: validation loss rose over the last {rising} evaluations "
+            f"({start['val_loss']:.4f} at step {start['step']} -> {evals[-1]['val_loss']:.4f} at step "
+            f"{evals[-1]['step']}) while training loss kept falling ({window[0]['loss']:.4f} -> "
+            f"{window[-1]['loss']:.4f}). Best validation loss {best['val_loss']:.4f} at step {best['step']}"
+            f"{epochs}. Recommendation: enable early stopping (early_stopping_patience) or train fewer epochs; "
+            f"add more data, or regularise with more dropout (lora_dropout) or weight_decay.")
