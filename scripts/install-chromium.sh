@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Install headless Chromium (Debian's package) for the report screenshot test; does nothing if present.
-# Idempotent: CI calls it on every run; only apt is used, nothing else is downloaded.
-set -euo pipefail
+# Headless Chromium (Debian's package) for the browser tests, where apt can install it without a password:
+# as root, or with passwordless sudo. Anywhere else it says why and the browser tests skip with that reason.
+# Never fails the caller: the browser is for tests only.
 if [ -x /usr/bin/chromium ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-chromium: no apt-get here; browser tests will be skipped" >&2
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-  SUDO="sudo"
+  if sudo -n true 2>/dev/null; then
+    SUDO="sudo -n"
+  else
+    echo "install-chromium: not root and no passwordless sudo; browser tests will be skipped" >&2
+    exit 0
+  fi
 fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+  || echo "install-chromium: apt-get install chromium failed; browser tests will be skipped" >&2
+exit 0

@@ -36,3 +36,24 @@ def arithmetic_rows(n: int, seed: int = 0) -> list[dict]:
 def pc_file(tmp_path) -> Path:
     """A prompt/completion JSONL file of 64 rows."""
     return write_jsonl(tmp_path / "train.jsonl", arithmetic_rows(64))
+
+
+def train_tiny_run(base: Path, out: Path, *, rows: int = 120, seed: int = 0, **overrides) -> Path:
+    """A LoRA run on the tiny model, trained in-process (a couple of seconds): a real run directory."""
+    from tuneforge.config import TrainConfig
+    from tuneforge.train.sft import train
+
+    data = write_jsonl(out.parent / f"{out.name}-train.jsonl", arithmetic_rows(rows, seed=seed))
+    cfg = TrainConfig(base=str(base), data=str(data), output=str(out), num_train_epochs=1, learning_rate=1e-3,
+                      seed=seed, **overrides)
+    return train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_run(tiny_dir, tmp_path_factory) -> Path:
+    """A finished tiny LoRA run, merged into RUN/model (shared by tests that only read it)."""
+    from tuneforge.export.merge import merge
+
+    run = train_tiny_run(tiny_dir, tmp_path_factory.mktemp("lora") / "run")
+    merge(run)
+    return run

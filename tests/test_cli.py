@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cli
+
 from tests.conftest import arithmetic_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,21 @@ def tiny_run(tiny_dir, tmp_path_factory) -> Path:
            "--num_train_epochs", "1", "--learning_rate", "1e-3")
     assert r.returncode == 0, r.stderr
     return run
+
+
+def test_train_warns_about_small_data_and_names_next_steps(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "small.jsonl", arithmetic_rows(60))
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output",
+           str(tmp_path / "run"), "--max_steps", "2")
+    assert r.returncode == 0, r.stderr
+    assert "warning: 60 examples is a small set" in r.stderr
+    assert f"run: {tmp_path / 'run'}" in r.stdout and "tuneforge eval" in r.stdout
+
+
+def test_train_help_lists_the_main_options():
+    out = tf("train", "--help").stdout
+    for flag in ("--data", "--output", "--base", "--method", "--resume", "--help-config"):
+        assert flag in out, flag
 
 
 def test_train_writes_a_self_describing_run(tiny_run):

@@ -113,3 +113,20 @@ def test_qlora_base_keeps_the_output_head_tied_and_full_precision(backend, tiny_
     assert model.lm_head.weight.dtype == torch.float32 and not hasattr(model.lm_head.weight, "__tensor_flatten__")
     q = model.model.layers[0].self_attn.q_proj.weight
     assert q.dtype == torch.uint8 if backend == "bitsandbytes" else hasattr(q, "__tensor_flatten__")
+
+
+@pytest.mark.parametrize("free_x,want", [(64, "lora"), (0.5, "qlora"), (0.01, None)])
+def test_method_auto_picks_by_weight_size_and_free_memory(tiny_dir, monkeypatch, free_x, want):
+    import psutil
+
+    from tuneforge.errors import ConfigError
+    from tuneforge.methods import choose, weight_bytes
+
+    avail = free_x * weight_bytes(tiny_dir)  # free memory as a multiple of the weights' size
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("VM", (), {"available": avail})())
+    if want is None:
+        with pytest.raises(ConfigError, match="do not fit"):
+            choose(tiny_dir, "cpu")
+    else:
+        method, why = choose(tiny_dir, "cpu")
+        assert method == want and why.startswith(f"method auto → {want}")

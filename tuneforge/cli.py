@@ -74,14 +74,22 @@ def train(ctx: typer.Context,
 def generate(target: str = typer.Argument(..., help="Run dir, model dir, alias or hub id."),
              prompt: str = typer.Argument(..., help="The user message."),
              system: Optional[str] = typer.Option(None, help="Optional system message."),
-             max_new_tokens: int = typer.Option(256, help="Upper bound on answer length."),
+             max_new_tokens: Optional[int] = typer.Option(None, help="Upper bound on answer length (default: "
+                                                          "for a run, twice its longest training answer, as "
+                                                          "in the merged model's generation_config.json; "
+                                                          "else 256)."),
              temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
              top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0.")):
     """Answer one prompt with the tuned model, using the chat template saved with it."""
     from tuneforge.eval.harness import generate as gen
     from tuneforge.eval.harness import load_for_inference
 
+    from tuneforge.models.load import DEFAULT_MAX_NEW_TOKENS
+    from tuneforge.run import is_run, read_run
+
     loaded = load_for_inference(target)
+    if max_new_tokens is None:
+        max_new_tokens = read_run(target).max_new_tokens if is_run(target) else DEFAULT_MAX_NEW_TOKENS
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     outs, _ = gen(loaded, [msgs], max_new_tokens=max_new_tokens, batch_size=1, do_sample=temperature > 0,
                   temperature=temperature or 1.0, top_p=top_p)

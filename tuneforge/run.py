@@ -125,6 +125,11 @@ class Run:
         return p if (p / "adapter_config.json").is_file() else None
 
     @property
+    def max_new_tokens(self) -> int:
+        """The answer budget generate and the merged model's generation_config use by default."""
+        return answer_budget(read_json(self.path / "data.json"))
+
+    @property
     def model(self) -> Path | None:
         p = self.path / "model"
         return p if (p / "config.json").is_file() else None
@@ -182,10 +187,39 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
+def answer_budget(data_info: dict, default: int = 256) -> int:
+    """max_new_tokens for a run's model: twice its longest training answer (at least 32, at most 2048), so
+    an answer that never reaches the end-of-turn token stops near where a real answer would have."""
+    longest = data_info.get("max_answer_tokens")
+    return default if not longest else min(2048, max(32, 2 * int(longest)))
+
+
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The finite numbers of a metrics dict (confusion matrices, per-label tables and NaNs left out)."""
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def use_snippet(run_dir: str, *, adapter: bool) -> str:
+    """How to use a run's output with the usual libraries (model card, README). Chat models must be given
+    messages, so the chat template they were trained with is applied: a bare string skips it."""
+    merged = f"{run_dir}/model"
+    out = []
+    if adapter:
+        out.append("```python\nfrom peft import AutoPeftModelForCausalLM\n"
+                   f"model = AutoPeftModelForCausalLM.from_pretrained(\"{run_dir}/adapter\")\n```\n\n"
+                   f"Merged into plain weights (`tuneforge export merge {run_dir}` writes `{merged}`):")
+    out.append(f"""```python
+from transformers import pipeline
+pipe = pipeline("text-generation", model="{merged}")  # greedy, as eval scored it (generation_config.json)
+answer = pipe([{{"role": "user", "content": "..."}}])[0]["generated_text"][-1]["content"]
+
+from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+llm = HuggingFacePipeline.from_model_id(model_id="{merged}", task="text-generation",
+                                        pipeline_kwargs={{"return_full_text": False}})
+answer = ChatHuggingFace(llm=llm).invoke("...").content  # the chat template is applied for you
+```""")
+    return "\n".join(out)
 
 
 def model_card(cfg: dict, info: dict, data: dict) -> str:
@@ -195,11 +229,7 @@ def model_card(cfg: dict, info: dict, data: dict) -> str:
     results = "\n".join(f"- {k}: {v}" for k, v in res.items()) or "- (none recorded)"
     files = "\n".join(f"- `{d['path']}`: {d['examples']} examples, sha256 `{d['sha256'][:16]}…`"
                       for d in data.get("files", []))
-    how = ("```python\nfrom peft import AutoPeftModelForCausalLM\n"
-           f"model = AutoPeftModelForCausalLM.from_pretrained(\"{info.get('run_dir', '.')}/adapter\")\n```"
-           if info.get("adapter") else
-           "```python\nfrom transformers import pipeline\n"
-           f"pipe = pipeline(\"text-generation\", model=\"{info.get('run_dir', '.')}/model\")\n```")
+    how = use_snippet(info.get("run_dir", "."), adapter=bool(info.get("adapter")))
     return f"""---
 base_model: {info.get('base_path', cfg.get('base'))}
 library_name: {'peft' if info.get('adapter') else 'transformers'}

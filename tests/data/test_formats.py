@@ -2,7 +2,7 @@
 
 import pytest
 
-from tuneforge.data.formats import detect_format, exact_key, near_key, normalise, to_sample
+from tuneforge.data.formats import detect_format, exact_key, near_dup_text, near_key, to_sample
 from tuneforge.errors import DataError
 
 CHAT = {"messages": [{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"},
@@ -124,7 +124,7 @@ def test_near_key_folds_case_spacing_and_soft_punctuation_but_not_operators():
     a = _sample({"prompt": "Show all users!", "completion": "SELECT * FROM users;"})
     b = _sample({"prompt": "show   ALL users", "completion": "select * from users"})
     assert exact_key(a) != exact_key(b) and near_key(a) == near_key(b)
-    assert normalise("2+3") != normalise("2*3") and normalise("a < 5") != normalise("a > 5")
+    assert near_dup_text("2+3") != near_dup_text("2*3") and near_dup_text("a < 5") != near_dup_text("a > 5")
 
 
 def test_exact_key_ignores_surrounding_whitespace_but_not_roles():

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import arithmetic_rows, write_jsonl
 from tests.test_cli import tf
 from tuneforge.eval import metrics as M
@@ -29,6 +31,7 @@ def test_eval_with_baseline_reports_metrics_deltas_and_examples(tiny_dir, tmp_pa
     assert res["generation"]["do_sample"] is False
 
 
+@pytest.mark.cli
 def test_eval_cli_writes_eval_json_and_prints_a_table(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "test.jsonl", arithmetic_rows(4, seed=6))
     out = tmp_path / "eval.json"

@@ -31,8 +31,8 @@ REFS = ["SELECT * FROM users;", "SELECT name FROM products;", "SELECT COUNT(*) F
     ("", ""),
 ])
 def test_normalize_by_hand(raw, expected):
-    assert M.normalize(raw) == expected
-    assert M.normalize(expected) == expected  # idempotent
+    assert M.normalize_answer(raw) == expected
+    assert M.normalize_answer(expected) == expected  # idempotent
 
 
 def test_exact_match_strict_and_normalised_by_hand():

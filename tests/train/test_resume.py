@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cli
+
 from tests.conftest import arithmetic_rows, write_jsonl
 
 
@@ -51,6 +53,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path, metho
     r = subprocess.run([sys.executable, "-m", "tuneforge.cli", "train", "--resume", "--no-progress",
                         "--output", str(run)], env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert f"resumed {run} from step {killed_at - killed_at % 4} of 60" in r.stderr  # checkpoints every 4 steps
     resumed, expected = _losses(run), _losses(ref)
     assert sorted(resumed) == sorted(expected) == list(range(1, 61))
     assert killed_at < 60
@@ -60,6 +63,16 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path, metho
         assert "quant_backend: torchao" in (run / "config.yaml").read_text()
     assert (run / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (ref / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_says_so(tiny_lora_run):
+    before = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in tiny_lora_run.rglob("*") if f.is_file()}
+    r = subprocess.run([sys.executable, "-m", "tuneforge.cli", "train", "--resume", "--no-progress", "--output",
+                        str(tiny_lora_run)], env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "already finished" in r.stderr and "nothing to resume" in r.stderr
+    after = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in tiny_lora_run.rglob("*") if f.is_file()}
+    assert after == before
 
 
 def test_resume_of_a_run_without_checkpoints_is_a_clear_error(tmp_path):

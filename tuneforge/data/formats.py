@@ -167,7 +167,7 @@ def exact_key(sample: Sample) -> str:
     return _SEP.join(f"{m['role']}:{unicodedata.normalize('NFC', m['content'].strip())}" for m in sample.messages)
 
 
-def normalise(text: str) -> str:
+def near_dup_text(text: str) -> str:
     """Case, width, whitespace and soft punctuation folded: "Show all users!" == "show  ALL users"."""
     toks = _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
     return " ".join(t for t in toks if t not in _SOFT_PUNCT)
@@ -175,4 +175,4 @@ def normalise(text: str) -> str:
 
 def near_key(sample: Sample) -> str:
     """`exact_key` normalised: equal keys are near duplicates, and always share a split (no leakage)."""
-    return _SEP.join(normalise(part) for part in exact_key(sample).split(_SEP))
+    return _SEP.join(near_dup_text(part) for part in exact_key(sample).split(_SEP))

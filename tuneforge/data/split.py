@@ -1,6 +1,6 @@
 """Seeded, leakage-free train/val/test splits and k-fold, stratified by label for classification.
 
-Run: `tuneforge data split FILE --test 0.2 --val 0.1 --seed 0 --out DIR`; in code `split_records` / `kfold`.
+Run: `tuneforge data split FILE --test 0.2 --val 0.1 --seed 0 --output DIR`; in code `split_records` / `kfold`.
 """
 
 from __future__ import annotations

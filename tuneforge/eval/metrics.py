@@ -35,7 +35,7 @@ def _check_text(preds: Sequence, refs: Sequence) -> None:
             raise TypeError(f"{name} {bad} is {type(xs[bad]).__name__}, not str")
 
 
-def normalize(s: str) -> str:
+def normalize_answer(s: str) -> str:
     """The comparison form for normalised exact match; cosmetic differences a human would not count as errors.
 
     In order: map the quotes " ‘ ’ ‚ ‛ “ ” „ ‟ to ', lowercase, collapse every run of whitespace to one
@@ -52,7 +52,7 @@ def normalize(s: str) -> str:
 def exact_match_each(preds: list[str], refs: list[str], normalized: bool) -> list[int]:
     """1/0 per example. Strict only strips surrounding whitespace (generations end in stray newlines)."""
     _check_text(preds, refs)
-    f = normalize if normalized else str.strip
+    f = normalize_answer if normalized else str.strip
     return [int(f(p) == f(r)) for p, r in zip(preds, refs)]
 
 

@@ -143,7 +143,7 @@ def confusion_figure(models: dict) -> Figure | None:
 def example_scores(result: dict, role: str = "tuned") -> list[float]:
     """Per-example score of `role`: 1/0 label match (classification) or ROUGE-L F1 with 1.0 for a
     normalised exact match (generation), so the ranking puts the most wrong answers first."""
-    from tuneforge.eval.metrics import normalize, rouge_each
+    from tuneforge.eval.metrics import normalize_answer, rouge_each
 
     ex = result.get("examples", [])
     preds = [str(e.get(f"{role}_prediction", "")) for e in ex]
@@ -153,7 +153,7 @@ def example_scores(result: dict, role: str = "tuned") -> list[float]:
     if result.get("task") == "classification":
         return [float(p.strip() == r.strip()) for p, r in zip(preds, refs)]
     rl = rouge_each(preds, refs)["rougeL"]
-    return [1.0 if normalize(p) == normalize(r) else s for p, r, s in zip(preds, refs, rl)]
+    return [1.0 if normalize_answer(p) == normalize_answer(r) else s for p, r, s in zip(preds, refs, rl)]
 
 
 def worst_examples(result: dict, n: int = WORST_N) -> list[dict]:

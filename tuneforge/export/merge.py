@@ -63,7 +63,7 @@ def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool 
     from peft import PeftModel
 
     from tuneforge import methods
-    from tuneforge.models.load import load_base
+    from tuneforge.models.load import load_base, set_default_decoding
 
     run = read_run(run_dir)
     out = Path(output) if output else run.path / "model"
@@ -79,8 +79,7 @@ def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool 
                              "peft.PeftModel.from_pretrained(base, RUN/adapter) or `tuneforge generate RUN`")
     base = load_base(run.info["base"], device="cpu")  # full precision: a QLoRA adapter merges onto fp32 weights
     merged = PeftModel.from_pretrained(base.model, str(run.adapter)).merge_and_unload()
-    merged.generation_config.eos_token_id = base.tokenizer.eos_token_id
-    merged.generation_config.pad_token_id = base.tokenizer.pad_token_id
+    set_default_decoding(merged, base.tokenizer, max_new_tokens=run.max_new_tokens)
     report = parity_check(run, merged, base.tokenizer) if (check or (check is None and
                                                                      run.info["method"] == "qlora")) else None
 

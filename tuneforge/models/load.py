@@ -110,6 +110,22 @@ def load_base(name: str, *, device: str | None = None, dtype: torch.dtype | None
     return Base(model, tok, name, str(path))
 
 
+DEFAULT_MAX_NEW_TOKENS = 256  # answers of the tasks we fine-tune for; `generate --max-new-tokens` changes it
+
+
+def set_default_decoding(model, tokenizer, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:
+    """Make a saved model decode the way `tuneforge generate` and `eval` do: greedy, stop at the end-of-turn
+    token, at most `max_new_tokens`. Written into generation_config.json, so `pipeline("text-generation")`,
+    LangChain and any other loader give the answer eval scored, with no decoding arguments."""
+    gc = model.generation_config
+    gc.do_sample = False
+    gc.temperature = gc.top_p = gc.top_k = None  # sampling knobs would only draw warnings under greedy
+    gc.max_new_tokens = max_new_tokens
+    gc.max_length = None
+    gc.eos_token_id = tokenizer.eos_token_id
+    gc.pad_token_id = tokenizer.pad_token_id
+
+
 def _load_error(name: str, e: Exception) -> ModelError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if not Path(name).exists() and name.lower() not in ALIASES:

@@ -27,8 +27,8 @@ from tuneforge.data.split import split_indices
 from tuneforge.data.tokenize import IGNORE, Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.memory import large_buffers_returned
-from tuneforge.models.load import default_device, load_base, resolve
-from tuneforge.run import (append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
+from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
+from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import checkpoint
 from tuneforge.train.early_stop import LoopState, after_evaluation
@@ -119,6 +119,7 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
             "val_source": "val_data" if cfg.val_data else f"val_split={cfg.val_split}", "split_seed": cfg.seed,
             "train_tokens": sum(len(e.input_ids) for e in train),
             "train_supervised_tokens": sum(e.n_supervised for e in train),
+            "max_answer_tokens": max(e.n_supervised for e in train),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return Prepared(cfg, base, model, train, val, info)
 
@@ -345,6 +346,9 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
     if (out / "best" / "trainable.safetensors").is_file():
         checkpoint.load_trainable(model, checkpoint.load_file(out / "best" / "trainable.safetensors"))
     adapter = methods.saves_adapter(cfg.method)
+
+    if not adapter:  # a full fine-tune's model/ is used as it is: decode like generate/eval by default
+        set_default_decoding(model, tok, max_new_tokens=answer_budget(p.data_info))
 
     def write_weights(d: Path) -> None:
         model.save_pretrained(d)
