@@ -62,7 +62,12 @@ def train(ctx: typer.Context,
         typer.echo(f"{cv}-fold cross-validation: val loss {res['val_loss_mean']:.4f} ± {res['val_loss_std']:.4f} "
                    f"(folds: {folds})")
         return
+    from tuneforge.run import run_status
+
+    already = resume and run_status(cfg.output) == "finished"
     out = run_train(cfg, resume=resume, progress=progress)
+    if already:
+        return
     from tuneforge.eval.report import write_report
 
     write_report(out)
