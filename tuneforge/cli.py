@@ -273,6 +273,49 @@ def models_prepare(base: str = typer.Argument("smollm2-135m-instruct", help="Ali
     typer.echo(str(resolve(base)))
 
 
+# --- serve ------------------------------------------------------------------------------------------------
+@app.command()
+def serve(target: str = typer.Argument(..., help="Run dir (served under its directory name, its base under the "
+                                       "base's name), merged model dir, alias or hub id."),
+          lora_modules: list[str] = typer.Option([], "--lora-modules", help="NAME=RUN_OR_ADAPTER_DIR: one more "
+                                                 "LoRA adapter on the same base (repeat the flag for several)."),
+          served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
+                                                          help="Name of TARGET in the API (default: the run's "
+                                                               "directory name, or TARGET as given)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+          port: int = typer.Option(8000, "--port"),
+          api_key: list[str] = typer.Option([], "--api-key", help="Require 'Authorization: Bearer KEY' on every "
+                                            "route but /health (repeatable; or TUNEFORGE_API_KEYS=k1,k2)."),
+          engine: str = typer.Option("builtin", "--engine", help="builtin (CPU/one GPU, continuous batching) or "
+                                     "vllm (CUDA, needs `pip install vllm`)."),
+          max_num_seqs: int = typer.Option(16, "--max-num-seqs", help="Sequences decoded together per step."),
+          max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting for a batch slot; beyond "
+                                        "this the server answers 429 with Retry-After."),
+          max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context limit (prompt + "
+                                                      "max_tokens); default: the model's."),
+          max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
+          response_cache_size: int = typer.Option(1024, "--response-cache-size", help="Answers kept for "
+                                                  "repeated temperature-0 requests (0 = off)."),
+          default_max_tokens: int = typer.Option(1024, "--default-max-tokens", help="Chat answer length cap "
+                                                 "when a request sets no max_tokens."),
+          device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present).")):
+    """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
+    /metrics, /health): point the openai SDK or LangChain's ChatOpenAI at http://HOST:PORT/v1."""
+    from tuneforge.serve.app import create_app
+    from tuneforge.serve.completions import Settings
+    from tuneforge.serve.server import api_keys_from, build_engine, run
+
+    eng = build_engine(target, lora_modules=lora_modules, served_model_name=served_model_name, engine=engine,
+                       max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, device=device)
+    keys = api_keys_from(api_key)
+    application = create_app(eng, api_keys=keys, max_body_bytes=max_body_bytes,
+                             response_cache_size=response_cache_size,
+                             settings=Settings(default_max_tokens=default_max_tokens))
+    names = ", ".join(f"{m.name}" + (f" (adapter on {m.parent})" if m.parent else "") for m in eng.models())
+    typer.echo(f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if keys else ""), err=True)
+    run(application, host=host, port=port)
+
+
 def _quiet_libraries() -> None:
     """Library chatter (bitsandbytes kernels hint, deprecation notices, weight-loading bars) hides our output."""
     import os

@@ -1,0 +1,304 @@
+"""POST /v1/chat/completions and /v1/completions: request → prompt tokens → engine → response or SSE stream.
+
+The chat template saved with the served model renders the messages (as `tuneforge generate` does), the
+context limit is checked before anything is queued, deterministic answers come from the response cache,
+and every answered request is reported to the app's request hooks (the request log builds on them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+from tuneforge.serve import protocol as P
+from tuneforge.serve.cache import CachedChoice, ResponseCache
+from tuneforge.serve.engine import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.text import TextStream
+
+
+@dataclass
+class RequestRecord:
+    """One answered generation request, as handed to `on_request_done` hooks (the request log).
+
+    Times are seconds; queue/ttft are the first choice's (None when not generated, e.g. a cache hit)."""
+
+    id: str
+    endpoint: str  # "chat.completions" | "completions"
+    model: str | None
+    created: float  # unix time of arrival
+    status: int  # HTTP status answered (200 for a stream that started)
+    prompt: object = None  # the messages list or the prompt(s) as sent
+    completions: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_time_s: float | None = None
+    ttft_s: float | None = None
+    latency_s: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+    cached: bool = False
+    stream: bool = False
+
+
+@dataclass
+class Settings:
+    default_max_tokens: int = 1024  # chat answers without max_tokens stop here (or at the context end)
+    completions_default_max_tokens: int = 16  # OpenAI's default for the legacy completions endpoint
+    disconnect_poll_s: float = 0.25
+
+
+@dataclass
+class _Choice:
+    index: int
+    handle: Handle | None
+    text: TextStream | None
+    finish_reason: str | None = None
+    final_text: str = ""
+    tokens: int = 0
+
+
+class Generation:
+    """One request in flight: its prompt tokens, sampling, the engine handles of its choices, its record."""
+
+    def __init__(self, engine: Engine, cache: ResponseCache, settings: Settings, kind: str,
+                 req: P.ChatCompletionRequest | P.CompletionRequest, record: RequestRecord):
+        self.engine, self.cache, self.settings, self.kind, self.req = engine, cache, settings, kind, req
+        self.record = record
+        self.id = record.id
+        self.created = int(record.created)
+        self.t0 = time.perf_counter()
+        self.served: ServedModel = self._model()
+        self.prompts = self._prompt_ids()
+        self.stop = req.stop_list()
+        self.params = self._params()
+        self.choices: list[_Choice] = []
+        n = req.n
+        self.cache_key = None
+        if self.params.temperature == 0:
+            self.cache_key = ("chat" if kind == "chat" else "text",) + ResponseCache.key(
+                self.served.name, [t for p in self.prompts for t in p + [-1]], max_tokens=self.params.max_tokens,
+                stop=self.stop, n=n, ignore_eos=self.params.ignore_eos, min_tokens=self.params.min_tokens)
+        record.prompt_tokens = sum(len(p) for p in self.prompts)
+
+    # --- preparation: everything here can fail with a 4xx before anything is queued ---
+    def _model(self) -> ServedModel:
+        m = self.engine.get(self.req.model)
+        if m is None:
+            raise P.model_not_found(self.req.model)
+        self.record.model = m.name
+        return m
+
+    def _prompt_ids(self) -> list[list[int]]:
+        tok = self.served.tokenizer
+        if self.kind == "chat":
+            if not getattr(tok, "chat_template", None):
+                raise P.bad_request(f"model '{self.served.name}' has no chat template: use /v1/completions",
+                                    param="messages")
+            try:
+                text = tok.apply_chat_template(self.req.template_messages(), tokenize=False,
+                                               add_generation_prompt=True)
+            except Exception as e:  # noqa: BLE001 - jinja raises for messages the template refuses
+                raise P.bad_request(f"messages: the model's chat template refused them: {e}", param="messages")
+            prompts = [tok(text, add_special_tokens=False)["input_ids"]]
+        else:
+            prompts = []
+            for p in self.req.prompts():
+                if isinstance(p, str):
+                    prompts.append(tok(p)["input_ids"])
+                else:
+                    bad = [t for t in p if not isinstance(t, int) or not 0 <= t < len(tok)]
+                    if bad:
+                        raise P.bad_request(f"prompt: token id {bad[0]} is outside the vocabulary", param="prompt")
+                    prompts.append(list(p))
+        ctx = self.served.max_model_len
+        for p in prompts:
+            if len(p) >= ctx:
+                raise P.bad_request(f"The prompt is {len(p)} tokens; this model's context is {ctx} tokens",
+                                    param="messages" if self.kind == "chat" else "prompt",
+                                    code="context_length_exceeded")
+            if not p:
+                raise P.bad_request("prompt: empty", param="prompt")
+        return prompts
+
+    def _params(self) -> SamplingParams:
+        r = self.req
+        ctx, longest = self.served.max_model_len, max(len(p) for p in self.prompts)
+        asked = r.max_completion_tokens or r.max_tokens
+        if asked is not None:
+            if longest + asked > ctx:
+                param = "max_completion_tokens" if r.max_completion_tokens else "max_tokens"
+                raise P.bad_request(f"{param}: the prompt ({longest} tokens) plus {asked} new tokens exceeds "
+                                    f"this model's context of {ctx} tokens", param=param,
+                                    code="context_length_exceeded")
+            max_tokens = asked
+        else:
+            cap = self.settings.default_max_tokens if self.kind == "chat" else \
+                self.settings.completions_default_max_tokens
+            max_tokens = min(cap, ctx - longest)
+        temperature = 1.0 if r.temperature is None else r.temperature
+        return SamplingParams(max_tokens=max_tokens, temperature=temperature,
+                              top_p=1.0 if r.top_p is None else r.top_p, seed=r.seed, ignore_eos=r.ignore_eos,
+                              min_tokens=min(r.min_tokens, max_tokens))
+
+    # --- running ---
+    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Queue every choice (n per prompt); False when the answer came from the cache. A full queue → 429."""
+        cached = self.cache.get(self.cache_key) if self.cache_key else None
+        if cached is not None:
+            self.record.cached = True
+            self.choices = [_Choice(i, None, None, c.finish_reason, c.text, c.completion_tokens)
+                            for i, c in enumerate(cached)]
+            return False
+        try:
+            for i, p in enumerate(self.prompts):
+                for j in range(self.req.n):
+                    params = self.params
+                    if params.seed is not None and j:
+                        params = SamplingParams(**{**params.__dict__, "seed": params.seed + j})
+                    h = self.engine.submit(self.served.name, p, params, loop=loop)
+                    self.choices.append(_Choice(i * self.req.n + j, h, TextStream(self.served.tokenizer, self.stop)))
+        except QueueFull as e:
+            self.cancel()
+            raise P.too_many_requests(e.retry_after_s) from None
+        return True
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        for c in self.choices:
+            if c.handle is not None and c.handle.finish_reason is None:
+                c.handle.cancel(reason)
+
+    async def deltas(self, c: _Choice) -> AsyncIterator[str]:
+        """Text deltas of one choice; sets its finish_reason when done."""
+        h, ts = c.handle, c.text
+        async for tok in h.tokens():
+            d = ts.push(tok)
+            c.tokens += 1
+            if d:
+                yield d
+            if ts.stopped:
+                h.cancel("stop")
+                break
+        tail = ts.flush()
+        if tail:
+            yield tail
+        if h.finish_reason == "error":
+            raise P.OpenAIError(500, f"generation failed: {h.error}", type="server_error")
+        c.finish_reason = "stop" if ts.stopped or h.finish_reason == "stop" else "length"
+        c.final_text = ts.text
+
+    async def collect(self, c: _Choice) -> None:
+        async for _ in self.deltas(c):
+            pass
+
+    def finish(self) -> None:
+        """Fill in the record and (for a complete deterministic answer) the cache."""
+        rec = self.record
+        rec.completions = [c.final_text for c in self.choices]
+        rec.finish_reasons = [c.finish_reason or "cancelled" for c in self.choices]
+        rec.completion_tokens = sum(c.tokens for c in self.choices)
+        rec.latency_s = time.perf_counter() - self.t0
+        first = self.choices[0].handle if self.choices else None
+        if first is not None:
+            rec.queue_time_s = None if first.started is None else first.started - first.submitted
+            rec.ttft_s = None if first.first_token is None else first.first_token - first.submitted
+        if self.cache_key and not rec.cached and all(c.finish_reason in ("stop", "length") for c in self.choices):
+            self.cache.put(self.cache_key, tuple(CachedChoice(c.final_text, c.finish_reason, c.tokens)
+                                                 for c in self.choices))
+
+    def usage(self) -> dict:
+        return P.usage(self.record.prompt_tokens, sum(c.tokens for c in self.choices))
+
+    def _text(self, c: _Choice) -> str:
+        if self.kind == "completion" and self.req.echo:
+            prompt = self.req.prompts()[c.index // self.req.n]
+            return (prompt if isinstance(prompt, str) else self.served.tokenizer.decode(prompt)) + c.final_text
+        return c.final_text
+
+    def response(self) -> dict:
+        choices = [(self._text(c), c.finish_reason) for c in self.choices]
+        build = P.chat_completion if self.kind == "chat" else P.completion
+        return build(self.id, self.served.name, self.created, choices, self.usage())
+
+
+async def run_unary(gen: Generation, is_disconnected: Callable[[], "asyncio.Future"]) -> dict:
+    """Generate every choice (after `gen.start`); a client that goes away meanwhile cancels them."""
+    if not gen.record.cached:
+        work = asyncio.ensure_future(asyncio.gather(*(gen.collect(c) for c in gen.choices)))
+        try:
+            while not work.done():
+                done, _ = await asyncio.wait({work}, timeout=gen.settings.disconnect_poll_s)
+                if not done and await is_disconnected():
+                    gen.cancel()
+                    work.cancel()
+                    raise asyncio.CancelledError
+            work.result()
+        finally:
+            if not work.done():
+                work.cancel()
+            gen.cancel()
+    gen.finish()
+    return gen.response()
+
+
+async def run_stream(gen: Generation) -> AsyncIterator[bytes]:
+    """SSE chunks of every choice as tokens arrive, then usage (if asked) and `data: [DONE]`.
+
+    Closing this generator early (the client disconnected) cancels the generations."""
+    chat = gen.kind == "chat"
+    mk = (lambda c, **kw: P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, **kw)) if chat else \
+        (lambda c, content="", finish_reason=None, **kw: P.completion_chunk(
+            gen.id, gen.served.name, gen.created, c.index, content or "", finish_reason))
+    try:
+        if chat:
+            for c in gen.choices:
+                yield P.sse(mk(c, role="assistant", content=""))
+        if gen.choices and gen.choices[0].handle is None:  # cache hit: replay
+            for c in gen.choices:
+                yield P.sse(mk(c, content=gen._text(c)))
+        elif len(gen.choices) == 1:
+            c = gen.choices[0]
+            if not chat and gen.req.echo:
+                yield P.sse(mk(c, content=gen._text(_Choice(0, None, None))))
+            async for d in gen.deltas(c):
+                yield P.sse(mk(c, content=d))
+        else:
+            queue: asyncio.Queue = asyncio.Queue()
+
+            async def pump(c: _Choice) -> None:
+                try:
+                    async for d in gen.deltas(c):
+                        queue.put_nowait((c, d, None))
+                    queue.put_nowait((c, None, None))
+                except BaseException as e:  # noqa: BLE001 - handed to the stream below
+                    queue.put_nowait((c, None, e))
+
+            tasks = [asyncio.ensure_future(pump(c)) for c in gen.choices]
+            try:
+                left = len(tasks)
+                while left:
+                    c, d, err = await queue.get()
+                    if err is not None:
+                        raise err
+                    if d is None:
+                        left -= 1
+                    else:
+                        yield P.sse(mk(c, content=d))
+            finally:
+                for t in tasks:
+                    t.cancel()
+        gen.finish()
+        for c in gen.choices:
+            yield P.sse(mk(c, finish_reason=c.finish_reason))
+        if gen.req.include_usage():
+            yield P.sse(P.usage_chunk(gen.id, gen.served.name, gen.created,
+                                      "chat.completion.chunk" if chat else "text_completion", gen.usage()))
+        yield P.sse("[DONE]")
+    except P.OpenAIError as e:
+        gen.record.status, gen.record.error, gen.record.error_type = e.status, e.message, e.type
+        yield P.sse(e.body())
+        yield P.sse("[DONE]")
+    finally:
+        gen.cancel()

@@ -1,0 +1,513 @@
+"""The generation engine behind the server: continuous batching over a KV cache, many LoRA adapters on one base.
+
+No HTTP here. `BuiltinEngine` runs one background thread that owns the models. Requests are submitted from any
+thread (`submit` → `Handle`); each decode step feeds every running sequence one token. New sequences are
+prefilled together and join the running batch between decode steps; finished or cancelled ones leave it.
+The batch is the abstraction (TGI's design): `Batch.prefill`, `Batch.decode`, `Batch.filter`, `Batch.extend`.
+The KV cache is left-padded, with a 2-D attention mask and explicit position ids per row, so rows of different
+lengths share one tensor; tensors are copied only when rows join or leave, not per step.
+
+Rows for different adapters of one base share the batch: peft's mixed-adapter forward (`adapter_names=[...]`,
+`"__base__"` for the plain base) applies each row's LoRA weights, so an adapter costs its LoRA matrices only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import torch
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+class QueueFull(Exception):
+    """More waiting requests than the engine's queue holds; the caller answers 429 with `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int):
+        super().__init__("queue full")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+
+
+@dataclass
+class ServedModel:
+    """One name in /v1/models: a base, or an adapter whose `parent` is its base's name."""
+
+    name: str
+    parent: str | None
+    max_model_len: int
+    tokenizer: Any
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class Handle:
+    """One generation (one choice) as seen by its requester: iterate `tokens()`, or `cancel()` it.
+
+    Timings (perf_counter seconds) are filled in by the engine: submitted, started (prefill began),
+    first_token, finished. `finish_reason`: "stop" (end-of-turn token), "length", "cancelled" or "error"."""
+
+    _ids = itertools.count()
+
+    def __init__(self, model: str, prompt_ids: list[int], params: SamplingParams,
+                 loop: asyncio.AbstractEventLoop | None):
+        self.id = next(self._ids)
+        self.model, self.prompt_ids, self.params = model, list(prompt_ids), params
+        self.tokens_out: list[int] = []
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+        self.submitted = time.perf_counter()
+        self.started: float | None = None
+        self.first_token: float | None = None
+        self.finished: float | None = None
+        self.cancelled = False
+        self.cancel_reason = "cancelled"
+        self._loop = loop
+        self._queue: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
+        self._done = threading.Event()
+
+    # --- requester side ---
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop generating; the engine drops the row before its next step. reason "stop": the requester found
+        a stop sequence (a normal end); "cancelled": nobody wants the answer any more (client gone)."""
+        if not self.cancelled:
+            self.cancel_reason, self.cancelled = reason, True
+
+    async def tokens(self) -> AsyncIterator[int]:
+        """Each new token id as it is generated; ends when the sequence finishes. Leaving the loop early
+        (break, client gone, task cancelled) cancels the generation."""
+        assert self._queue is not None, "submit(..., loop=...) to iterate asynchronously"
+        try:
+            while True:
+                tok = await self._queue.get()
+                if tok is None:
+                    return
+                yield tok
+        finally:
+            if self.finish_reason is None:
+                self.cancel()
+
+    def wait(self, timeout: float | None = None) -> list[int]:
+        """Blocking: all tokens once the sequence has finished (for non-async callers)."""
+        self._done.wait(timeout)
+        return self.tokens_out
+
+    # --- engine side ---
+    def _post(self, item: int | None) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the requester's loop is closed (server shutting down)
+            pass
+
+    def _emit(self, tok: int) -> None:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+        self.tokens_out.append(tok)
+        self._post(tok)
+
+    def _finish(self, reason: str, error: str | None = None) -> None:
+        if self.finish_reason is not None:
+            return
+        self.finish_reason, self.error, self.finished = reason, error, time.perf_counter()
+        self._done.set()
+        self._post(None)
+
+
+class Engine(ABC):
+    """What the HTTP layer needs from an engine; `BuiltinEngine` (CPU/GPU, transformers + peft) and
+    `serve.vllm_engine.VLLMEngine` implement it."""
+
+    on_step: Callable[[int], None] | None = None  # called with the batch size of every decode step
+
+    @abstractmethod
+    def models(self) -> list[ServedModel]: ...
+
+    def get(self, name: str) -> ServedModel | None:
+        return next((m for m in self.models() if m.name == name), None)
+
+    @abstractmethod
+    def submit(self, model: str, prompt_ids: list[int], params: SamplingParams, *,
+               loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+        """Queue one generation; raises QueueFull when the queue is at its bound, KeyError for an unknown model."""
+
+    @abstractmethod
+    def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
+        """Serve a LoRA adapter under `name` from now on (e.g. a fine-tuning job that just finished)."""
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def stats(self) -> dict:
+        return {}
+
+
+# --- model groups: one base in memory and the adapters on it ---------------------------------------------------
+@dataclass
+class ModelGroup:
+    """A base model held once, the served names on it (the base itself and/or adapters) and its running batch."""
+
+    model: Any  # a transformers model, or a peft.PeftModel holding every adapter of this base
+    tokenizer: Any
+    base_path: str  # the directory (or hub id) the base was loaded from: adapters of the same base join it
+    max_model_len: int
+    eos_ids: set[int]
+    names: dict[str, str] = field(default_factory=dict)  # served name -> peft adapter name (BASE_ADAPTER = base)
+    batch: "Batch | None" = None
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def forward(self, adapters: list[str], **kw) -> torch.Tensor:
+        """Logits of the last position of every row; each row through its own adapter."""
+        if self.is_peft:
+            kw["adapter_names"] = adapters
+        return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+
+
+_CACHE_KW: str | None = None
+
+
+def _cache_kw(model) -> str:
+    """transformers renamed forward's `past_key_values` to `cache` (deprecated name removed in 5.40)."""
+    global _CACHE_KW
+    if _CACHE_KW is None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        _CACHE_KW = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return _CACHE_KW
+
+
+class Batch:
+    """Running sequences of one model group sharing a left-padded KV cache.
+
+    mask[i, t] = 1 where column t of row i holds a real token; positions[i] = the position id of row i's next
+    token; last[i] = the token row i feeds at the next step."""
+
+    def __init__(self, seqs: list[Handle], adapters: list[str], cache, mask: torch.Tensor,
+                 positions: torch.Tensor, last: torch.Tensor):
+        self.seqs, self.adapters, self.cache = seqs, adapters, cache
+        self.mask, self.positions, self.last = mask, positions, last
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @classmethod
+    @torch.no_grad()
+    def prefill(cls, group: ModelGroup, seqs: list[Handle], adapters: list[str]) -> tuple["Batch", torch.Tensor]:
+        """Run the prompts of `seqs` together (left-padded); returns the batch and the next-token logits."""
+        from transformers import DynamicCache
+
+        device = group.model.device
+        width = max(len(s.prompt_ids) for s in seqs)
+        pad = group.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            n = len(s.prompt_ids)
+            ids[i, width - n:] = torch.tensor(s.prompt_ids)
+            mask[i, width - n:] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=group.model.config)
+        logits = group.forward(adapters, input_ids=ids, attention_mask=mask, position_ids=positions,
+                               **{_cache_kw(group.model): cache})
+        batch = cls(list(seqs), list(adapters), cache, mask, mask.sum(-1), ids[:, -1])
+        return batch, logits
+
+    @torch.no_grad()
+    def decode(self, group: ModelGroup) -> torch.Tensor:
+        """One token for every row: returns next-token logits [rows, vocab]."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
+        logits = group.forward(self.adapters, input_ids=self.last[:, None], attention_mask=self.mask,
+                               position_ids=self.positions[:, None], **{_cache_kw(group.model): self.cache})
+        self.positions = self.positions + 1
+        return logits
+
+    def filter(self, keep: list[int]) -> None:
+        """Keep only rows `keep` and drop leading columns no remaining row uses (rows leaving)."""
+        if len(keep) == len(self):
+            return
+        idx = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.seqs = [self.seqs[i] for i in keep]
+        self.adapters = [self.adapters[i] for i in keep]
+        self.mask, self.positions, self.last = self.mask[idx], self.positions[idx], self.last[idx]
+        used = self.mask.any(dim=0)
+        start = int(used.to(torch.int8).argmax()) if bool(used.any()) else 0
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[idx, :, start:]
+            layer.values = layer.values[idx, :, start:]
+        self.mask = self.mask[:, start:]
+
+    def extend(self, other: "Batch") -> None:
+        """Append the rows of `other` (a freshly prefilled batch): the shorter cache is left-padded."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def lpad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for a, b in zip(self.cache.layers, other.cache.layers):
+            a.keys = torch.cat([lpad(a.keys, 2), lpad(b.keys, 2)], dim=0)
+            a.values = torch.cat([lpad(a.values, 2), lpad(b.values, 2)], dim=0)
+        self.mask = torch.cat([lpad(self.mask, 1), lpad(other.mask, 1)], dim=0)
+        self.positions = torch.cat([self.positions, other.positions])
+        self.last = torch.cat([self.last, other.last])
+        self.seqs += other.seqs
+        self.adapters += other.adapters
+
+
+def sample(logits: torch.Tensor, seqs: list[Handle], generators: dict[int, torch.Generator],
+           eos_ids: set[int]) -> list[int]:
+    """Next token per row: argmax for temperature 0, else temperature + nucleus (top_p) sampling with the
+    row's own generator (so a seeded request gives the same answer whatever else shares its batch)."""
+    for i, s in enumerate(seqs):
+        if len(s.tokens_out) < s.params.min_tokens:
+            logits[i, list(eos_ids)] = -math.inf
+    out = logits.argmax(-1).tolist()
+    for i, s in enumerate(seqs):
+        p = s.params
+        if p.temperature <= 0:
+            continue
+        probs = torch.softmax(logits[i] / p.temperature, dim=-1)
+        if p.top_p < 1.0:
+            sp, si = probs.sort(descending=True)
+            drop = (sp.cumsum(-1) - sp) > p.top_p  # keep the smallest prefix whose mass reaches top_p
+            sp[drop] = 0
+            probs = torch.zeros_like(probs).scatter_(0, si, sp)
+        out[i] = int(torch.multinomial(probs, 1, generator=generators[s.id]))
+    return out
+
+
+class BuiltinEngine(Engine):
+    """Continuous batching on transformers + peft (the CPU path, also works on one CUDA GPU).
+
+    max_num_seqs: rows decoded together (vLLM's name). max_queue: requests waiting for a row; beyond it,
+    submit raises QueueFull (→ 429). prefill_tokens: prompt tokens prefilled in one forward when many requests
+    arrive together (bounds the activation memory of a burst)."""
+
+    def __init__(self, groups: list[ModelGroup], *, max_num_seqs: int = 16, max_queue: int = 64,
+                 prefill_tokens: int = 4096):
+        self.groups = groups
+        self.max_num_seqs, self.max_queue, self.prefill_tokens = max_num_seqs, max_queue, prefill_tokens
+        self._served: dict[str, tuple[ModelGroup, str, ServedModel]] = {}
+        for g in groups:
+            for name, adapter in g.names.items():
+                self._register(g, name, adapter, g.tokenizer)
+        self._waiting: deque[Handle] = deque()
+        self._cv = threading.Condition()
+        self._model_lock = threading.RLock()  # held during a step; add_adapter waits for the step to end
+        self._generators: dict[int, torch.Generator] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._counts = {"steps": 0, "prefills": 0, "cancelled": 0, "finished": 0, "errors": 0,
+                        "generated_tokens": 0}
+        self._recent: deque[float] = deque(maxlen=32)  # recent request durations, for Retry-After
+
+    def _register(self, g: ModelGroup, name: str, adapter: str, tokenizer) -> ServedModel:
+        parent = next((n for n, a in g.names.items() if a == BASE_ADAPTER), None) if adapter != BASE_ADAPTER else None
+        sm = ServedModel(name, parent, g.max_model_len, tokenizer)
+        self._served[name] = (g, adapter, sm)
+        return sm
+
+    # --- Engine API ---
+    def models(self) -> list[ServedModel]:
+        return [sm for _, _, sm in self._served.values()]
+
+    def get(self, name: str) -> ServedModel | None:
+        entry = self._served.get(name)
+        return entry[2] if entry else None
+
+    def submit(self, model: str, prompt_ids: list[int], params: SamplingParams, *,
+               loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+        if model not in self._served:
+            raise KeyError(model)
+        h = Handle(model, prompt_ids, params, loop)
+        with self._cv:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(self._retry_after())
+            self._waiting.append(h)
+            self._cv.notify()
+        return h
+
+    def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
+        from tuneforge.serve.loading import attach_adapter
+
+        with self._model_lock:
+            if name in self._served:
+                raise ValueError(f"a model named '{name}' is already served")
+            if base is not None:
+                group = self._served[base][0]
+            elif len(self.groups) == 1:
+                group = self.groups[0]
+            else:
+                raise ValueError("several bases are loaded: name the adapter's base")
+            adapter, tokenizer = attach_adapter(group, name, path)
+            return self._register(group, name, adapter, tokenizer)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="tuneforge-engine", daemon=True)
+            self._thread.start()
+
+    def shutdown(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        for h in list(self._waiting):
+            h._finish("cancelled")
+        for g in self.groups:
+            for h in (g.batch.seqs if g.batch else []):
+                h._finish("cancelled")
+            g.batch = None
+
+    def stats(self) -> dict:
+        running = sum(len(g.batch) for g in self.groups if g.batch)
+        return {**self._counts, "running": running, "waiting": len(self._waiting)}
+
+    # --- the loop ---
+    def _retry_after(self) -> int:
+        """Seconds until a queue slot is likely free: the mean recent request time (at least 1)."""
+        return max(1, math.ceil(sum(self._recent) / len(self._recent))) if self._recent else 1
+
+    def _running(self) -> int:
+        return sum(len(g.batch) for g in self.groups if g.batch)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._waiting and not self._running():
+                    self._cv.wait()
+                if self._stop:
+                    return
+                free = self.max_num_seqs - self._running()
+                admitted = []
+                while self._waiting and len(admitted) < free:
+                    h = self._waiting.popleft()
+                    if h.cancelled:
+                        self._done(h, h.cancel_reason)
+                    else:
+                        admitted.append(h)
+            try:
+                with self._model_lock:
+                    if admitted:
+                        self._admit(admitted)
+                    for g in self.groups:
+                        if g.batch is not None and len(g.batch):
+                            self._decode(g)
+            except Exception as e:  # noqa: BLE001 - a failing step fails its requests, not the server
+                self._fail_all(admitted, e)
+
+    def _admit(self, handles: list[Handle]) -> None:
+        by_group: dict[int, list[Handle]] = {}
+        for h in handles:
+            h.started = time.perf_counter()
+            if h.params.temperature > 0:
+                gen = torch.Generator()
+                gen.manual_seed(h.params.seed if h.params.seed is not None else torch.seed())
+                self._generators[h.id] = gen
+            by_group.setdefault(id(self._served[h.model][0]), []).append(h)
+        for hs in by_group.values():
+            g = self._served[hs[0].model][0]
+            hs.sort(key=lambda h: len(h.prompt_ids))  # similar lengths prefill together: less padding
+            chunk: list[Handle] = []
+            for h in hs + [None]:
+                if h is not None and (not chunk or (len(chunk) + 1) * len(h.prompt_ids) <= self.prefill_tokens):
+                    chunk.append(h)
+                    continue
+                self._prefill(g, chunk)
+                chunk = [h] if h is not None else []
+
+    def _prefill(self, g: ModelGroup, hs: list[Handle]) -> None:
+        adapters = [self._served[h.model][1] for h in hs]
+        batch, logits = Batch.prefill(g, hs, adapters)
+        self._counts["prefills"] += 1
+        self._advance(g, batch, logits)
+        if len(batch):
+            if g.batch is None or not len(g.batch):
+                g.batch = batch
+            else:
+                g.batch.extend(batch)
+
+    def _decode(self, g: ModelGroup) -> None:
+        batch = g.batch
+        keep = [i for i, h in enumerate(batch.seqs) if not h.cancelled]
+        for i, h in enumerate(batch.seqs):
+            if h.cancelled:
+                self._done(h, h.cancel_reason)
+        batch.filter(keep)
+        if not len(batch):
+            g.batch = None
+            return
+        if self.on_step:
+            self.on_step(len(batch))
+        logits = batch.decode(g)
+        self._counts["steps"] += 1
+        self._advance(g, batch, logits)
+        if not len(batch):
+            g.batch = None
+
+    def _advance(self, g: ModelGroup, batch: Batch, logits: torch.Tensor) -> None:
+        """Sample one token per row, hand it to its requester, and drop the rows that finished."""
+        toks = sample(logits, batch.seqs, self._generators, g.eos_ids)
+        keep = []
+        for i, (h, t) in enumerate(zip(batch.seqs, toks)):
+            if h.cancelled:
+                self._done(h, h.cancel_reason)
+                continue
+            is_eos = t in g.eos_ids and not h.params.ignore_eos
+            if not is_eos:
+                h._emit(t)
+                self._counts["generated_tokens"] += 1
+            if is_eos:
+                self._done(h, "stop")
+            elif len(h.tokens_out) >= h.params.max_tokens:
+                self._done(h, "length")
+            else:
+                keep.append(i)
+        batch.last = torch.tensor(toks, dtype=torch.long, device=batch.mask.device)
+        batch.filter(keep)
+
+    def _done(self, h: Handle, reason: str, error: str | None = None) -> None:
+        self._generators.pop(h.id, None)
+        key = "cancelled" if reason == "cancelled" else "errors" if reason == "error" else "finished"
+        self._counts[key] += 1
+        h._finish(reason, error)
+        if reason in ("stop", "length"):
+            self._recent.append(h.finished - h.submitted)
+
+    def _fail_all(self, admitted: list[Handle], e: Exception) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        for h in admitted:
+            self._done(h, "error", msg)
+        for g in self.groups:
+            for h in (g.batch.seqs if g.batch else []):
+                self._done(h, "error", msg)
+            g.batch = None

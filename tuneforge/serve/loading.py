@@ -1,0 +1,160 @@
+"""What `tuneforge serve TARGET --lora-modules NAME=PATH ...` puts in memory, and under which names.
+
+A run directory with an adapter is served under its directory name as that adapter on its base, and the base
+under the name it was trained from (its alias, path or hub id); a run with only merged weights (`model/`) is
+served as its own model next to its base. Adapters of the same base share one copy of the base in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.errors import ModelError, TuneforgeError
+from tuneforge.run import is_run, read_run
+from tuneforge.serve.engine import BASE_ADAPTER, ModelGroup
+
+
+@dataclass
+class Plan:
+    """Served name → what to load: a base (path/alias/hub id) and optionally an adapter directory on it."""
+
+    name: str
+    base: str
+    adapter: str | None = None
+
+
+def parse_lora_module(spec: str) -> tuple[str, str]:
+    """`NAME=PATH` (vllm serve's --lora-modules form)."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise TuneforgeError(f"--lora-modules {spec!r}: expected NAME=RUN_OR_ADAPTER_DIR")
+    return name, path
+
+
+def plan_target(target: str, served_name: str | None = None) -> list[Plan]:
+    """The served names for TARGET: a run (and its base), or one model."""
+    if is_run(target):
+        run = read_run(target)
+        name = served_name or Path(target).resolve().name
+        base = str(run.info["base"])
+        if run.adapter is not None:
+            _check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
+            return [Plan(base, base), Plan(name, base, str(run.adapter))]
+        if run.model is not None:
+            return [Plan(base, base), Plan(name, str(run.model))]
+        raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
+    if Path(target).is_dir() and (Path(target) / "run.json").exists() is False and \
+            (Path(target) / "config.yaml").is_file():
+        raise TuneforgeError(f"{target}: the run has not finished (no run.json); wait for it or `train --resume`")
+    return [Plan(served_name or target, target)]
+
+
+def plan_adapter(name: str, path: str) -> Plan:
+    """--lora-modules NAME=PATH: a run directory (its adapter/) or a peft adapter directory."""
+    if is_run(path):
+        run = read_run(path)
+        if run.adapter is None:
+            raise TuneforgeError(f"--lora-modules {name}={path}: the run has no adapter/ (method "
+                                 f"{run.info.get('method')}); serve it as TARGET instead")
+        _check_lora(run.adapter, f"--lora-modules {name}={path}")
+        return Plan(name, str(run.info["base"]), str(run.adapter))
+    cfg = _check_lora(Path(path), f"--lora-modules {name}={path}")
+    return Plan(name, str(cfg.get("base_model_name_or_path") or ""), path)
+
+
+def _check_lora(adapter_dir: Path, where: str) -> dict:
+    f = Path(adapter_dir) / "adapter_config.json"
+    if not f.is_file():
+        raise TuneforgeError(f"{where}: not a run directory or a peft adapter (no {f})")
+    cfg = json.loads(f.read_text())
+    if cfg.get("peft_type") != "LORA":
+        raise TuneforgeError(f"{where}: only LoRA adapters can be served (this one is {cfg.get('peft_type')}); "
+                             "use `tuneforge generate` for prompt-tuning runs")
+    return cfg
+
+
+def _same_base(a: str, b: str) -> bool:
+    from tuneforge.models.load import resolve
+
+    if a == b:
+        return True
+    try:
+        return Path(resolve(a)).resolve() == Path(resolve(b)).resolve()
+    except TuneforgeError:
+        return False
+
+
+def load_groups(plans: list[Plan], *, device: str | None = None, max_model_len: int | None = None,
+                dtype=None) -> list[ModelGroup]:
+    """Load each distinct base once and attach its adapters; names must be unique."""
+    from tuneforge.models.load import load_base
+
+    seen: set[str] = set()
+    for p in plans:
+        if p.name in seen:
+            raise TuneforgeError(f"two served models are named '{p.name}' (use --served-model-name)")
+        seen.add(p.name)
+    groups: list[tuple[str, ModelGroup]] = []
+    for p in plans:
+        group = next((g for key, g in groups if _same_base(key, p.base)), None)
+        if group is None:
+            if not p.base:
+                raise TuneforgeError(f"{p.name}: the adapter does not name its base (base_model_name_or_path)")
+            b = load_base(p.base, device=device, dtype=dtype)
+            model = b.model.eval()
+            ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+            eos = {b.tokenizer.eos_token_id} | set(_as_list(model.generation_config.eos_token_id))
+            group = ModelGroup(model, b.tokenizer, b.path, min(ctx, max_model_len or ctx), eos - {None})
+            _check_cache_layers(group, p.base)
+            groups.append((p.base, group))
+        if p.adapter is None:
+            group.names[p.name] = BASE_ADAPTER
+        else:
+            attach_adapter(group, p.name, p.adapter)
+    return [g for _, g in groups]
+
+
+def attach_adapter(group: ModelGroup, name: str, path: str):
+    """Load a LoRA adapter into the group's base under an internal peft name; returns (peft name, tokenizer).
+
+    The tokenizer saved with the adapter (tuneforge saves one) carries the chat template the run trained with."""
+    from peft import PeftModel
+
+    cfg = _check_lora(Path(path), f"adapter {name}")
+    adapter = f"a{len([a for a in group.names.values() if a != BASE_ADAPTER])}"
+    while adapter in getattr(group.model, "peft_config", {}):
+        adapter += "_"
+    try:
+        if group.is_peft:
+            group.model.load_adapter(str(path), adapter_name=adapter)
+        else:
+            group.model = PeftModel.from_pretrained(group.model, str(path), adapter_name=adapter).eval()
+    except Exception as e:  # noqa: BLE001 - a mismatched adapter is the user's input problem
+        raise ModelError(f"{path}: cannot load adapter '{name}' onto {group.base_path} "
+                         f"(base {cfg.get('base_model_name_or_path')}): {str(e).splitlines()[0]}") from None
+    group.names[name] = adapter
+    tokenizer = group.tokenizer
+    if (Path(path) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    return adapter, tokenizer
+
+
+def _check_cache_layers(group: ModelGroup, name: str) -> None:
+    """The batch edits the KV cache rows/columns directly; that is valid for full-attention layers only."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=group.model.config)
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        raise ModelError(f"{name}: sliding-window or hybrid attention is not supported by the built-in engine "
+                         "(use --engine vllm)")
+
+
+def _as_list(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
