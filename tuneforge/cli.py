@@ -41,9 +41,13 @@ def train(ctx: typer.Context,
                                       "checkpoint (a finished run is left as it is)."),
           progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
           help_config: bool = typer.Option(False, "--help-config", help="List every config key and exit."),
-          cv: int = typer.Option(0, "--cv", help="K-fold cross-validation: K runs, mean ± std of val loss.")):
+          cv: int = typer.Option(0, "--cv", help="K-fold cross-validation: K runs, mean ± std of val loss."),
+          nproc: int = typer.Option(1, "--nproc", help="Train with N local processes (torchrun; gloo on CPU, "
+                                    "nccl on GPU). Same run, same run directory; see README for multi-node.")):
     """Fine-tune a base model; writes a run directory. Any config key is also a flag
     (--learning_rate 2e-4 --lora_r 16 ...): `tuneforge train --help-config` lists them all."""
+    import os
+
     from tuneforge.config import config_help, parse_overrides
     from tuneforge.train.sft import config_for
     from tuneforge.train.sft import train as run_train
@@ -51,6 +55,17 @@ def train(ctx: typer.Context,
     if help_config:
         typer.echo(config_help())
         return
+    if nproc > 1:
+        import subprocess
+
+        from tuneforge.train.distributed import launch_command, launched_world_size
+
+        if launched_world_size() > 1:
+            raise TuneforgeError("--nproc: already launched with several processes (torchrun / accelerate launch)")
+        argv = sys.argv[1:]
+        i = next(k for k, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+        del argv[i:i + (1 if "=" in argv[i] else 2)]
+        raise typer.Exit(subprocess.run(launch_command(nproc, argv), env=os.environ).returncode)
     named = {"data": data, "output": output, "base": base, "method": method}
     overrides = {**{k: v for k, v in named.items() if v is not None}, **parse_overrides(ctx.args)}
     cfg = config_for(config, overrides, resume=resume)
@@ -66,7 +81,7 @@ def train(ctx: typer.Context,
 
     already = resume and run_status(cfg.output) == "finished"
     out = run_train(cfg, resume=resume, progress=progress)
-    if already:
+    if already or int(os.environ.get("RANK", "0")) != 0:  # one process writes the report: rank 0
         return
     from tuneforge.eval.report import write_report
 

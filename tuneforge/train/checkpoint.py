@@ -49,12 +49,17 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save(ckpt_root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
+def save(ckpt_root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int = 2,
+         rng_states: list | None = None) -> Path:
+    """`rng_states`: every rank's RNG state in rank order (multi-process runs); default this process's."""
+    rngs = rng_states or [rng_state()]
+
     def write(d: Path) -> None:
         save_file(trainable_state(model), d / "trainable.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state()}, d / "optimizer.pt")
-        (d / "state.json").write_text(json.dumps({"schema": SCHEMA, "step": step, **state}, indent=1))
+                    "rng": rngs[0], "rng_ranks": rngs}, d / "optimizer.pt")
+        (d / "state.json").write_text(json.dumps({"schema": SCHEMA, "step": step, "world_size": len(rngs),
+                                                  **state}, indent=1))
 
     path = write_atomic_dir(ckpt_root / f"step-{step}", write)
     for old in sorted(list_checkpoints(ckpt_root))[:-keep]:
@@ -77,10 +82,18 @@ def latest(ckpt_root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def load(path: Path, model, optimizer, scheduler) -> dict:
+def load(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> dict:
+    """Restore a checkpoint into this process; a multi-process run resumes with the same number of processes
+    (each rank gets back its own RNG stream)."""
+    state = json.loads((path / "state.json").read_text())
+    if state.get("world_size", 1) != world:
+        from tuneforge.errors import TuneforgeError
+
+        raise TuneforgeError(f"{path}: written by {state.get('world_size', 1)} process(es); resume it with the same "
+                             f"number (this launch has {world})")
     load_trainable(model, load_file(path / "trainable.safetensors"))
     extra = torch.load(path / "optimizer.pt", weights_only=False)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
-    set_rng_state(extra["rng"])
-    return json.loads((path / "state.json").read_text())
+    set_rng_state(extra.get("rng_ranks", [extra["rng"]])[rank])
+    return state

@@ -26,13 +26,18 @@ def _fast_path_ok(model) -> bool:
             and not getattr(cfg, "final_logit_softcapping", None) and not getattr(cfg, "logit_scale", None))
 
 
+def input_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) input tokens of a micro-batch."""
+    return int(batch["input_ids"].numel() if batch["attention_mask"] is None else batch["attention_mask"].sum())
+
+
 def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, int]:
     """(sum of CE over supervised tokens, n supervised tokens, n input tokens) for one micro-batch."""
     device = next(model.parameters()).device
     tgt = batch["targets"].to(device)
     sup = tgt.reshape(-1) != IGNORE
     n_sup = int(sup.sum())
-    n_tok = int(batch["input_ids"].numel() if batch["attention_mask"] is None else batch["attention_mask"].sum())
+    n_tok = input_tokens(batch)
     kw = dict(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
               attention_mask=None if batch["attention_mask"] is None else batch["attention_mask"].to(device),
               use_cache=False)
@@ -55,13 +60,14 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, 
 
 
 @torch.no_grad()
-def evaluate(model, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Token-weighted mean CE over a validation set."""
+def evaluate(model, batches: list[dict[str, torch.Tensor]], forward=None) -> float:
+    """Token-weighted mean CE over a validation set. `forward(batch)` → loss_sum's triple, when the model is
+    wrapped for several processes (DDP/FSDP need their own forward); default loss_sum(model, batch)."""
     was = model.training
     model.eval()
     tot, n = 0.0, 0
     for b in batches:
-        s, k, _ = loss_sum(model, b)
+        s, k, _ = forward(b) if forward is not None else loss_sum(model, b)
         tot, n = tot + float(s), n + k
     model.train(was)
     return tot / max(n, 1)

@@ -30,9 +30,9 @@ from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
-from tuneforge.train import checkpoint
+from tuneforge.train import checkpoint, distributed
 from tuneforge.train.early_stop import LoopState, after_evaluation
-from tuneforge.train.loss import evaluate, loss_sum
+from tuneforge.train.loss import evaluate, input_tokens
 from tuneforge.train.packing import collate, packed_attention
 from tuneforge.train.trackers import check_available as check_trackers
 from tuneforge.train.trackers import open_trackers
@@ -130,11 +130,13 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def micro_batch(p: Prepared, index: int) -> dict[str, torch.Tensor]:
-    """The index-th micro-batch of the whole run (epochs concatenated)."""
+def micro_batch(p: Prepared, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+    """This rank's index-th micro-batch of the whole run (epochs concatenated). With several processes the
+    run's micro-batches are dealt out in turn (global micro-batch index*world + rank), so each example is
+    seen once per epoch by exactly one process."""
     bs, n = p.cfg.per_device_train_batch_size, len(p.train)
     per_epoch = math.ceil(n / bs)
-    epoch, k = divmod(index, per_epoch)
+    epoch, k = divmod(index * world + rank, per_epoch)
     order = epoch_order(n, p.cfg.seed, epoch)[k * bs:(k + 1) * bs]
     return collate([p.train[i] for i in order], packing=p.cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
 
@@ -162,17 +164,19 @@ def make_scheduler(opt, cfg: TrainConfig, total: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def schedule(p: Prepared) -> tuple[int, int, int]:
-    """(total optimizer steps, steps per epoch, eval interval)."""
+def schedule(p: Prepared, world: int = 1) -> tuple[int, int, int]:
+    """(total optimizer steps, steps per epoch, eval interval). An optimizer step takes
+    gradient_accumulation_steps micro-batches on each of `world` processes."""
     per_epoch_micro = math.ceil(len(p.train) / p.cfg.per_device_train_batch_size)
-    steps_per_epoch = max(1, per_epoch_micro // p.cfg.gradient_accumulation_steps)
+    steps_per_epoch = max(1, per_epoch_micro // (p.cfg.gradient_accumulation_steps * world))
     total = p.cfg.max_steps if p.cfg.max_steps > 0 else math.ceil(p.cfg.num_train_epochs * steps_per_epoch)
     every = p.cfg.eval_steps or max(1, math.ceil(steps_per_epoch / 2))
     return total, steps_per_epoch, every
 
 
-def _start_run_dir(p: Prepared, out: Path, resume: bool) -> Path | None:
-    """Create (or reopen on resume) the run directory; returns the checkpoint to resume from, if any."""
+def _start_run_dir(p: Prepared, out: Path, resume: bool, write: bool = True) -> Path | None:
+    """Create (or reopen on resume) the run directory; returns the checkpoint to resume from, if any.
+    `write` is False on ranks other than 0 (they only check and read)."""
     if resume:
         before = read_json(out / "data.json")
         now = {f["path"]: f["sha256"] for f in p.data_info["files"]}
@@ -181,9 +185,11 @@ def _start_run_dir(p: Prepared, out: Path, resume: bool) -> Path | None:
                 raise DataError("file changed since the run started; resuming would not reproduce the run",
                                 path=f["path"], code="data_changed")
         last = checkpoint.latest(out / "checkpoints")
-        if last is not None:
+        if last is not None or not write:
             return last
         shutil.rmtree(out / "best", ignore_errors=True)  # no checkpoint yet: start over in place
+    if not write:
+        return None
     out.mkdir(parents=True, exist_ok=True)
     save_config(p.cfg, out / "config.yaml")
     write_json(out / "data.json", p.data_info)
@@ -239,61 +245,74 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         info = read_json(out / "run.json")
         _say(f"{out} already finished (step {info.get('steps')}); nothing to resume")
         return out
-    p = prepared or prepare(cfg)
-    # activation sizes vary per step: keep glibc's heap from hoarding them (restored when training ends)
-    with large_buffers_returned(default_device() == "cpu"), packed_attention(p.base.model, p.cfg.packing):
-        return _loop(p, out, resume=resume, progress=progress)
+    ranks = distributed.setup(default_device())
+    ranks.barrier()  # every rank checked the output directory before rank 0 creates it
+    try:
+        p = prepared or prepare(cfg)
+        # activation sizes vary per step: keep glibc's heap from hoarding them (restored when training ends)
+        with large_buffers_returned(default_device() == "cpu"), packed_attention(p.base.model, p.cfg.packing):
+            return _loop(p, out, ranks, resume=resume, progress=progress and ranks.main)
+    finally:
+        ranks.close()
 
 
-def _loop(p: Prepared, out: Path, *, resume: bool, progress: bool) -> Path:
+def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, progress: bool) -> Path:
     cfg, model = p.cfg, p.model
-    total, steps_per_epoch, eval_every = schedule(p)
+    say = _say if ranks.main else (lambda msg: None)
+    total, steps_per_epoch, eval_every = schedule(p, ranks.world)
     save_every = cfg.save_steps or eval_every
-    opt = make_optimizer(model, cfg)
+    module, opt = ranks.wrap(model, make_optimizer(model, cfg))  # module(batch) -> loss_sum (DDP/FSDP-aware)
     sched = make_scheduler(opt, cfg, total)
-    ckpt = _start_run_dir(p, out, resume)
+    ckpt = _start_run_dir(p, out, resume, write=ranks.main)
+    ranks.barrier()
+    ckpt = ckpt or (checkpoint.latest(out / "checkpoints") if resume else None)
     metrics = out / "metrics.jsonl"
     history: list[dict] = []  # metrics rows of this run so far (the overfitting signal reads them)
     state = LoopState()
     if ckpt is not None:
-        state = LoopState.from_json(checkpoint.load(ckpt, model, opt, sched))
+        state = LoopState.from_json(checkpoint.load(ckpt, model, opt, sched, ranks.rank, ranks.world))
         history = [r for r in read_metrics(out) if r.get("step", 0) <= state.step]
-        write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
-        _say(f"resumed {out} from step {state.step} of {total}")
+        if ranks.main:
+            write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
+        say(f"resumed {out} from step {state.step} of {total}")
     state.stopped_early = False
     accum = cfg.gradient_accumulation_steps
     val_batches = [collate(p.val[i:i + VAL_BATCH_SIZE], packing=cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
                    for i in range(0, len(p.val), VAL_BATCH_SIZE)]
     trainable, n_params = methods.count_parameters(model)
-    _say(f"{cfg.method} on {cfg.base}: {trainable:,} trainable of {n_params:,} parameters "
-         f"({100 * trainable / n_params:.2f}%); {len(p.train)} train / {len(p.val)} val examples; {total} steps")
+    say(f"{cfg.method} on {cfg.base}: {trainable:,} trainable of {n_params:,} parameters "
+         f"({100 * trainable / n_params:.2f}%); {len(p.train)} train / {len(p.val)} val examples; {total} steps"
+        + (f" on {ranks.world} processes" if ranks.world > 1 else ""))
     if len(p.train) + len(p.val) < SMALL_DATA:
-        _say(f"warning: {len(p.train) + len(p.val)} examples is a small set (the guide suggests {SMALL_DATA}+); "
+        say(f"warning: {len(p.train) + len(p.val)} examples is a small set (the guide suggests {SMALL_DATA}+); "
              "watch the validation loss, and if the model does not learn, add data or raise the learning "
              "rate / epochs (see `tuneforge train --help-config`)")
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not progress, mininterval=1.0,
                dynamic_ncols=True, file=sys.stderr)
-    trackers = open_trackers(cfg.report_to, out, cfg.model_dump())
+    trackers = open_trackers(cfg.report_to if ranks.main else [], out, cfg.model_dump())
 
     def log(rec: dict) -> None:
-        append_jsonl(metrics, rec)
         history.append(rec)
-        trackers.log(rec)
+        if ranks.main:
+            append_jsonl(metrics, rec)
+            trackers.log(rec)
 
     run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
     for step in range(state.step + 1, total + 1):
         t0 = time.perf_counter()
-        batches = [micro_batch(p, (step - 1) * accum + j) for j in range(accum)]
-        n_sup_step = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
-        for b in batches:
-            s, _, n_tok = loss_sum(model, b)
-            (s / n_sup_step).backward()
+        batches = [micro_batch(p, (step - 1) * accum + j, ranks.rank, ranks.world) for j in range(accum)]
+        # the step's loss is normalised by the supervised tokens of every micro-batch on every process
+        n_sup_step, n_tok_step = (int(x) for x in ranks.sum([
+            sum(int((b["targets"] != IGNORE).sum()) for b in batches), sum(input_tokens(b) for b in batches)]))
+        for j, b in enumerate(batches):
+            with ranks.no_sync(module, last=j == accum - 1):
+                s, _, _ = module(b)
+                (s / n_sup_step * ranks.world).backward()  # DDP averages gradients over processes
             run_loss += s.detach()
-            win_tok += n_tok
-            state.tokens += n_tok
+        win_tok += n_tok_step
+        state.tokens += n_tok_step
         run_sup += n_sup_step
-        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                 if cfg.max_grad_norm > 0 else None)
+        gnorm = ranks.clip_grad_norm_(module, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -303,32 +322,42 @@ def _loop(p: Prepared, out: Path, *, resume: bool, progress: bool) -> Path:
         epoch = round(step / steps_per_epoch, 4)
         if step % cfg.logging_steps == 0 or step == total:
             now = time.perf_counter()
-            rec = {"step": step, "epoch": epoch, "loss": float(run_loss) / max(run_sup, 1),
+            run_loss = ranks.sum([float(run_loss)])[0]
+            rec = {"step": step, "epoch": epoch, "loss": run_loss / max(run_sup, 1),
                    "lr": sched.get_last_lr()[0], "grad_norm": None if gnorm is None else float(gnorm),
                    "tokens_per_s": win_tok / max(now - win_t0, 1e-9), "supervised_tokens": run_sup}
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, now
         if val_batches and (step % eval_every == 0 or step == total):
-            validate(model, val_batches, state, out, epoch, cfg, history, log, bar.write)
+            validate(model, module, val_batches, state, out, epoch, cfg, history, log,
+                     bar.write if ranks.main else None)
         if step % save_every == 0 and step < total and not state.stopped_early:
-            checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(), keep=cfg.save_total_limit)
+            rngs = ranks.gather(checkpoint.rng_state())
+            if ranks.main:
+                checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(),
+                                keep=cfg.save_total_limit, rng_states=rngs)
         if state.stopped_early:
             break
     bar.close()
     trackers.close()
-    finish(p, out, state)
+    if ranks.main:
+        finish(p, out, state)
+    ranks.barrier()
     return out
 
 
-def validate(model, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
+def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
              history: list[dict], log, write) -> None:
     """One validation pass: log val loss, keep the best weights in out/best, warn once on overfitting,
-    and set state.stopped_early when the patience is used up. `write` prints beside the progress bar."""
-    rec = {"step": state.step, "epoch": epoch, "val_loss": evaluate(model, val_batches)}
+    and set state.stopped_early when the patience is used up. `write` prints beside the progress bar; None on
+    ranks other than 0, which compute the same val loss (so all stop together) but write nothing."""
+    rec = {"step": state.step, "epoch": epoch, "val_loss": evaluate(model, val_batches, forward=module)}
     ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec])
     log({**rec, "best_val_loss": state.best_val})
     val_loss = rec["val_loss"]
+    if write is None:
+        return
     if ev.improved:
         write_atomic_dir(out / "best", lambda d: checkpoint.save_file(
             checkpoint.trainable_state(model), d / "trainable.safetensors"))
