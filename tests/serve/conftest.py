@@ -60,19 +60,27 @@ def adapters(lively_base, tmp_path_factory) -> dict[str, Path]:
 
 @contextmanager
 def serving(target: str, *, lora_modules=(), api_keys=(), engine_kw=None, **app_kw):
-    """A real server (uvicorn, 127.0.0.1, free port) around a real engine; yields (server, app)."""
+    """A real server (uvicorn, 127.0.0.1, free port) around a real engine; yields the server (`.url`, `.app`)."""
     from tuneforge.serve.app import create_app
     from tuneforge.serve.server import BackgroundServer, build_engine
 
     engine = build_engine(str(target), lora_modules=list(lora_modules), device="cpu", **(engine_kw or {}))
     app = create_app(engine, api_keys=api_keys, **app_kw)
     with BackgroundServer(app) as srv:
-        yield srv, app
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def server(lively_base, adapters):
     """The base with both adapters; no response cache, so every request really generates."""
     with serving(lively_base, lora_modules=[f"{k}={v}" for k, v in adapters.items()],
-                 response_cache_size=0) as (srv, app):
+                 response_cache_size=0) as srv:
         yield srv
+
+
+def chat(srv, model: str, content: str, **kw):
+    """One chat completion through the real openai SDK."""
+    import openai
+
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key=kw.pop("api_key", "unused"), max_retries=0)
+    return c.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], **kw)

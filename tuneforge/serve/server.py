@@ -60,6 +60,7 @@ class BackgroundServer:
     def __init__(self, app, host: str = "127.0.0.1", port: int | None = None):
         import uvicorn
 
+        self.app = app
         self.host, self.port = host, port or free_port(host)
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on",
                                 timeout_graceful_shutdown=2)
