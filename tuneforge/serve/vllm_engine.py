@@ -1,0 +1,147 @@
+"""`tuneforge serve --engine vllm`: vLLM's AsyncLLMEngine behind the same routes, limits and metrics (CUDA GPUs).
+
+One base per server; each run/adapter is a peft LoRA adapter served with a `LoRARequest` (vLLM's
+`--enable-lora`). The HTTP layer does the chat template, detokenization and stop sequences exactly as with the
+built-in engine, so answers and errors look the same; vLLM does the batching (paged attention) and sampling.
+
+Not tested in this repository's CI (no GPU there); the built-in engine is the default and the CPU path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.serve.engine import Engine, Handle, QueueFull, SamplingParams, ServedModel
+
+
+def _require_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise TuneforgeError("--engine vllm: vLLM is not installed (`pip install vllm` on a machine with a "
+                             "CUDA GPU); the default --engine builtin runs anywhere") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TuneforgeError("--engine vllm: no CUDA GPU is visible (vLLM serves on GPUs); use the default "
+                             "--engine builtin on this machine")
+
+
+class VLLMEngine(Engine):
+    """plans: tuneforge.serve.loading.Plan rows (one base, any number of LoRA adapters on it)."""
+
+    def __init__(self, plans, *, max_num_seqs: int = 256, max_queue: int = 1024, max_model_len: int | None = None,
+                 max_lora_rank: int = 64, gpu_memory_utilization: float = 0.9):
+        _require_vllm()
+        from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+        from tuneforge.models.load import load_tokenizer, resolve
+        from tuneforge.serve.loading import _same_base
+
+        bases = [p for p in plans if p.adapter is None]
+        base = bases[0].base
+        others = [p for p in plans if not _same_base(p.base, base) or (p.adapter is None and p.base != base)]
+        if others:
+            raise TuneforgeError(f"--engine vllm serves one base per server; {others[0].name} needs "
+                                 f"{others[0].base} (serve merged models with their own `tuneforge serve`)")
+        self.base_path = str(resolve(base))
+        adapters = [p for p in plans if p.adapter is not None]
+        args = AsyncEngineArgs(model=self.base_path, enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
+                               max_lora_rank=max_lora_rank, max_num_seqs=max_num_seqs,
+                               max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization)
+        self.llm = AsyncLLMEngine.from_engine_args(args)
+        self.max_queue, self.max_num_seqs = max_queue, max_num_seqs
+        tok = load_tokenizer(base)
+        self._eos = {tok.eos_token_id}
+        from transformers import AutoConfig
+
+        ctx = max_model_len or int(getattr(AutoConfig.from_pretrained(self.base_path),
+                                           "max_position_embeddings", 2048))
+        self._lora_ids = itertools.count(1)
+        self._served: dict[str, tuple[ServedModel, object]] = {}
+        for p in bases:
+            self._served[p.name] = (ServedModel(p.name, None, ctx, tok), None)
+        self._base_name = bases[0].name
+        for p in adapters:
+            self._add(p.name, p.adapter, ctx)
+        self._in_flight = 0
+
+    def _add(self, name: str, path: str, ctx: int) -> ServedModel:
+        from vllm.lora.request import LoRARequest
+
+        from tuneforge.serve.loading import _check_lora
+
+        _check_lora(path, f"adapter {name}")
+        tok = self._served[self._base_name][0].tokenizer
+        sm = ServedModel(name, self._base_name, ctx, tok)
+        self._served[name] = (sm, LoRARequest(name, next(self._lora_ids), str(path)))
+        return sm
+
+    def models(self) -> list[ServedModel]:
+        return [sm for sm, _ in self._served.values()]
+
+    def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
+        if name in self._served:
+            raise ValueError(f"a model named '{name}' is already served")
+        return self._add(name, path, self._served[self._base_name][0].max_model_len)
+
+    def submit(self, model: str, prompt_ids: list[int], params: SamplingParams, *,
+               loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+        if model not in self._served:
+            raise KeyError(model)
+        if self._in_flight >= self.max_num_seqs + self.max_queue:
+            raise QueueFull(1)
+        loop = loop or asyncio.get_running_loop()
+        h = Handle(model, prompt_ids, params, loop)
+        self._in_flight += 1
+        loop.create_task(self._generate(h, self._served[model][1]))
+        return h
+
+    async def _generate(self, h: Handle, lora) -> None:
+        from vllm import SamplingParams as VSP
+        from vllm.inputs import TokensPrompt
+
+        p = h.params
+        sp = VSP(n=1, temperature=p.temperature, top_p=p.top_p, seed=p.seed, max_tokens=p.max_tokens,
+                 min_tokens=p.min_tokens, ignore_eos=p.ignore_eos, detokenize=False)
+        rid = uuid.uuid4().hex
+        seen = 0
+        try:
+            h.started = time.perf_counter()
+            async for out in self.llm.generate(TokensPrompt(prompt_token_ids=h.prompt_ids), sp, rid,
+                                               lora_request=lora):
+                if h.cancelled:
+                    await self.llm.abort(rid)
+                    h._finish(h.cancel_reason)
+                    return
+                o = out.outputs[0]
+                ids = list(o.token_ids)
+                if out.finished and o.finish_reason == "stop" and ids and ids[-1] in self._eos:
+                    ids = ids[:-1]  # the end-of-turn token ends the answer; it is not part of it
+                for t in ids[seen:]:
+                    h._emit(t)
+                seen = len(ids)
+                if out.finished:
+                    h._finish("stop" if o.finish_reason == "stop" else "length")
+                    return
+        except asyncio.CancelledError:
+            await self.llm.abort(rid)
+            h._finish("cancelled")
+            raise
+        except Exception as e:  # noqa: BLE001 - the request fails, the server goes on
+            h._finish("error", f"{type(e).__name__}: {e}")
+        finally:
+            self._in_flight -= 1
+
+    def shutdown(self) -> None:
+        stop = getattr(self.llm, "shutdown", None)
+        if stop:
+            stop()
+
+    def stats(self) -> dict:
+        return {"running": self._in_flight, "waiting": 0}
+
