@@ -68,3 +68,25 @@ def test_engine_vllm_without_vllm_is_a_clear_error(lively_base):
 
     with pytest.raises(TuneforgeError, match="vLLM is not installed"):
         build_engine(str(lively_base), engine="vllm")
+
+
+def test_an_adapter_added_while_serving_is_listed_and_answers_at_once(lively_base, adapters):
+    import openai
+
+    from tests.serve.conftest import chat, serving
+    from tuneforge.errors import TuneforgeError
+
+    with serving(lively_base, lora_modules=[f"alpha={adapters['alpha']}"]) as srv:
+        before = chat(srv, "alpha", "hi", max_tokens=6, temperature=0).choices[0].message.content
+        engine = srv.app.state.engine
+        with pytest.raises(openai.NotFoundError):
+            chat(srv, "ft:tiny:new", "hi", max_tokens=6)
+        sm = engine.add_adapter("ft:tiny:new", str(adapters["beta"]))
+        assert sm.parent == str(lively_base)
+        ids = {m.id for m in openai.OpenAI(base_url=srv.url + "/v1", api_key="x").models.list()}
+        assert "ft:tiny:new" in ids
+        new = chat(srv, "ft:tiny:new", "hi", max_tokens=6, temperature=0).choices[0].message.content
+        assert new != before and chat(srv, "alpha", "hi", max_tokens=6, temperature=0).choices[0].message.content \
+            == before
+        with pytest.raises(TuneforgeError, match="already served"):
+            engine.add_adapter("alpha", str(adapters["beta"]))

@@ -102,6 +102,19 @@ def test_unknown_model_and_unknown_route_are_404(small, lively_base):
     still_serving(small, str(lively_base))
 
 
+def test_fields_we_cannot_honour_are_400_not_ignored(small, lively_base):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(small, str(lively_base), "hi", tools=[tool])
+    assert e.value.body["param"] == "tools"
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(small, str(lively_base), "hi", response_format={"type": "json_object"})
+    assert e.value.body["param"] == "response_format"
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(small, str(lively_base), "hi", logprobs=True)
+    assert e.value.body["param"] == "logprobs"
+
+
 def test_unknown_harmless_fields_and_the_newer_max_completion_tokens_are_accepted(small, lively_base):
     r = chat(small, str(lively_base), "hi", max_completion_tokens=3, temperature=0, user="u1",
              extra_body={"frequency_penalty": 0, "logit_bias": {}, "store": False, "some_new_field": {"a": 1}})

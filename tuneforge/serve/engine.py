@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import itertools
 import math
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -295,7 +296,7 @@ def sample(logits: torch.Tensor, seqs: list[Handle], generators: dict[int, torch
         probs = torch.softmax(logits[i] / p.temperature, dim=-1)
         if p.top_p < 1.0:
             sp, si = probs.sort(descending=True)
-            drop = (sp.cumsum(-1) - sp) > p.top_p  # keep the smallest prefix whose mass reaches top_p
+            drop = (sp.cumsum(-1) - sp) >= p.top_p  # keep the smallest prefix whose mass reaches top_p
             sp[drop] = 0
             probs = torch.zeros_like(probs).scatter_(0, si, sp)
         out[i] = int(torch.multinomial(probs, 1, generator=generators[s.id]))
@@ -335,7 +336,7 @@ class BuiltinEngine(Engine):
 
     # --- Engine API ---
     def models(self) -> list[ServedModel]:
-        return [sm for _, _, sm in self._served.values()]
+        return [sm for _, _, sm in list(self._served.values())]
 
     def get(self, name: str) -> ServedModel | None:
         entry = self._served.get(name)
@@ -354,18 +355,26 @@ class BuiltinEngine(Engine):
         return h
 
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
-        from tuneforge.serve.loading import attach_adapter
+        """`path`: a finished run directory or a peft LoRA adapter directory. Blocks until the current decode
+        step ends and the adapter is loaded (call it off the event loop, e.g. in an executor)."""
+        from tuneforge.errors import TuneforgeError
+        from tuneforge.serve.loading import _same_base, attach_adapter, plan_adapter
 
+        plan = plan_adapter(name, str(path))
         with self._model_lock:
             if name in self._served:
-                raise ValueError(f"a model named '{name}' is already served")
+                raise TuneforgeError(f"a model named '{name}' is already served")
             if base is not None:
+                if base not in self._served:
+                    raise TuneforgeError(f"base '{base}' is not served")
                 group = self._served[base][0]
-            elif len(self.groups) == 1:
-                group = self.groups[0]
             else:
-                raise ValueError("several bases are loaded: name the adapter's base")
-            adapter, tokenizer = attach_adapter(group, name, path)
+                group = next((g for g in self.groups if _same_base(g.base_path, plan.base)), None)
+                if group is None and len(self.groups) == 1:
+                    group = self.groups[0]  # peft checks the shapes: a foreign adapter fails to load
+                if group is None:
+                    raise TuneforgeError(f"{path}: its base {plan.base} is not loaded by this server")
+            adapter, tokenizer = attach_adapter(group, name, plan.adapter)
             return self._register(group, name, adapter, tokenizer)
 
     def start(self) -> None:
@@ -431,7 +440,7 @@ class BuiltinEngine(Engine):
             h.started = time.perf_counter()
             if h.params.temperature > 0:
                 gen = torch.Generator()
-                gen.manual_seed(h.params.seed if h.params.seed is not None else torch.seed())
+                gen.manual_seed(h.params.seed if h.params.seed is not None else int.from_bytes(os.urandom(7), "big"))
                 self._generators[h.id] = gen
             by_group.setdefault(id(self._served[h.model][0]), []).append(h)
         for hs in by_group.values():

@@ -170,6 +170,13 @@ def reject_unsupported(req: _Request) -> None:
         raise bad_request("logprobs are not supported by this server", param="logprobs")
     if isinstance(req, CompletionRequest) and req.suffix:
         raise bad_request("suffix (insertion) is not supported by this server", param="suffix")
+    extra = req.model_extra or {}
+    if extra.get("tools") or extra.get("functions"):
+        raise bad_request("tools / function calling are not supported by this server", param="tools")
+    fmt = extra.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise bad_request(f"response_format {fmt.get('type')!r} is not supported (text only)",
+                          param="response_format")
 
 
 # --- responses ----------------------------------------------------------------------------------------------

@@ -85,9 +85,12 @@ class VLLMEngine(Engine):
         return [sm for sm, _ in self._served.values()]
 
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
+        from tuneforge.serve.loading import plan_adapter
+
         if name in self._served:
-            raise ValueError(f"a model named '{name}' is already served")
-        return self._add(name, path, self._served[self._base_name][0].max_model_len)
+            raise TuneforgeError(f"a model named '{name}' is already served")
+        plan = plan_adapter(name, str(path))  # a run directory or an adapter directory
+        return self._add(name, plan.adapter, self._served[self._base_name][0].max_model_len)
 
     def submit(self, model: str, prompt_ids: list[int], params: SamplingParams, *,
                loop: asyncio.AbstractEventLoop | None = None) -> Handle:
