@@ -34,13 +34,13 @@ def run_dir(lively_base, tmp_path_factory) -> Path:
 PROMPTS = ["add 4 and 5", "add 10 and 32"]
 
 
-def generate_cli(target, prompt: str) -> str:
-    """`tuneforge generate TARGET PROMPT --max-new-tokens 10`, in process (the same command, no interpreter start)."""
+def generate_cli(target, prompt: str, *args: str) -> str:
+    """`tuneforge generate TARGET PROMPT ...`, in process (the same command, no interpreter start)."""
     from typer.testing import CliRunner
 
     from tuneforge.cli import app
 
-    r = CliRunner().invoke(app, ["generate", str(target), prompt, "--max-new-tokens", "10"])
+    r = CliRunner().invoke(app, ["generate", str(target), prompt, *args])
     assert r.exit_code == 0, r.output
     return r.stdout.strip()
 
@@ -51,9 +51,21 @@ def test_a_run_is_served_by_name_next_to_its_base_and_answers_like_tuneforge_gen
         assert set(models) == {"sql-run", str(lively_base)} and models["sql-run"].parent == str(lively_base)
         for p in PROMPTS:
             served = chat(srv, "sql-run", p, max_tokens=10, temperature=0).choices[0].message.content
-            assert served.strip() == generate_cli(run_dir, p)  # generate prints the answer stripped
+            assert served.strip() == generate_cli(run_dir, p, "--max-new-tokens", "10")  # printed stripped
         base = chat(srv, str(lively_base), PROMPTS[0], max_tokens=10, temperature=0).choices[0].message.content
-        assert base.strip() == generate_cli(lively_base, PROMPTS[0])
+        assert base.strip() == generate_cli(lively_base, PROMPTS[0], "--max-new-tokens", "10")
+
+
+def test_a_request_without_decoding_fields_answers_as_generate_does_by_default(run_dir):
+    """Same answer everywhere: a run's defaults are greedy within its answer budget, as `tuneforge generate`'s."""
+    from tuneforge.run import read_run
+
+    with serving(run_dir) as srv:
+        r = chat(srv, "sql-run", PROMPTS[1])
+        assert srv.app.state.engine.get("sql-run").defaults == {"temperature": 0.0,
+                                                                "max_tokens": read_run(run_dir).max_new_tokens}
+    assert r.choices[0].message.content.strip() == generate_cli(run_dir, PROMPTS[1])
+    assert r.usage.completion_tokens <= read_run(run_dir).max_new_tokens
 
 
 def test_served_model_name_and_lora_modules_name_more_adapters(run_dir, adapters):
@@ -66,6 +78,7 @@ def test_served_model_name_and_lora_modules_name_more_adapters(run_dir, adapters
         assert a == b  # the same adapter under two names
 
 
+@pytest.mark.cli
 def test_the_cli_serves_a_run_with_an_api_key(run_dir):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUNEFORGE_API_KEYS": "k1,k2"}
@@ -92,6 +105,7 @@ def test_the_cli_serves_a_run_with_an_api_key(run_dir):
     assert "sql-run (adapter on" in err and "(API key required)" in err
 
 
+@pytest.mark.cli
 def test_cli_bad_targets_are_one_line_errors(tmp_path, run_dir):
     r = tf("serve", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.startswith("error:") and "missing" in r.stderr

@@ -45,7 +45,7 @@ class RequestRecord:
 
 @dataclass
 class Settings:
-    default_max_tokens: int = 1024  # chat answers without max_tokens stop here (or at the context end)
+    default_max_tokens: int = 1024  # chat answers without max_tokens (and no budget saved with the model) stop here
     completions_default_max_tokens: int = 16  # OpenAI's default for the legacy completions endpoint
     disconnect_poll_s: float = 0.25
 
@@ -135,13 +135,15 @@ class Generation:
                                     code="context_length_exceeded")
             max_tokens = asked
         else:
-            cap = self.settings.default_max_tokens if self.kind == "chat" else \
+            d = self.served.defaults
+            cap = (d.get("max_tokens") or self.settings.default_max_tokens) if self.kind == "chat" else \
                 self.settings.completions_default_max_tokens
             max_tokens = min(cap, ctx - longest)
-        temperature = 1.0 if r.temperature is None else r.temperature
-        return SamplingParams(max_tokens=max_tokens, temperature=temperature,
-                              top_p=1.0 if r.top_p is None else r.top_p, seed=r.seed, ignore_eos=r.ignore_eos,
-                              min_tokens=min(r.min_tokens, max_tokens))
+        d = self.served.defaults
+        temperature = r.temperature if r.temperature is not None else d.get("temperature", 1.0)
+        top_p = r.top_p if r.top_p is not None else d.get("top_p", 1.0)
+        return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=r.seed,
+                              ignore_eos=r.ignore_eos, min_tokens=min(r.min_tokens, max_tokens))
 
     # --- running ---
     def start(self, loop: asyncio.AbstractEventLoop) -> bool:

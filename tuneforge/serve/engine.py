@@ -57,6 +57,8 @@ class ServedModel:
     max_model_len: int
     tokenizer: Any
     created: int = field(default_factory=lambda: int(time.time()))
+    # decoding when a request leaves it out: {"temperature": t, "max_tokens": n} (see loading.decoding_defaults)
+    defaults: dict = field(default_factory=dict)
 
 
 class Handle:
@@ -173,6 +175,7 @@ class ModelGroup:
     max_model_len: int
     eos_ids: set[int]
     names: dict[str, str] = field(default_factory=dict)  # served name -> peft adapter name (BASE_ADAPTER = base)
+    defaults: dict[str, dict] = field(default_factory=dict)  # served name -> decoding defaults
     batch: "Batch | None" = None
 
     @property
@@ -330,7 +333,7 @@ class BuiltinEngine(Engine):
 
     def _register(self, g: ModelGroup, name: str, adapter: str, tokenizer) -> ServedModel:
         parent = next((n for n, a in g.names.items() if a == BASE_ADAPTER), None) if adapter != BASE_ADAPTER else None
-        sm = ServedModel(name, parent, g.max_model_len, tokenizer)
+        sm = ServedModel(name, parent, g.max_model_len, tokenizer, defaults=dict(g.defaults.get(name, {})))
         self._served[name] = (g, adapter, sm)
         return sm
 
@@ -375,6 +378,7 @@ class BuiltinEngine(Engine):
                 if group is None:
                     raise TuneforgeError(f"{path}: its base {plan.base} is not loaded by this server")
             adapter, tokenizer = attach_adapter(group, name, plan.adapter)
+            group.defaults[name] = plan.defaults or group.defaults.get(BASE_ADAPTER, {})
             return self._register(group, name, adapter, tokenizer)
 
     def start(self) -> None:

@@ -23,6 +23,29 @@ class Plan:
     name: str
     base: str
     adapter: str | None = None
+    defaults: dict | None = None  # decoding defaults; None: the loaded model's own (generation_config)
+
+
+def run_defaults(run) -> dict:
+    """A run answers as `tuneforge generate RUN` does by default: greedy, within the run's answer budget."""
+    return {"temperature": 0.0, "max_tokens": run.max_new_tokens}
+
+
+def decoding_defaults(generation_config) -> dict:
+    """What a model's generation_config.json asks for explicitly (vLLM's `--generation-config auto`): greedy if
+    it says do_sample false, its temperature/top_p, its max_new_tokens. Fields it leaves at transformers'
+    defaults say nothing, so the request or OpenAI's defaults (temperature 1) decide."""
+    d = generation_config.to_diff_dict()
+    out: dict = {}
+    if d.get("do_sample") is False:
+        out["temperature"] = 0.0
+    elif d.get("do_sample") and d.get("temperature") is not None:
+        out["temperature"] = float(d["temperature"])
+    if d.get("do_sample") and d.get("top_p") is not None:
+        out["top_p"] = float(d["top_p"])
+    if d.get("max_new_tokens"):
+        out["max_tokens"] = int(d["max_new_tokens"])
+    return out
 
 
 def parse_lora_module(spec: str) -> tuple[str, str]:
@@ -41,9 +64,9 @@ def plan_target(target: str, served_name: str | None = None) -> list[Plan]:
         base = str(run.info["base"])
         if run.adapter is not None:
             _check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
-            return [Plan(base, base), Plan(name, base, str(run.adapter))]
+            return [Plan(base, base), Plan(name, base, str(run.adapter), run_defaults(run))]
         if run.model is not None:
-            return [Plan(base, base), Plan(name, str(run.model))]
+            return [Plan(base, base), Plan(name, str(run.model), defaults=run_defaults(run))]
         raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
     if Path(target).is_dir() and (Path(target) / "run.json").exists() is False and \
             (Path(target) / "config.yaml").is_file():
@@ -59,7 +82,7 @@ def plan_adapter(name: str, path: str) -> Plan:
             raise TuneforgeError(f"--lora-modules {name}={path}: the run has no adapter/ (method "
                                  f"{run.info.get('method')}); serve it as TARGET instead")
         _check_lora(run.adapter, f"--lora-modules {name}={path}")
-        return Plan(name, str(run.info["base"]), str(run.adapter))
+        return Plan(name, str(run.info["base"]), str(run.adapter), run_defaults(run))
     cfg = _check_lora(Path(path), f"--lora-modules {name}={path}")
     return Plan(name, str(cfg.get("base_model_name_or_path") or ""), path)
 
@@ -107,12 +130,14 @@ def load_groups(plans: list[Plan], *, device: str | None = None, max_model_len: 
             ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
             eos = {b.tokenizer.eos_token_id} | set(_as_list(model.generation_config.eos_token_id))
             group = ModelGroup(model, b.tokenizer, b.path, min(ctx, max_model_len or ctx), eos - {None})
+            group.defaults[BASE_ADAPTER] = decoding_defaults(model.generation_config)
             _check_cache_layers(group, p.base)
             groups.append((p.base, group))
         if p.adapter is None:
             group.names[p.name] = BASE_ADAPTER
         else:
             attach_adapter(group, p.name, p.adapter)
+        group.defaults[p.name] = p.defaults if p.defaults is not None else group.defaults[BASE_ADAPTER]
     return [g for _, g in groups]
 
 

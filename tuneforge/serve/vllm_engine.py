@@ -63,21 +63,29 @@ class VLLMEngine(Engine):
                                            "max_position_embeddings", 2048))
         self._lora_ids = itertools.count(1)
         self._served: dict[str, tuple[ServedModel, object]] = {}
+        from transformers import GenerationConfig
+
+        from tuneforge.serve.loading import decoding_defaults
+
+        try:
+            base_defaults = decoding_defaults(GenerationConfig.from_pretrained(self.base_path))
+        except OSError:  # no generation_config.json
+            base_defaults = {}
         for p in bases:
-            self._served[p.name] = (ServedModel(p.name, None, ctx, tok), None)
+            self._served[p.name] = (ServedModel(p.name, None, ctx, tok, defaults=p.defaults or base_defaults), None)
         self._base_name = bases[0].name
         for p in adapters:
-            self._add(p.name, p.adapter, ctx)
+            self._add(p.name, p.adapter, ctx, p.defaults or base_defaults)
         self._in_flight = 0
 
-    def _add(self, name: str, path: str, ctx: int) -> ServedModel:
+    def _add(self, name: str, path: str, ctx: int, defaults: dict) -> ServedModel:
         from vllm.lora.request import LoRARequest
 
         from tuneforge.serve.loading import _check_lora
 
         _check_lora(path, f"adapter {name}")
         tok = self._served[self._base_name][0].tokenizer
-        sm = ServedModel(name, self._base_name, ctx, tok)
+        sm = ServedModel(name, self._base_name, ctx, tok, defaults=defaults)
         self._served[name] = (sm, LoRARequest(name, next(self._lora_ids), str(path)))
         return sm
 
@@ -90,7 +98,8 @@ class VLLMEngine(Engine):
         if name in self._served:
             raise TuneforgeError(f"a model named '{name}' is already served")
         plan = plan_adapter(name, str(path))  # a run directory or an adapter directory
-        return self._add(name, plan.adapter, self._served[self._base_name][0].max_model_len)
+        base_sm = self._served[self._base_name][0]
+        return self._add(name, plan.adapter, base_sm.max_model_len, plan.defaults or base_sm.defaults)
 
     def submit(self, model: str, prompt_ids: list[int], params: SamplingParams, *,
                loop: asyncio.AbstractEventLoop | None = None) -> Handle:
