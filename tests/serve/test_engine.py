@@ -49,6 +49,9 @@ def test_rows_joining_and_leaving_mid_decode_match_their_answers_alone(engine, l
     assert got == want
     assert max(engine.steps) == 3  # base, alpha and beta rows decoded in the same steps
     assert engine.steps[-1] == 1  # the others left; the long row finished alone
+    deadline = time.monotonic() + 10  # the row leaves the batch just after its requester is told it finished
+    while engine.stats()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert engine.stats()["running"] == 0
 
 

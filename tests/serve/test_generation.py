@@ -67,13 +67,20 @@ def test_metrics_cover_requests_latency_tokens_batches_and_errors(server, lively
     assert float(line.split()[-1]) >= 5
 
 
-def test_request_hooks_get_a_record_per_request(lively_base):
-    records = []
-    with serving(lively_base, on_request_done=[records.append]) as srv:
+def test_request_hooks_get_a_record_per_request_and_lifespan_hooks_run(lively_base):
+    records, events = [], []
+
+    async def flush():
+        events.append(("shutdown", len(records)))
+
+    with serving(lively_base, on_request_done=[records.append], on_startup=[lambda: events.append("startup")],
+                 on_shutdown=[flush]) as srv:
+        assert events == ["startup"]
         r = chat(srv, str(lively_base), "log me", max_tokens=4, temperature=0)
         with pytest.raises(openai.BadRequestError):
             chat(srv, str(lively_base), "log me", max_tokens=4, temperature=9)
     ok, bad = records
+    assert events == ["startup", ("shutdown", 2)]
     assert ok.id == r.id and ok.status == 200 and ok.completions == [r.choices[0].message.content]
     assert ok.prompt_tokens == r.usage.prompt_tokens and ok.latency_s > 0 and ok.ttft_s is not None
     assert bad.status == 400 and "temperature" in bad.error and bad.model == str(lively_base)

@@ -1,9 +1,7 @@
 """LangChain clients: ChatOpenAI(base_url=...) against the server, and the guide's HuggingFacePipeline on a
-merged run (the latter needs langchain-huggingface, which is not installed while it pins huggingface_hub<2)."""
+merged run."""
 
 from __future__ import annotations
-
-import pytest
 
 from tests.serve.conftest import chat
 
@@ -30,17 +28,10 @@ def test_chat_openai_batch_runs_concurrently_on_two_adapters(server):
     assert ra[0].content != rb[0].content
 
 
-def test_guides_huggingface_pipeline_loads_a_merged_run(tmp_path, tiny_dir):
-    hf = pytest.importorskip("langchain_huggingface")
-    from tests.conftest import arithmetic_rows, write_jsonl
-    from tuneforge.config import load_config
-    from tuneforge.export.merge import merge
-    from tuneforge.train.sft import train
+def test_guides_huggingface_pipeline_loads_a_merged_run(tiny_lora_run):
+    from langchain_huggingface import HuggingFacePipeline
 
-    data = write_jsonl(tmp_path / "train.jsonl", arithmetic_rows(16))
-    run = train(load_config(None, {"base": str(tiny_dir), "data": str(data), "output": str(tmp_path / "run"),
-                                   "max_steps": 2, "val_split": 0}), progress=False)
-    merged = merge(run)
-    llm = hf.HuggingFacePipeline.from_model_id(model_id=str(merged), task="text-generation",
-                                               pipeline_kwargs={"max_new_tokens": 4})
-    assert isinstance(llm.invoke("add 1 and 2"), str)
+    llm = HuggingFacePipeline.from_model_id(model_id=str(tiny_lora_run / "model"), task="text-generation",
+                                            pipeline_kwargs={"max_new_tokens": 4})
+    out = llm.invoke("add 1 and 2")
+    assert isinstance(out, str) and out.startswith("add 1 and 2")  # the pipeline returns prompt + answer

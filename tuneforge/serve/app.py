@@ -7,6 +7,10 @@
 - `on_request_done=[fn]` (or `app.state.request_hooks.append(fn)`) receives a `RequestRecord` for every
   generation request answered (the request log); hooks run on the event loop and must return quickly;
 - `body_limits={"/v1/files": 512 << 20}` raises the body limit for a path prefix (uploads);
+- `on_startup=[fn]` / `on_shutdown=[fn]` run with the app's lifespan (flush a log on a clean shutdown);
+- more Prometheus series go on `app.state.metrics.registry` (they appear on /metrics);
+- `app.state.engine.add_adapter(name, run_or_adapter_dir)` serves a new adapter at once (blocking: call it in
+  an executor);
 - `app.state.engine` / `app.state.metrics` / `app.state.cache` are the engine, Prometheus metrics and response cache.
 
 Run it with `tuneforge serve TARGET` (serve/server.py).
@@ -140,25 +144,41 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
                body_limits: dict[str, int] | None = None, response_cache_size: int = 1024,
                settings: Settings | None = None, routers: Iterable = (),
                on_request_done: Iterable[Callable[[RequestRecord], None]] = (),
-               open_paths: Iterable[str] = OPEN_PATHS, manage_engine: bool = True):
-    """The server app around `engine`. manage_engine: start the engine on startup and shut it down on exit."""
+               open_paths: Iterable[str] = OPEN_PATHS, manage_engine: bool = True,
+               on_startup: Iterable[Callable] = (), on_shutdown: Iterable[Callable] = ()):
+    """The server app around `engine`. manage_engine: start the engine on startup and shut it down on exit.
+    on_startup / on_shutdown (also `app.state.startup_hooks` / `shutdown_hooks`): plain or async callables run
+    after the engine starts / before it stops, e.g. a request-log writer that must flush on a clean shutdown."""
     cache = ResponseCache(response_cache_size)
     metrics = ServeMetrics(engine, cache)
     settings = settings or Settings()
+
+    async def call(hook) -> None:
+        res = hook()
+        if asyncio.iscoroutine(res):
+            await res
 
     @asynccontextmanager
     async def lifespan(app):
         if manage_engine:
             engine.start()
+        for hook in app.state.startup_hooks:
+            await call(hook)
         try:
             yield
         finally:
+            for hook in app.state.shutdown_hooks:
+                try:
+                    await call(hook)
+                except Exception:  # noqa: BLE001 - the other hooks and the engine still shut down
+                    log.exception("shutdown hook failed")
             if manage_engine:
                 await asyncio.get_running_loop().run_in_executor(None, engine.shutdown)
 
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.metrics, app.state.cache, app.state.settings = engine, metrics, cache, settings
     app.state.request_hooks = list(on_request_done)
+    app.state.startup_hooks, app.state.shutdown_hooks = list(on_startup), list(on_shutdown)
     engine.on_step = metrics.batch_size.observe
 
     def error_response(e: P.OpenAIError) -> JSONResponse:
