@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 import uuid
 
@@ -42,14 +43,18 @@ class VLLMEngine(Engine):
         from tuneforge.models.load import load_tokenizer, resolve
         from tuneforge.serve.loading import _same_base
 
-        bases = [p for p in plans if p.adapter is None]
-        base = bases[0].base
-        others = [p for p in plans if not _same_base(p.base, base) or (p.adapter is None and p.base != base)]
-        if others:
-            raise TuneforgeError(f"--engine vllm serves one base per server; {others[0].name} needs "
-                                 f"{others[0].base} (serve merged models with their own `tuneforge serve`)")
-        self.base_path = str(resolve(base))
         adapters = [p for p in plans if p.adapter is not None]
+        base = adapters[0].base if adapters else plans[-1].base  # a full run's model/, or TARGET itself
+        wrong = next((p for p in adapters if not _same_base(p.base, base)), None)
+        if wrong:
+            raise TuneforgeError(f"--engine vllm serves one base per server; adapter {wrong.name} needs "
+                                 f"{wrong.base}, not {base}")
+        bases = [p for p in plans if p.adapter is None and _same_base(p.base, base)]
+        for p in plans:
+            if p.adapter is None and p not in bases:  # e.g. the base of a full fine-tune: another model
+                print(f"tuneforge: --engine vllm serves one model per server; {p.name} is not served",
+                      file=sys.stderr)
+        self.base_path = str(resolve(base))
         args = AsyncEngineArgs(model=self.base_path, enable_lora=bool(adapters), max_loras=max(1, len(adapters)),
                                max_lora_rank=max_lora_rank, max_num_seqs=max_num_seqs,
                                max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization)
