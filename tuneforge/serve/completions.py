@@ -198,7 +198,7 @@ class Generation:
     def finish(self) -> None:
         """Fill in the record and (for a complete deterministic answer) the cache."""
         rec = self.record
-        rec.completions = [c.final_text for c in self.choices]
+        rec.completions = [c.final_text or (c.text.text if c.text else "") for c in self.choices]  # partial if cut
         rec.finish_reasons = [c.finish_reason or "cancelled" for c in self.choices]
         rec.completion_tokens = sum(c.tokens for c in self.choices)
         rec.latency_s = time.perf_counter() - self.t0
