@@ -99,10 +99,14 @@ def generate(target: str = typer.Argument(..., help="Run dir, model dir, alias o
                                                           "in the merged model's generation_config.json; "
                                                           "else 256)."),
              temperature: float = typer.Option(0.0, help="0 = greedy (deterministic)."),
-             top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0.")):
-    """Answer one prompt with the tuned model, using the chat template saved with it."""
-    from tuneforge.eval.harness import generate as gen
-    from tuneforge.eval.harness import load_for_inference
+             top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0."),
+             free: bool = typer.Option(False, "--free", help="Classification runs: generate free text instead "
+                                       "of answering with the most likely label.")):
+    """Answer one prompt with the tuned model, using the chat template saved with it.
+
+    A run trained on classification data answers with one of its labels (each label's likelihood is scored;
+    the per-label probabilities go to stderr); --free generates text instead."""
+    from tuneforge.eval.harness import answer, load_for_inference
 
     from tuneforge.models.load import DEFAULT_MAX_NEW_TOKENS
     from tuneforge.run import is_run, read_run
@@ -111,8 +115,11 @@ def generate(target: str = typer.Argument(..., help="Run dir, model dir, alias o
     if max_new_tokens is None:
         max_new_tokens = read_run(target).max_new_tokens if is_run(target) else DEFAULT_MAX_NEW_TOKENS
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    outs, _ = gen(loaded, [msgs], max_new_tokens=max_new_tokens, batch_size=1, do_sample=temperature > 0,
-                  temperature=temperature or 1.0, top_p=top_p)
+    outs, _, probs = answer(loaded, [msgs], free=free, batch_size=1, max_new_tokens=max_new_tokens,
+                            do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p)
+    if probs:
+        ranked = sorted(probs[0].items(), key=lambda kv: -kv[1])
+        typer.echo("label probabilities: " + ", ".join(f"{k} {v:.3f}" for k, v in ranked), err=True)
     typer.echo(outs[0])
 
 
@@ -129,10 +136,16 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
              top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0."),
              seed: int = typer.Option(0, help="Sampling seed when temperature > 0."),
              samples: int = typer.Option(5, help="Sample answers to print."),
+             free: bool = typer.Option(False, "--free", help="Classification data: generate free text and compare "
+                                       "it with the label (default: constrained prediction over the label set)."),
              output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: "
                                                    "RUN/eval.json for a run)."),
              progress: bool = typer.Option(True, "--progress/--no-progress")):
     """Generate on held-out data and score (exact match, BLEU, ROUGE, chrF or classification metrics).
+
+    Classification data is answered by constrained prediction: each label's likelihood is scored and the most
+    likely label is the answer, for the baseline too; eval.json records the per-label probabilities and the
+    expected calibration error. --free generates text instead.
 
     For a run, eval.json goes into the run and report.html is refreshed. Human evaluation of the same
     answers: `tuneforge human-eval export RUN/eval.json --output DIR`.
@@ -141,7 +154,7 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
 
     res = evaluate_file(target, str(data), baseline=baseline, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, limit=limit, progress=progress, temperature=temperature,
-                        top_p=top_p, seed=seed,
+                        top_p=top_p, seed=seed, free=free,
                         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
     written = save_eval(target, res, output)
     _print_eval(res, samples)
@@ -155,7 +168,8 @@ def _print_eval(res: dict, n_samples: int) -> None:
 
     roles = list(res["models"])
     keys = [k for k, v in res["models"][roles[-1]]["metrics"].items() if isinstance(v, (int, float))]
-    t = Table(title=f"{res['data']} ({res['n_examples']} examples, {res['task']})")
+    how = ", constrained to the labels" if res.get("mode") == "constrained" else ""
+    t = Table(title=f"{res['data']} ({res['n_examples']} examples, {res['task']}{how})")
     t.add_column("metric")
     for r in roles:
         t.add_column(f"{r}: {res['models'][r]['name']}", justify="right")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuneforge.errors import ConfigError
 
 DEFAULT_BASE = "smollm2-135m-instruct"
+AUTO = "auto"  # a value `train` derives from the data and model size (train/auto.py) and saves resolved
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class TrainConfig(BaseModel):
@@ -25,21 +27,27 @@ class TrainConfig(BaseModel):
     # what to train
     base: str = Field(DEFAULT_BASE, description="Base model: alias, local transformers dir, hub id or .gguf file.")
     method: Literal["lora", "full", "qlora", "prompt-tuning", "auto"] = Field(
-        "lora", description="lora: small adapter, fast, low memory (the guide's default). full: all weights; "
+        "auto", description="lora: small adapter, fast, low memory (the guide's default). full: all weights; "
         "best quality on large data, most memory, risk of catastrophic forgetting. qlora: LoRA on a 4-bit "
         "base; ~3x less base memory, slower steps. prompt-tuning: a soft prompt only (<0.1% params); weakest. "
-        "auto: pick from model size and free memory.")
+        "auto (default): lora when the base fits in memory with room to spare, else qlora; printed with the "
+        "reason and saved resolved in config.yaml.")
     data: str | None = Field(None, description="Training examples (.jsonl/.json/.csv/.parquet).")
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
     output: str | None = Field(None, description="Run directory to create.")
     # the guide's TrainingArguments
-    num_train_epochs: float = Field(3, gt=0, description="Passes over the data; the guide: 3-10 for most tasks.")
+    num_train_epochs: Union[PositiveFloat, Literal["auto"]] = Field(
+        AUTO, description="Passes over the data. auto (default): 3, raised on small sets to reach at least "
+        "MIN_STEPS optimizer steps (at most MAX_EPOCHS), lowered on large sets to see at most MAX_EXAMPLES "
+        "examples (train/auto.py); printed with the reason. The guide: 3-10 for most tasks.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; loss is "
                                              "normalised by supervised tokens, so 2x4 equals 1x8 exactly.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak LR. LoRA likes 1e-4..3e-4; full fine-tuning 1e-5..5e-5.")
+    learning_rate: Union[PositiveFloat, Literal["auto"]] = Field(
+        AUTO, description="Peak LR. auto (default): from the method and the base's size (LoRA_LR), printed with "
+        "the reason. Too low: the model barely moves on a small set; too high: loss spikes or diverges.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps; 0 means use warmup_ratio.")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Warm-up as a fraction of total steps (guide: 10%).")
     lr_scheduler_type: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")

@@ -230,6 +230,14 @@ def model_card(cfg: dict, info: dict, data: dict) -> str:
     files = "\n".join(f"- `{d['path']}`: {d['examples']} examples, sha256 `{d['sha256'][:16]}…`"
                       for d in data.get("files", []))
     how = use_snippet(info.get("run_dir", "."), adapter=bool(info.get("adapter")))
+    labels = info.get("labels")
+    task = ("\n## Task: classification\nAnswers are one of these labels: " + ", ".join(f"`{x}`" for x in labels) +
+            ".\n`tuneforge eval` and `tuneforge generate` answer with the most likely label (constrained "
+            "prediction: each label's likelihood, end-of-turn token included, is scored given the prompt); "
+            "`--free` generates text instead. Plain `transformers` generation is free text.\n") if labels else ""
+    chosen = info.get("auto") or {}
+    auto = ("\n## Settings chosen by tuneforge\n" + "\n".join(f"- {why}" for why in chosen.values()) + "\n"
+            if chosen else "")
     return f"""---
 base_model: {info.get('base_path', cfg.get('base'))}
 library_name: {'peft' if info.get('adapter') else 'transformers'}
@@ -242,7 +250,7 @@ Fine-tuned with tuneforge {info.get('tuneforge_version')} from `{cfg.get('base')
 ## Data
 {files}
 - train/val examples used: {data.get('train_examples')} / {data.get('val_examples')} (split seed {cfg.get('seed')})
-
+{task}
 ## Results
 {results}
 
@@ -250,7 +258,7 @@ Fine-tuned with tuneforge {info.get('tuneforge_version')} from `{cfg.get('base')
 | key | value |
 |---|---|
 {hp}
-
+{auto}
 ## Use
 {how}
 """

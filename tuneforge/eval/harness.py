@@ -1,6 +1,8 @@
-"""Load a run or model for inference and generate answers in batches with its chat template.
+"""Load a run or model for inference and answer prompts in batches with its chat template.
 
-Used by `tuneforge generate`, `tuneforge eval` and the server: one way to turn prompts into answers.
+Used by `tuneforge generate`, `tuneforge eval` and the server: one way to turn prompts into answers. A run trained
+on classification data (`Loaded.labels` set) answers with a label by constrained prediction (`eval.classify`)
+unless free generation is asked for; `answer()` makes that choice for every caller the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Loaded:
     model: object
     tokenizer: object
     name: str
+    labels: list[str] | None = None  # a classification run's label set (run.json): answer by constrained prediction
 
 
 def load_for_inference(target: str | Path, *, device: str | None = None) -> Loaded:
@@ -31,9 +34,10 @@ def load_for_inference(target: str | Path, *, device: str | None = None) -> Load
     target = str(target)
     if is_run(target):
         run = read_run(target)
+        labels = run.info.get("labels") or None
         if run.model is not None:
             b = load_base(str(run.model), device=device)
-            return Loaded(b.model.eval(), b.tokenizer, target)
+            return Loaded(b.model.eval(), b.tokenizer, target, labels)
         if run.adapter is not None:
             from peft import PeftModel
 
@@ -43,10 +47,23 @@ def load_for_inference(target: str | Path, *, device: str | None = None) -> Load
                 model = model.merge_and_unload()  # same outputs, no adapter overhead per token
             else:
                 model._tf_generic_loss = True  # soft prompts live in peft's forward
-            return Loaded(model.eval(), b.tokenizer, target)
+            return Loaded(model.eval(), b.tokenizer, target, labels)
         raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
     b = load_base(target, device=device)
     return Loaded(b.model.eval(), b.tokenizer, target)
+
+
+def answer(loaded: Loaded, prompts: list, *, free: bool = False, batch_size: int = 16,
+           **generation) -> tuple[list[str], list[float], list[dict[str, float]] | None]:
+    """What a run says to each prompt: its label (constrained prediction) for a classification run, else (or
+    with `free`) generated text. Returns (answers, per-example latency s, per-label probabilities or None)."""
+    if loaded.labels and not free:
+        from tuneforge.eval.classify import predict
+
+        preds, lat = predict(loaded, prompts, loaded.labels, batch_size=batch_size)
+        return [p.label for p in preds], lat, [p.probabilities for p in preds]
+    texts, lat = generate(loaded, prompts, batch_size=batch_size, **generation)
+    return texts, lat, None
 
 
 def base_of(target: str | Path) -> str:
@@ -147,18 +164,25 @@ def check_against_training(target: str, data: str, samples: list[Sample]) -> lis
     or with a label the run never saw; returns the training label set for classification, else None."""
     if not is_run(target) or not samples:
         return None
-    train_file = read_run(target).config.get("data")
-    if not train_file or not Path(train_file).is_file():
-        return None
-    from tuneforge.data.load import load_samples
+    run = read_run(target)
+    train_file = run.config.get("data")
+    recorded = run.info.get("labels")
+    trained = None
+    if train_file and Path(train_file).is_file():
+        from tuneforge.data.load import load_samples
 
-    trained = load_samples(train_file)
-    if trained and trained[0].format != samples[0].format:
-        raise TuneforgeError(f"{data}: examples are {samples[0].format} but {target} was trained on "
-                             f"{trained[0].format} ({train_file}); evaluate on data in the training format")
+        trained = load_samples(train_file)
+        if trained and trained[0].format != samples[0].format:
+            raise TuneforgeError(f"{data}: examples are {samples[0].format} but {target} was trained on "
+                                 f"{trained[0].format} ({train_file}); evaluate on data in the training format")
     if samples[0].label is None:
         return None
-    labels = sorted({s.label for s in trained})
+    if recorded:
+        labels = list(recorded)
+    elif trained:
+        labels = sorted({s.label for s in trained if s.label is not None})
+    else:
+        return None
     unknown = next((s for s in samples if s.label not in labels), None)
     if unknown:
         raise TuneforgeError(f"{unknown.where}: label '{unknown.label}' is not in the label set the run was "
@@ -182,8 +206,11 @@ def _select(scores: dict, wanted: list[str] | None) -> dict:
 def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_new_tokens: int = 128,
                   batch_size: int = 16, limit: int | None = None, progress: bool = True,
                   metrics: list[str] | None = None, temperature: float = 0.0, top_p: float = 1.0,
-                  seed: int = 0) -> dict:
-    """Generate on every example of `data` with target (and baseline), score, return the eval.json dict."""
+                  seed: int = 0, free: bool = False) -> dict:
+    """Answer every example of `data` with target (and baseline), score, return the eval.json dict.
+
+    Classification data is answered by constrained prediction over the label set (the run's, else the data's)
+    for both models, so the comparison is like for like; `free` generates text instead, for both."""
     from tqdm.auto import tqdm
 
     from tuneforge.data.load import load_samples
@@ -196,27 +223,43 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
         raise TuneforgeError(f"{data}: every evaluation example needs a reference answer (assistant turn)")
     task = task_of(samples)
     labels = (trained_labels or sorted({s.label for s in samples})) if task == "classification" else None
+    mode = "constrained" if task == "classification" and not free else "free"
+    if mode == "constrained" and len(labels) < 2:
+        raise TuneforgeError(f"{data}: one label ({labels[0]}) and no training run to give the label set: "
+                             "constrained prediction needs 2+ labels (or use --free)")
     if metrics:  # check the names before any generation: scoring one example lists what the task reports
-        _select({**M.metrics_for(task, refs[:1], refs[:1], labels=labels), "perplexity": 0.0}, metrics)
+        known = {**M.metrics_for(task, refs[:1], refs[:1], labels=labels), "perplexity": 0.0}
+        _select({**known, "expected_calibration_error": 0.0} if mode == "constrained" else known, metrics)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0, "temperature": temperature,
                 "top_p": top_p, "seed": seed, "batch_size": batch_size}
     models = {"tuned": target}
     if baseline:
         models = {"baseline": base_of(target) if baseline == "base" else baseline, "tuned": target}
-    result: dict = {"data": str(data), "task": task, "n_examples": len(samples), "generation": settings,
-                    "models": {}, "examples": []}
-    preds_by = {}
+    result: dict = {"data": str(data), "task": task, "mode": mode, "n_examples": len(samples),
+                    "generation": settings, "models": {}, "examples": []}
+    if labels is not None:
+        result["labels"] = labels
+    preds_by, probs_by = {}, {}
     for role, name in models.items():
         loaded = load_for_inference(name)
-        bar = tqdm(total=len(samples), desc=f"generate ({role})", disable=not progress,
-                   file=sys.stderr)
-        torch.manual_seed(seed)
-        preds, lat = generate(loaded, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
-                              progress=bar.update)
+        bar = tqdm(total=len(samples), desc=f"{'score labels' if mode == 'constrained' else 'generate'} ({role})",
+                   disable=not progress, file=sys.stderr)
+        if mode == "constrained":
+            from tuneforge.eval.classify import predict
+
+            out, lat = predict(loaded, samples, labels, batch_size=batch_size, progress=bar.update)
+            preds, probs_by[role] = [p.label for p in out], [p.probabilities for p in out]
+        else:
+            torch.manual_seed(seed)
+            preds, lat = generate(loaded, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
+                                  progress=bar.update)
         bar.close()
         preds_by[role] = (preds, lat)
         scores = M.metrics_for(task, preds, refs, labels=labels)
+        if mode == "constrained":
+            scores["expected_calibration_error"] = M.expected_calibration_error(
+                [pr[p] for pr, p in zip(probs_by[role], preds)], [p == r.strip() for p, r in zip(preds, refs)])
         if any(s.messages is not None for s in samples) and (not metrics or "perplexity" in metrics):
             scores["perplexity"] = reference_perplexity(loaded, samples)
         scores = _select(scores, metrics)
@@ -228,6 +271,8 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
               "reference": refs[i]}
         for role in models:
             ex[f"{role}_prediction"] = preds_by[role][0][i]
+            if role in probs_by:
+                ex[f"{role}_probabilities"] = probs_by[role][i]
             ex[f"{role}_latency_s"] = round(preds_by[role][1][i], 4)
         result["examples"].append(ex)
     if baseline:

@@ -176,6 +176,29 @@ def classification_metrics(preds: list[str], refs: list[str], labels: list[str] 
     }
 
 
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> float:
+    """ECE: how far stated confidence is from accuracy, averaged over equal-width confidence bins.
+
+    Sum over bins of (share of examples in the bin) x |accuracy in the bin - mean confidence in the bin|; bins
+    are (0, 0.1], (0.1, 0.2], ... (a confidence of exactly 0 joins the first). 0 = calibrated; a model that says
+    0.9 and is right half the time scores 0.4. With constrained prediction the confidence is the predicted
+    label's probability."""
+    _check(confidences, correct, ("confidences", "correctness flags"))
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    conf = np.asarray(confidences, dtype=float)
+    if (conf.min() < 0 or conf.max() > 1 or not np.isfinite(conf).all()):
+        raise ValueError("confidences must lie in [0, 1]")
+    ok = np.asarray(correct, dtype=float)
+    bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(ok[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
 def generation_metrics(preds: list[str], refs: list[str]) -> dict[str, float]:
     """Exact match (strict and normalised, [0, 1]), BLEU and chrF (0-100), ROUGE-1/2/L ([0, 1])."""
     return {"exact_match": exact_match(preds, refs, normalized=False),

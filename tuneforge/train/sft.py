@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
-from tuneforge.train import checkpoint, distributed
+from tuneforge.train import auto, checkpoint, distributed
 from tuneforge.train.early_stop import LoopState, after_evaluation
 from tuneforge.train.loss import evaluate, input_tokens
 from tuneforge.train.packing import collate, packed_attention
@@ -43,12 +44,14 @@ SMALL_DATA = 1000  # the guide's rule of thumb for the examples a fine-tune need
 
 @dataclass
 class Prepared:
-    cfg: TrainConfig
+    cfg: TrainConfig  # resolved: no "auto" left; what config.yaml records
     base: object
     model: object
     train: list[Encoded]
     val: list[Encoded]
     data_info: dict
+    labels: list[str] | None = None  # classification data: the label set (run.json, model card, eval)
+    auto: dict[str, str] = field(default_factory=dict)  # {field: why} for each value chosen for the user
 
 
 def seed_everything(seed: int) -> None:
@@ -85,7 +88,10 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     """Everything that can fail on bad input happens here, before anything is written.
 
     `split` gives the (train, val) samples directly (cross-validation folds) instead of reading cfg.data.
+    Settings left at "auto" (method, learning rate, epochs) are resolved here from the model and data size,
+    printed with their reasons, and returned in `Prepared.cfg`; the caller's `cfg` is left as it was.
     """
+    cfg = cfg.model_copy(deep=True)
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
     if cfg.method != "auto":
@@ -99,15 +105,21 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
         train_s, val_s = holdout(load_samples(cfg.data), cfg.val_split, cfg.seed)
     seed_everything(cfg.seed)
     device = default_device()
+    chosen = {}
     if cfg.method == "auto":
-        cfg.method, why = methods.choose(resolve(cfg.base), device)
-        print(f"tuneforge: {why}", file=sys.stderr)
+        cfg.method, chosen["method"] = methods.choose(resolve(cfg.base), device)
     method = methods.get(cfg.method)
     if cfg.packing and not method.packing:
         cfg.packing = False  # recorded in config.yaml: what actually ran
     base = method.load(cfg, device) if method.load else load_base(cfg.base, device=device)
     train, n_trunc = _encode_all(train_s, base.tokenizer, cfg, "training")
     val, _ = _encode_all(val_s, base.tokenizer, cfg, "validation") if val_s else ([], 0)
+    chosen.update(auto.resolve(cfg, n_train=len(train), n_params=methods.count_parameters(base.model)[1],
+                               world=distributed.launched_world_size()))
+    if int(os.environ.get("RANK", "0")) == 0:  # one copy of the reasons, not one per process
+        for why in chosen.values():
+            _say(why)
+    labels = label_set(train_s + val_s)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
     model = methods.prepare(base.model, cfg)
     model.train()
@@ -121,7 +133,16 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
             "train_supervised_tokens": sum(e.n_supervised for e in train),
             "max_answer_tokens": max(e.n_supervised for e in train),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return Prepared(cfg, base, model, train, val, info)
+    if labels:
+        info["label_counts"] = {lab: sum(s.label == lab for s in train_s) for lab in labels}
+    return Prepared(cfg, base, model, train, val, info, labels, chosen)
+
+
+def label_set(samples: list[Sample]) -> list[str] | None:
+    """Classification data (every example has a label): its sorted label set, else None."""
+    if not samples or any(s.label is None for s in samples):
+        return None
+    return sorted({s.label for s in samples})
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -393,6 +414,10 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
             "train_seconds": round(state.elapsed, 2), "train_tokens": state.tokens,
             "results": {k: v for k, v in {"best_val_loss": state.best_val, "best_step": state.best_step,
                                           "final_step": state.step}.items() if v is not None}}
+    if p.auto:
+        info["auto"] = p.auto
+    if p.labels:
+        info.update(task="classification", labels=p.labels)
     write_json(out / "run.json", info)
     write_atomic_text(out / "README.md", model_card(cfg.model_dump(), info, p.data_info))
     shutil.rmtree(out / "best", ignore_errors=True)
