@@ -14,11 +14,21 @@ def test_flags_override_the_yaml_file(tmp_path):
     assert cfg.target_modules == ["q_proj", "k_proj"] and cfg.packing is False
 
 
-def test_defaults_follow_the_guide():
+def test_defaults_follow_the_guide_and_the_defaults_bench():
     cfg = TrainConfig()
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.target_modules, cfg.lora_dropout, cfg.lora_bias) == \
-        (16, 32, ["q_proj", "v_proj"], 0.05, "none")
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_bias) == (16, 32, 0.05, "none")
+    assert cfg.target_modules == ["all-linear"]  # bench/defaults.py: the guide's q_proj,v_proj learns less
     assert cfg.warmup_ratio == 0.1 and cfg.base == "smollm2-135m-instruct"
+    assert (cfg.method, cfg.learning_rate, cfg.num_train_epochs) == ("auto", "auto", "auto")  # train/auto.py
+
+
+def test_auto_fields_take_numbers_or_auto_and_reject_the_rest():
+    cfg = load_config(None, {"learning_rate": "3e-4", "num_train_epochs": "2.5"})
+    assert cfg.learning_rate == 3e-4 and cfg.num_train_epochs == 2.5
+    assert load_config(None, {"learning_rate": "auto"}).learning_rate == "auto"
+    for bad in ("0", "-1e-3", "fast"):
+        with pytest.raises(ConfigError, match="bad value for 'learning_rate'"):
+            load_config(None, {"learning_rate": bad})
 
 
 def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):

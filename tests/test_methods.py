@@ -16,7 +16,7 @@ def _cfg(**kw) -> TrainConfig:
 
 
 def test_lora_trains_only_adapter_weights_on_the_guides_targets():
-    model = methods.prepare(tiny_model(), _cfg(method="lora"))
+    model = methods.prepare(tiny_model(), _cfg(method="lora", target_modules="q_proj,v_proj"))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"q_proj", "v_proj"}
@@ -25,11 +25,12 @@ def test_lora_trains_only_adapter_weights_on_the_guides_targets():
 
 def test_unmatched_target_module_is_an_error():
     with pytest.raises(ConfigError, match="query_key_value"):
-        methods.prepare(tiny_model(), _cfg(target_modules=["q_proj", "query_key_value"]))
+        methods.prepare(tiny_model(), _cfg(method="lora", target_modules=["q_proj", "query_key_value"]))
 
 
 def test_all_linear_dora_rslora_and_modules_to_save_reach_peft():
-    cfg = _cfg(target_modules="all-linear", use_dora=True, use_rslora=True, modules_to_save=["lm_head"])
+    cfg = _cfg(method="lora", target_modules="all-linear", use_dora=True, use_rslora=True,
+               modules_to_save=["lm_head"])
     model = methods.prepare(tiny_model(), cfg)
     pc = model.peft_config["default"]
     assert pc.use_dora and pc.use_rslora and "lm_head" in pc.modules_to_save

@@ -71,8 +71,10 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank: capacity vs adapter size (guide: 16).")
     lora_alpha: float = Field(32, gt=0, description="LoRA scale numerator; update scaled by alpha/r.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path (regularisation).")
-    target_modules: list[str] = Field(["q_proj", "v_proj"], description="Modules to adapt (comma list). "
-                                      "More modules = more capacity and compute. Each must match the model.")
+    target_modules: list[str] = Field(["all-linear"], description="Modules to adapt (comma list), or all-linear "
+                                      "(every linear layer but the output head: the default, see bench/RESULTS.md "
+                                      "'Defaults'); q_proj,v_proj is the guide's lighter choice. More modules = more "
+                                      "capacity and compute. Each must match the model.")
     lora_bias: Literal["none", "all", "lora_only"] = Field("none", description="Train biases too (peft `bias`).")
     use_dora: bool = Field(False, description="DoRA: learns magnitude and direction separately; often a bit "
                            "better at low rank, ~1.3-2x slower per step, merges like LoRA.")

@@ -226,3 +226,25 @@ def test_bootstrap_argument_errors():
         M.bootstrap_delta([1], [1], ci=95)
     with pytest.raises(ValueError, match="n \\(bootstrap resamples\\)"):
         M.bootstrap_ci([1.0], n=0)
+
+
+# ---- calibration ----------------------------------------------------------------------------------------------
+
+def test_expected_calibration_error_of_overconfident_and_calibrated_predictions():
+    # always 90% sure, right half the time: one bin, |0.5 - 0.9|
+    assert M.expected_calibration_error([0.9] * 10, [True, False] * 5) == pytest.approx(0.4)
+    # two bins, weighted by their share: 0.75 * |1 - 0.95| + 0.25 * |0 - 0.55|
+    conf, ok = [0.95, 0.95, 0.95, 0.55], [True, True, True, False]
+    assert M.expected_calibration_error(conf, ok) == pytest.approx(0.75 * 0.05 + 0.25 * 0.55)
+    # outcomes drawn with exactly the stated probability: close to 0
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0.5, 1.0, 20_000)
+    assert M.expected_calibration_error(c, rng.uniform(size=c.size) < c) < 0.02
+    assert M.expected_calibration_error([0.0, 1.0], [False, True]) == 0.0  # 0 joins the first bin
+
+
+def test_expected_calibration_error_rejects_bad_input():
+    with pytest.raises(ValueError, match="must pair up"):
+        M.expected_calibration_error([0.5], [True, False])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.expected_calibration_error([1.5], [True])

@@ -20,7 +20,7 @@ import math
 from tuneforge.config import AUTO, TrainConfig
 
 BASE_EPOCHS = 3
-MIN_STEPS = 100  # optimizer steps a small set gets at least
+MIN_STEPS = 60  # optimizer steps a small set gets at least
 MAX_EPOCHS = 10  # ... but never more passes than this (early stopping guards the rest)
 MAX_EXAMPLES = 25_000  # large sets: stop after about this many examples (OpenAI's anchor), at least one pass
 # LoRA/QLoRA peak learning rate by base size (parameters below the bound → rate). Measured on SmolLM2-135M
@@ -58,8 +58,9 @@ def epochs(n_train: int, batch: int, accum: int, world: int = 1) -> tuple[float,
     spe = steps_per_epoch(n_train, batch, accum, world)
     how = f"{n_train} training examples = {spe} steps/epoch at {batch * accum * world} examples/step"
     if BASE_EPOCHS * spe < MIN_STEPS:
-        ep = min(MAX_EPOCHS, math.ceil(MIN_STEPS / spe))
-        why = (f"small set: at least {MIN_STEPS} optimizer steps" if ep < MAX_EPOCHS else
+        want = math.ceil(MIN_STEPS / spe)
+        ep = min(MAX_EPOCHS, want)
+        why = (f"small set: at least {MIN_STEPS} optimizer steps" if want <= MAX_EPOCHS else
                f"small set: at most {MAX_EPOCHS} epochs (fewer than {MIN_STEPS} steps; add data if it underfits)")
     elif n_train * BASE_EPOCHS > MAX_EXAMPLES:
         ep = max(1.0, round(MAX_EXAMPLES / n_train, 2))

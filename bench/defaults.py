@@ -1,0 +1,246 @@
+"""Defaults bench: does `tuneforge train --data F --output RUN` (no flags) learn, and what do other settings give?
+
+Five small generated tasks (bench/tasks.py: short exact answers, extraction to JSON, 2-label and 7-label
+classification, 100+-token answers). Each is trained once with tuneforge's defaults (no flags: everything
+"auto" resolves as for a user) and then with a one-factor-at-a-time sweep around the *resolved* defaults:
+
+- learning_rate in LEARNING_RATES, target_modules q_proj,v_proj vs all-linear, lora_r in RANKS (lora_alpha = 2r,
+  so the update scale stays the same), per_device_train_batch_size in BATCHES, and num_train_epochs at
+  EPOCH_FACTORS x the defaults' epochs; every other value pinned to what the defaults resolved to.
+
+Each run reports the task's held-out metric (classification by constrained prediction) and its training time
+(run.json `train_seconds`: the optimizer loop). Per task the table gives each run's metric and time relative to the
+best swept run; the acceptance check is: defaults reach >= 90% of the best metric in <= 1.5x its training time.
+
+Run:   python bench/defaults.py                     # everything (results cached: a rerun continues)
+       python bench/defaults.py --quick             # plumbing check: tiny subsets, 2 steps per run
+       python bench/defaults.py --tasks parity,dates --factors learning_rate,target_modules
+Results: --results FILE (default bench/defaults_results.json; --quick: /tmp/...-quick.json), one entry per
+(task, settings); delete an entry (or the file) to re-measure it. `--table` prints the tables from the cache only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.tasks import TASKS, write  # noqa: E402
+
+LEARNING_RATES = [2e-4, 5e-4, 1e-3, 2e-3]
+TARGETS = ["q_proj,v_proj", "all-linear"]
+RANKS = [8, 16, 32]
+BATCHES = [4, 8, 16]
+EPOCH_FACTORS = [0.5, 2.0]
+FACTORS = ("learning_rate", "target_modules", "lora_r", "per_device_train_batch_size", "num_train_epochs")
+PINNED = ("method", "learning_rate", "target_modules", "lora_r", "lora_alpha", "per_device_train_batch_size",
+          "num_train_epochs")
+QUALITY, TIME = 0.90, 1.5  # acceptance: defaults >= 90% of the best metric, <= 1.5x its training time
+
+
+def defaults_fingerprint() -> str:
+    """Changes whenever the defaults could resolve differently (config defaults or the auto rules)."""
+    from tuneforge.config import TrainConfig
+    from tuneforge.train import auto
+
+    src = json.dumps(TrainConfig().model_dump(), sort_keys=True) + inspect.getsource(auto)
+    return hashlib.sha256(src.encode()).hexdigest()[:12]
+
+
+def _targets(v) -> str:
+    return ",".join(v) if isinstance(v, list) else str(v)
+
+
+def sweep(resolved: dict, factors: list[str]) -> dict[str, dict]:
+    """{name: flags} one factor at a time around the defaults' resolved config (which is pinned)."""
+    base = {k: resolved[k] for k in PINNED}
+    base["target_modules"] = _targets(base["target_modules"])
+    out = {}
+
+    def add(name: str, **change) -> None:
+        flags = {**base, **change}
+        if flags != base:
+            out[name] = flags
+
+    if "learning_rate" in factors:
+        for lr in LEARNING_RATES:
+            add(f"lr {lr:g}", learning_rate=lr)
+    if "target_modules" in factors:
+        for t in TARGETS:
+            add(f"targets {t}", target_modules=t)
+    if "lora_r" in factors and base["method"] in ("lora", "qlora"):
+        for r in RANKS:
+            add(f"r {r}", lora_r=r, lora_alpha=2 * r)
+    if "per_device_train_batch_size" in factors:
+        for b in BATCHES:
+            add(f"batch {b}", per_device_train_batch_size=b)
+    if "num_train_epochs" in factors:
+        for f in EPOCH_FACTORS:
+            add(f"epochs x{f:g}", num_train_epochs=round(base["num_train_epochs"] * f, 4))
+    return out
+
+
+def run_one(task, name: str, flags: dict, paths: dict, work: Path, args) -> dict:
+    """Train with `flags` (none = defaults), evaluate on the test set, return the figures; the run dir is removed."""
+    import torch
+
+    from tuneforge.config import load_config
+    from tuneforge.eval.harness import evaluate_file
+    from tuneforge.run import read_config, read_json
+    from tuneforge.train.sft import train
+
+    out = work / task.name / name.replace(" ", "_").replace(",", "+")
+    shutil.rmtree(out, ignore_errors=True)
+    extra = {"max_steps": args.max_steps} if args.max_steps else {}
+    cfg = load_config(None, {"data": str(paths["train"]), "output": str(out), "base": args.base, **flags, **extra})
+    t0, c0 = time.perf_counter(), time.process_time()
+    train(cfg, progress=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    info, resolved = read_json(out / "run.json"), read_config(out)
+    t1 = time.perf_counter()
+    res = evaluate_file(str(out), str(paths["test"]), max_new_tokens=task.max_new_tokens, metrics=[task.metric],
+                        progress=False)
+    row = {"task": task.name, "config": name, "flags": flags, "resolved": {k: resolved[k] for k in PINNED},
+           "metric": task.metric, "value": res["models"]["tuned"]["metrics"][task.metric],
+           "mode": res["mode"], "train_seconds": info["train_seconds"], "steps": info["steps"],
+           "best_step": info.get("best_step"), "stopped_early": info.get("stopped_early"),
+           "train_tokens": info["train_tokens"], "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1),
+           "n_train": sum(1 for _ in open(paths["train"])), "n_test": sum(1 for _ in open(paths["test"])),
+           "threads": torch.get_num_threads(),
+           "eval_seconds": round(time.perf_counter() - t1, 1), "auto": info.get("auto", {}),
+           "measured": time.strftime("%Y-%m-%d %H:%M")}
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+
+
+def save_results(path: Path, results: dict) -> None:
+    from tuneforge.run import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, results)
+
+
+def key(task: str, name: str, flags: dict, fp: str, args) -> str:
+    """Cache key: the flags, plus the defaults' fingerprint for the no-flag run, plus what the mode changes."""
+    ident = {"task": task, "flags": flags, "base": args.base, "max_steps": args.max_steps,
+             "n": [args.n_train, args.n_test]}
+    if not flags:
+        ident["defaults"] = fp
+    return f"{task}/{name}/" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one block per task, each run against the task's best run (highest metric, then fastest)."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        rs = [r for r in rows if r["task"] == task]
+        best = max(rs, key=lambda r: (r["value"], -r["train_seconds"]))
+        t = TASKS[task]
+        lines += [f"\n**{task}** ({t.kind}; {rs[0].get('n_train', t.n_train)} train / {rs[0].get('n_test', t.n_test)} "
+                  f"test rows; metric {t.metric}; "
+                  f"best: {best['config']})\n",
+                  "| run | lr | targets | r | batch | epochs | steps | train s | " + t.metric + " | of best | time vs best |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            c = r["resolved"]
+            of = f"{r['value'] / best['value']:.0%}" if best["value"] else "–"
+            lines.append(f"| {r['config']} | {c['learning_rate']:g} | {_targets(c['target_modules'])} | {c['lora_r']} | "
+                         f"{c['per_device_train_batch_size']} | {c['num_train_epochs']:g} | {r['steps']} | "
+                         f"{r['train_seconds']:.0f} | {r['value']:.3f} | {of} | "
+                         f"{r['train_seconds'] / max(best['train_seconds'], 1e-9):.2f}x |")
+    return "\n".join(lines)
+
+
+def acceptance(rows: list[dict]) -> list[str]:
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        rs = [r for r in rows if r["task"] == task]
+        d = next((r for r in rs if r["config"] == "defaults"), None)
+        if d is None:
+            out.append(f"{task}: defaults not measured yet")
+            continue
+        best = max(rs, key=lambda r: (r["value"], -r["train_seconds"]))
+        q = d["value"] / best["value"] if best["value"] else 1.0
+        tr = d["train_seconds"] / max(best["train_seconds"], 1e-9)
+        ok = q >= QUALITY and tr <= TIME
+        out.append(f"{task}: defaults {d['value']:.3f} = {q:.0%} of best ({best['config']}: {best['value']:.3f}), "
+                   f"time {tr:.2f}x best's -> {'PASS' if ok else 'FAIL'} ({len(rs) - 1} swept runs)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default=",".join(TASKS), help="Comma list of tasks (default: all five).")
+    ap.add_argument("--factors", default=",".join(FACTORS), help="Comma list of swept factors; 'none' = defaults only.")
+    ap.add_argument("--base", default="smollm2-135m-instruct")
+    ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/tuneforge-bench-defaults"))
+    ap.add_argument("--quick", action="store_true", help="Plumbing check: 32 train / 8 test rows, 2 steps per run, "
+                    "learning rate and targets only.")
+    ap.add_argument("--max-steps", type=int, default=0, help="Cap every run at N steps (0 = as configured).")
+    ap.add_argument("--n-train", type=int, default=0, help="Use only the first N training rows (0 = all).")
+    ap.add_argument("--n-test", type=int, default=0, help="Use only the first N test rows (0 = all).")
+    ap.add_argument("--keep", action="store_true", help="Keep the run directories under --workdir.")
+    ap.add_argument("--table", action="store_true", help="Print the tables from the results file and exit.")
+    args = ap.parse_args()
+    if args.quick:
+        args.max_steps, args.n_train, args.n_test = args.max_steps or 2, args.n_train or 32, args.n_test or 8
+        if args.factors == ",".join(FACTORS):
+            args.factors = "learning_rate,target_modules"
+    results_path = args.results or (Path("/tmp/tuneforge-bench-defaults-quick.json") if args.quick
+                                    else ROOT / "bench" / "defaults_results.json")
+    tasks = [TASKS[t] for t in args.tasks.split(",")]
+    factors = [] if args.factors == "none" else args.factors.split(",")
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown:
+        ap.error(f"unknown factor(s) {unknown}; have {', '.join(FACTORS)}")
+    results = load_results(results_path)
+    fp = defaults_fingerprint()
+    wanted: list[dict] = []
+    if not args.table:
+        from tuneforge.cli import _quiet_libraries
+
+        _quiet_libraries()
+    t_start = time.perf_counter()
+    for task in tasks:
+        paths = write(task, args.workdir / "data" / task.name, args.n_train or None, args.n_test or None)
+        plan = {"defaults": {}}
+        k = key(task.name, "defaults", {}, fp, args)
+        if k not in results["runs"] and not args.table:
+            print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: defaults", file=sys.stderr, flush=True)
+            results["runs"][k] = run_one(task, "defaults", {}, paths, args.workdir, args)
+            save_results(results_path, results)
+        if k in results["runs"]:
+            plan.update(sweep(results["runs"][k]["resolved"], factors))
+        for name, flags in plan.items():
+            k = key(task.name, name, flags, fp, args)
+            if k not in results["runs"] and not args.table:
+                print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: {name}", file=sys.stderr, flush=True)
+                results["runs"][k] = run_one(task, name, flags, paths, args.workdir, args)
+                save_results(results_path, results)
+            if k in results["runs"]:
+                wanted.append(results["runs"][k])
+    print(table(wanted))
+    print()
+    for line in acceptance(wanted):
+        print(line)
+    if not args.table:
+        print(f"\nwall time this invocation: {time.perf_counter() - t_start:.0f} s (cached runs are not re-run); "
+              f"results: {results_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Seeded generators of the defaults bench's five small tasks (bench/defaults.py): same seed, same rows.
+
+Each task is a rule the base model does not know yet but can learn from a few hundred rows, with a held-out test
+set of unseen value combinations (no test prompt occurs in training):
+
+| task | kind | rows (train / test) | answer | metric |
+|---|---|---|---|---|
+| dates | short exact answer | 200 / 60 | a date in words → `YYYY-MM-DD` | exact_match |
+| extract | format conversion / extraction | 200 / 60 | a sentence → `{"name": ..., "age": ..., "city": ...}` | exact_match |
+| parity | classification, 2 labels | 200 / 100 | a number in words → `even` / `odd` | accuracy |
+| tickets | classification, 7 labels | 210 / 105 | a support message → its team | accuracy |
+| describe | long answer (100+ tokens) | 200 / 30 | product specs → a fixed-structure description | rougeL |
+
+Write them as JSONL: `python bench/tasks.py --out DIR` (DIR/<task>/train.jsonl, test.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+SEED = 2024
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str
+    metric: str  # the eval.json metric the bench compares
+    n_train: int
+    n_test: int
+    max_new_tokens: int  # eval's answer budget (the reference answers fit well within it)
+    make: Callable[[random.Random, int, int], tuple[list[dict], list[dict]]]
+
+
+def _split_unique(r: random.Random, draw: Callable[[], tuple[str, dict]], n_train: int, n_test: int):
+    """Draw rows until n_train + n_test distinct keys; the test rows' keys never occur in training."""
+    seen, rows = set(), []
+    for _ in range(1000 * (n_train + n_test)):
+        if len(rows) == n_train + n_test:
+            break
+        key, row = draw()
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    if len(rows) < n_train + n_test:
+        raise ValueError(f"only {len(rows)} distinct rows for {n_train} + {n_test}")
+    return rows[:n_train], rows[n_train:]
+
+
+# --- dates: short exact answers -------------------------------------------------------------------------------
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+DATE_ASKS = ["Write this date as YYYY-MM-DD:", "Convert to ISO date:", "Give the date in YYYY-MM-DD format:"]
+
+
+def _ordinal(d: int) -> str:
+    return f"{d}{'th' if 10 <= d % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(d % 10, 'th')}"
+
+
+def dates(r: random.Random, n_train: int, n_test: int):
+    def draw():
+        day = dt.date(1990, 1, 1) + dt.timedelta(days=r.randrange(40 * 365))
+        m, d, y = MONTHS[day.month - 1], day.day, day.year
+        phrase = r.choice([f"{m} {d}, {y}", f"{d} {m} {y}", f"the {_ordinal(d)} of {m}, {y}", f"{m[:3]} {d} {y}",
+                           f"{day.strftime('%A')}, {m} {_ordinal(d)} {y}"])
+        return day.isoformat(), {"prompt": f"{r.choice(DATE_ASKS)} {phrase}", "completion": day.isoformat()}
+    return _split_unique(r, draw, n_train, n_test)
+
+
+# --- extract: sentence → JSON --------------------------------------------------------------------------------
+NAMES = ["Maria", "Tom", "Aiko", "Luca", "Fatima", "Sven", "Chloe", "Ravi", "Olga", "Kwame", "Elena", "Marco",
+         "Yuki", "Ines", "Pedro", "Hana", "Jonas", "Amara", "Felix", "Leila", "Noah", "Sofia", "Igor", "Mei",
+         "Dario", "Nora", "Tariq", "Greta", "Bruno", "Ayla", "Kofi", "Zoe"]
+CITIES = ["Lyon", "Porto", "Osaka", "Dublin", "Nairobi", "Quito", "Tallinn", "Perth", "Bergen", "Seville",
+          "Leeds", "Bremen", "Krakow", "Austin", "Hanoi", "Turin", "Ghent", "Malmo", "Cusco", "Tunis", "Oslo",
+          "Denver", "Split", "Kyoto"]
+SENTENCES = ["{n} is {a} and lives in {c}.", "Meet {n} from {c}, who is {a} years old.",
+             "{c} resident {n}, aged {a}, joined the club today.", "At {a}, {n} moved to {c}.",
+             "{n} ({a}) works at a bakery in {c}.", "Our new colleague {n} is {a} years old and is based in {c}.",
+             "Born {a} years ago, {n} now calls {c} home."]
+
+
+def extract(r: random.Random, n_train: int, n_test: int):
+    def draw():
+        n, c, a, t = r.choice(NAMES), r.choice(CITIES), r.randint(18, 85), r.randrange(len(SENTENCES))
+        answer = json.dumps({"name": n, "age": a, "city": c})
+        text = SENTENCES[t].format(n=n, a=a, c=c)
+        return text, {"prompt": f"Extract the name, age and city as JSON: {text}", "completion": answer}
+    return _split_unique(r, draw, n_train, n_test)
+
+
+# --- parity: 2 labels ----------------------------------------------------------------------------------------
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def words(n: int) -> str:
+    """English words for 0 <= n < 1,000,000 ("one thousand six hundred and ninety")."""
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("-" + ONES[n % 10] if n % 10 else "")
+    if n < 1000:
+        return ONES[n // 100] + " hundred" + (" and " + words(n % 100) if n % 100 else "")
+    rest = n % 1000
+    joiner = " and " if 0 < rest < 100 else " "
+    return words(n // 1000) + " thousand" + (joiner + words(rest) if rest else "")
+
+
+def parity(r: random.Random, n_train: int, n_test: int):
+    def draw():
+        n = r.randint(1, 99_999)
+        return str(n), {"text": f"Is this number even or odd? {words(n)}", "label": "even" if n % 2 == 0 else "odd"}
+    return _split_unique(r, draw, n_train, n_test)
+
+
+# --- tickets: 7 labels ---------------------------------------------------------------------------------------
+PRODUCTS = ["headphones", "coffee maker", "yoga mat", "phone case", "desk lamp", "backpack", "smart watch",
+            "blender", "keyboard", "tent"]
+TICKETS = {
+    "billing": ["I was charged twice for my {p} order, please fix the payment.",
+                "Why does my invoice show {k} euros more than the price of the {p}?",
+                "My card was billed for a {p} I never bought.",
+                "Can I get a VAT invoice for the {p} I paid for last week?",
+                "The discount code was not applied and I paid full price for the {p}."],
+    "shipping": ["My {p} has not arrived yet and it has been {k} days.",
+                 "The tracking number for my {p} does not work.",
+                 "Can you deliver the {p} to my office instead of my home?",
+                 "The courier left my {p} at the wrong address.",
+                 "How long does delivery of a {p} take to Spain?"],
+    "returns": ["I want to send back the {p}, it is too small.",
+                "How do I return a {p} I bought {k} days ago?",
+                "The {p} arrived broken and I would like a replacement.",
+                "Can I exchange my {p} for a different colour?",
+                "Where do I print the return label for the {p}?"],
+    "account": ["I forgot my password and cannot log in to check my {p} order.",
+                "Please change the email address on my account to {n}@example.com.",
+                "My account got locked after {k} failed login attempts.",
+                "How do I delete my account? I only bought one {p}.",
+                "I cannot update my phone number in my profile, it says error {k}."],
+    "technical": ["The {p} app crashes every time I open it.",
+                  "My {p} will not connect to bluetooth after the update.",
+                  "The {p} stops working after {k} minutes.",
+                  "Firmware update failed on my {p}, the screen stays black.",
+                  "The {p} keeps restarting on its own."],
+    "sales": ["Do you offer a discount if I buy {k} {p}s for my team?",
+              "Is the {p} coming back in stock soon?",
+              "Can I get a quote for {k} units of the {p}?",
+              "Which {p} would you recommend for a beginner?",
+              "Will the {p} be on sale next month?"],
+    "feedback": ["Just wanted to say the {p} is excellent, thank you!",
+                 "Your support team was very kind when I asked about the {p}.",
+                 "Suggestion: please sell the {p} in more colours.",
+                 "I have used the {p} for {k} weeks and I love it.",
+                 "The packaging of the {p} was wasteful, please use less plastic."],
+}
+
+
+def tickets(r: random.Random, n_train: int, n_test: int):
+    labels = list(TICKETS)
+
+    def draw_for(label):
+        text = r.choice(TICKETS[label]).format(p=r.choice(PRODUCTS), k=r.randint(2, 30), n=r.choice(NAMES).lower())
+        return text, {"text": text, "label": label}
+
+    per_train, per_test = n_train // len(labels), n_test // len(labels)
+    train, test = [], []
+    for label in labels:  # balanced: the same number of rows per label
+        a, b = _split_unique(r, lambda: draw_for(label), per_train, per_test)
+        train += a
+        test += b
+    r.shuffle(train)
+    r.shuffle(test)
+    return train, test
+
+
+# --- describe: 100+ token answers ----------------------------------------------------------------------------
+KINDS = {"desk lamp": "late evenings of reading and work", "backpack": "daily commutes and weekend trips",
+         "kettle": "quick cups of tea and coffee", "office chair": "long days at the desk",
+         "speaker": "music in every room of the house", "tent": "nights under the stars",
+         "blender": "smoothies, soups and sauces"}
+COLOURS = ["brass", "matte black", "forest green", "sand", "navy blue", "white", "copper"]
+FEATURES = {"a USB port": "you can charge your phone at the same time",
+            "touch control": "one tap is all it takes",
+            "a two-year battery": "you will rarely think about power",
+            "water resistance": "a little rain is no problem",
+            "quiet operation": "it never disturbs the people around you",
+            "recycled materials": "it is kinder to the planet",
+            "a foldable frame": "it packs away in seconds",
+            "app control": "you can adjust it from your phone"}
+NAMES_PRODUCT = ["Aurora", "Nimbus", "Vega", "Orbit", "Pico", "Atlas", "Lumen", "Terra", "Zephyr", "Nova", "Echo",
+                 "Halo"]
+
+
+def describe(r: random.Random, n_train: int, n_test: int):
+    def draw():
+        name, kind, colour = r.choice(NAMES_PRODUCT), r.choice(list(KINDS)), r.choice(COLOURS)
+        weight = r.choice([0.4, 0.8, 1.2, 1.5, 2.3, 3.1, 4.6])
+        f1, f2 = r.sample(list(FEATURES), 2)
+        specs = f"name: {name}\ntype: {kind}\ncolour: {colour}\nweight: {weight} kg\nfeatures: {f1}; {f2}"
+        text = (f"Meet the {name}, a {colour} {kind} made for {KINDS[kind]}. At {weight} kg it is "
+                f"{'light enough to carry anywhere' if weight < 2 else 'solid and stable wherever you put it'}. "
+                f"It comes with {f1}, so {FEATURES[f1]}, and {f2}, so {FEATURES[f2]}. The {colour} finish suits "
+                f"any home, and every part of the {name} can be replaced if it ever wears out. Each {kind} ships "
+                f"with a two-year warranty. Order the {name} today and see why our customers love it so much.")
+        return specs, {"prompt": f"Write a product description from these specs.\n{specs}", "completion": text}
+    return _split_unique(r, draw, n_train, n_test)
+
+
+TASKS = {t.name: t for t in [
+    Task("dates", "short exact answer", "exact_match", 200, 60, 24, dates),
+    Task("extract", "format conversion / extraction", "exact_match", 200, 60, 48, extract),
+    Task("parity", "classification, 2 labels", "accuracy", 200, 100, 8, parity),
+    Task("tickets", "classification, 7 labels", "accuracy", 210, 105, 8, tickets),
+    Task("describe", "long answer (100+ tokens)", "rougeL", 200, 30, 200, describe),
+]}
+
+
+def make(task: Task, n_train: int | None = None, n_test: int | None = None) -> tuple[list[dict], list[dict]]:
+    """The task's (train, test) rows; smaller n_* give a prefix-independent, still-seeded subset."""
+    r = random.Random(f"{SEED}-{task.name}")
+    train, test = task.make(r, task.n_train, task.n_test)
+    return train[:n_train or len(train)], test[:n_test or len(test)]
+
+
+def write(task: Task, folder: Path, n_train: int | None = None, n_test: int | None = None) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, rows in zip(("train", "test"), make(task, n_train, n_test)):
+        out[split] = folder / f"{split}.jsonl"
+        out[split].write_text("".join(json.dumps(x) + "\n" for x in rows))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    for t in TASKS.values():
+        paths = write(t, args.out / t.name)
+        print(f"{t.name}: {paths['train']} ({t.n_train}), {paths['test']} ({t.n_test})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Size-aware defaults: the epochs and learning-rate rules at their boundaries, explicit values win, the choice
+is printed by `train` and saved resolved in config.yaml."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from tests.conftest import arithmetic_rows, write_jsonl
+from tests.test_cli import tf
+from tuneforge.config import TrainConfig
+from tuneforge.train import auto
+from tuneforge.train.auto import BASE_EPOCHS, MAX_EPOCHS, MAX_EXAMPLES, MIN_STEPS
+
+
+def _steps(n: int, batch: int = 8, accum: int = 1) -> int:
+    ep, _ = auto.epochs(n, batch, accum)
+    return math.ceil(ep * auto.steps_per_epoch(n, batch, accum))
+
+
+def test_small_sets_get_at_least_min_steps_and_the_base_epochs_above_that():
+    spe_edge = math.ceil(MIN_STEPS / BASE_EPOCHS)  # the smallest steps/epoch at which base epochs suffice
+    at, below = spe_edge * 8, (spe_edge - 1) * 8  # examples at batch 8
+    assert auto.epochs(at, 8, 1)[0] == BASE_EPOCHS
+    assert auto.epochs(below, 8, 1)[0] > BASE_EPOCHS and _steps(below) >= MIN_STEPS
+    for n in range(8, at, 8):  # every small set reaches MIN_STEPS unless capped at MAX_EPOCHS
+        ep = auto.epochs(n, 8, 1)[0]
+        assert _steps(n) >= MIN_STEPS or ep == MAX_EPOCHS
+        assert ep <= MAX_EPOCHS
+
+
+def test_tiny_sets_are_capped_at_max_epochs_and_say_so():
+    ep, why = auto.epochs(8, 8, 1)  # one step per epoch
+    assert ep == MAX_EPOCHS and f"at most {MAX_EPOCHS} epochs" in why
+    n = 8 * math.ceil(MIN_STEPS / MAX_EPOCHS)  # the first size at which MAX_EPOCHS reaches MIN_STEPS
+    ep, why = auto.epochs(n, 8, 1)
+    assert ep == MAX_EPOCHS and _steps(n) >= MIN_STEPS and f"at least {MIN_STEPS}" in why
+    assert auto.epochs(n + 8, 8, 1)[0] < MAX_EPOCHS
+
+
+def test_large_sets_see_about_max_examples_and_never_less_than_one_pass():
+    edge = MAX_EXAMPLES // BASE_EPOCHS
+    assert auto.epochs(edge, 8, 1)[0] == BASE_EPOCHS
+    assert auto.epochs(edge + 3, 8, 1)[0] <= BASE_EPOCHS
+    ep, why = auto.epochs(edge + 100, 8, 1)
+    assert ep < BASE_EPOCHS and "large set" in why
+    assert auto.epochs(20_000, 8, 1)[0] == pytest.approx(MAX_EXAMPLES / 20_000, abs=0.01)
+    assert auto.epochs(MAX_EXAMPLES, 8, 1)[0] == 1 and auto.epochs(10 * MAX_EXAMPLES, 8, 1)[0] == 1
+
+
+def test_gradient_accumulation_counts_optimizer_steps():
+    n = 8 * 4 * (math.ceil(MIN_STEPS / BASE_EPOCHS) - 1)  # enough for batch 8 alone, not for 8 x 4 per step
+    assert auto.epochs(n, 8, 1)[0] == BASE_EPOCHS
+    assert auto.epochs(n, 8, 4)[0] > BASE_EPOCHS
+
+
+@pytest.mark.parametrize("method, table", [("lora", auto.LORA_LR), ("qlora", auto.LORA_LR), ("full", auto.FULL_LR)])
+def test_learning_rate_steps_down_at_each_size_bound(method, table):
+    for (bound, rate), (_, next_rate) in zip(table, table[1:]):
+        assert auto.learning_rate(method, int(bound) - 1)[0] == rate
+        assert auto.learning_rate(method, int(bound))[0] == next_rate
+        assert next_rate < rate
+    assert auto.learning_rate("full", 135_000_000)[0] < auto.learning_rate("lora", 135_000_000)[0]
+    lr, why = auto.learning_rate("prompt-tuning", 135_000_000)
+    assert lr == auto.PROMPT_TUNING_LR and "soft prompt" in why
+
+
+def test_resolve_fills_only_what_is_auto():
+    cfg = TrainConfig(method="lora")
+    why = auto.resolve(cfg, n_train=200, n_params=135_000_000)
+    assert cfg.learning_rate == auto.LORA_LR[0][1] and set(why) == {"learning_rate", "num_train_epochs"}
+    cfg = TrainConfig(method="lora", learning_rate=3e-4, num_train_epochs=2)
+    assert auto.resolve(cfg, n_train=200, n_params=135_000_000) == {}
+    assert (cfg.learning_rate, cfg.num_train_epochs) == (3e-4, 2)
+    cfg = TrainConfig(method="lora", max_steps=50)  # max_steps decides; epochs records what it amounts to
+    why = auto.resolve(cfg, n_train=160, n_params=135_000_000)
+    assert "num_train_epochs" not in why and cfg.num_train_epochs == pytest.approx(50 / 20)
+
+
+def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(40))
+    run = tmp_path / "run"
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output", str(run),
+           "--per_device_train_batch_size", "18", "--eval_steps", "100")
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    assert "method auto → lora" in err and "learning_rate 0.001 (auto)" in err
+    assert "num_train_epochs" in err and "(auto)" in err and "small set" in err
+    assert "warning: 40 examples is a small set" in err  # issue 16: small data is called out in train's output
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["method"] == "lora" and saved["learning_rate"] == 1e-3
+    n_train = json.loads((run / "data.json").read_text())["train_examples"]  # 40 less the validation hold-out
+    assert saved["num_train_epochs"] == auto.epochs(n_train, 18, 1)[0]
+    assert "auto" not in (saved["method"], saved["learning_rate"], saved["num_train_epochs"])
+
+    run2 = tmp_path / "run2"
+    r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output", str(run2),
+           "--learning_rate", "3e-4", "--num_train_epochs", "1", "--method", "lora")
+    assert r.returncode == 0, r.stderr
+    assert "(auto)" not in r.stderr and "method auto" not in r.stderr
+    saved = yaml.safe_load((run2 / "config.yaml").read_text())
+    assert (saved["learning_rate"], saved["num_train_epochs"]) == (3e-4, 1)
