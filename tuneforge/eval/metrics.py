@@ -183,7 +183,7 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
     are (0, 0.1], (0.1, 0.2], ... (a confidence of exactly 0 joins the first). 0 = calibrated; a model that says
     0.9 and is right half the time scores 0.4. With constrained prediction the confidence is the predicted
     label's probability."""
-    _check(confidences, correct, ("confidences", "correctness flags"))
+    _check(list(confidences), list(correct), ("confidences", "correctness flags"))
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     conf = np.asarray(confidences, dtype=float)
