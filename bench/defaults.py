@@ -40,7 +40,7 @@ TARGETS = ["q_proj,v_proj", "all-linear"]
 RANKS = [8, 16, 32]
 BATCHES = [4, 8, 16]
 EPOCH_FACTORS = [0.5, 2.0]
-FACTORS = ("learning_rate", "target_modules", "lora_r", "per_device_train_batch_size", "num_train_epochs")
+FACTORS = ("target_modules", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "lora_r")
 PINNED = ("method", "learning_rate", "target_modules", "lora_r", "lora_alpha", "per_device_train_batch_size",
           "num_train_epochs")
 QUALITY, TIME = 0.90, 1.5  # acceptance: defaults >= 90% of the best metric, <= 1.5x its training time
@@ -70,21 +70,21 @@ def sweep(resolved: dict, factors: list[str]) -> dict[str, dict]:
         if flags != base:
             out[name] = flags
 
-    if "learning_rate" in factors:
-        for lr in LEARNING_RATES:
-            add(f"lr {lr:g}", learning_rate=lr)
     if "target_modules" in factors:
         for t in TARGETS:
             add(f"targets {t}", target_modules=t)
-    if "lora_r" in factors and base["method"] in ("lora", "qlora"):
-        for r in RANKS:
-            add(f"r {r}", lora_r=r, lora_alpha=2 * r)
-    if "per_device_train_batch_size" in factors:
-        for b in BATCHES:
-            add(f"batch {b}", per_device_train_batch_size=b)
+    if "learning_rate" in factors:
+        for lr in LEARNING_RATES:
+            add(f"lr {lr:g}", learning_rate=lr)
     if "num_train_epochs" in factors:
         for f in EPOCH_FACTORS:
             add(f"epochs x{f:g}", num_train_epochs=round(base["num_train_epochs"] * f, 4))
+    if "per_device_train_batch_size" in factors:
+        for b in BATCHES:
+            add(f"batch {b}", per_device_train_batch_size=b)
+    if "lora_r" in factors and base["method"] in ("lora", "qlora"):
+        for r in RANKS:
+            add(f"r {r}", lora_r=r, lora_alpha=2 * r)
     return out
 
 
@@ -127,16 +127,24 @@ def load_results(path: Path) -> dict:
 
 
 def save_results(path: Path, results: dict) -> None:
+    """Merge into what is on disk under a lock: several bench processes (e.g. one per task) may share a file."""
+    import fcntl
+
     from tuneforge.run import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, results)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        on_disk = load_results(path)
+        on_disk["runs"].update(results["runs"])
+        results["runs"] = on_disk["runs"]
+        write_json(path, on_disk)
 
 
-def key(task: str, name: str, flags: dict, fp: str, args) -> str:
-    """Cache key: the flags, plus the defaults' fingerprint for the no-flag run, plus what the mode changes."""
-    ident = {"task": task, "flags": flags, "base": args.base, "max_steps": args.max_steps,
-             "n": [args.n_train, args.n_test]}
+def key(task: str, name: str, flags: dict, fp: str, args, paths: dict) -> str:
+    """Cache key: the data, the flags, the defaults' fingerprint for the no-flag run, what the options change."""
+    data = hashlib.sha256(b"".join(Path(paths[s]).read_bytes() for s in ("train", "test"))).hexdigest()[:12]
+    ident = {"task": task, "flags": flags, "base": args.base, "max_steps": args.max_steps, "data": data}
     if not flags:
         ident["defaults"] = fp
     return f"{task}/{name}/" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
@@ -218,7 +226,7 @@ def main() -> None:
     for task in tasks:
         paths = write(task, args.workdir / "data" / task.name, args.n_train or None, args.n_test or None)
         plan = {"defaults": {}}
-        k = key(task.name, "defaults", {}, fp, args)
+        k = key(task.name, "defaults", {}, fp, args, paths)
         if k not in results["runs"] and not args.table:
             print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: defaults", file=sys.stderr, flush=True)
             results["runs"][k] = run_one(task, "defaults", {}, paths, args.workdir, args)
@@ -226,7 +234,7 @@ def main() -> None:
         if k in results["runs"]:
             plan.update(sweep(results["runs"][k]["resolved"], factors))
         for name, flags in plan.items():
-            k = key(task.name, name, flags, fp, args)
+            k = key(task.name, name, flags, fp, args, paths)
             if k not in results["runs"] and not args.table:
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: {name}", file=sys.stderr, flush=True)
                 results["runs"][k] = run_one(task, name, flags, paths, args.workdir, args)

@@ -7,7 +7,7 @@ set of unseen value combinations (no test prompt occurs in training):
 |---|---|---|---|---|
 | dates | short exact answer | 200 / 60 | a date in words → `YYYY-MM-DD` | exact_match |
 | extract | format conversion / extraction | 200 / 60 | a sentence → `{"name": ..., "age": ..., "city": ...}` | exact_match |
-| parity | classification, 2 labels | 200 / 100 | a number in words → `even` / `odd` | accuracy |
+| parity | classification, 2 labels | 200 / 100 | a number (digits, or words below 1,000) → `even` / `odd` | accuracy |
 | tickets | classification, 7 labels | 210 / 105 | a support message → its team | accuracy |
 | describe | long answer (100+ tokens) | 200 / 30 | product specs → a fixed-structure description | rougeL |
 
@@ -115,9 +115,14 @@ def words(n: int) -> str:
 
 
 def parity(r: random.Random, n_train: int, n_test: int):
+    """Mostly digits (1 to 99,999, half with a thousands comma), a quarter in words (1 to 999)."""
     def draw():
         n = r.randint(1, 99_999)
-        return str(n), {"text": f"Is this number even or odd? {words(n)}", "label": "even" if n % 2 == 0 else "odd"}
+        shown = f"{n:,}" if r.random() < 0.5 else str(n)
+        if r.random() < 0.25:
+            n = r.randint(1, 999)
+            shown = words(n)
+        return shown, {"text": f"Is this number even or odd? {shown}", "label": "even" if n % 2 == 0 else "odd"}
     return _split_unique(r, draw, n_train, n_test)
 
 

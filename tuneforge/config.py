@@ -38,16 +38,17 @@ class TrainConfig(BaseModel):
     output: str | None = Field(None, description="Run directory to create.")
     # the guide's TrainingArguments
     num_train_epochs: Union[PositiveFloat, Literal["auto"]] = Field(
-        AUTO, description="Passes over the data. auto (default): 3, raised on small sets to reach at least "
-        "MIN_STEPS optimizer steps (at most MAX_EPOCHS), lowered on large sets to see at most MAX_EXAMPLES "
-        "examples (train/auto.py); printed with the reason. The guide: 3-10 for most tasks.")
+        AUTO, description="Passes over the data. auto (default): 3; small sets get more, to reach at least 60 "
+        "optimizer steps (at most 10 epochs); large sets fewer, to see about 25,000 examples (at least 1). "
+        "Printed with the reason; early stopping keeps the best weights either way.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; loss is "
                                              "normalised by supervised tokens, so 2x4 equals 1x8 exactly.")
     learning_rate: Union[PositiveFloat, Literal["auto"]] = Field(
-        AUTO, description="Peak LR. auto (default): from the method and the base's size (LoRA_LR), printed with "
-        "the reason. Too low: the model barely moves on a small set; too high: loss spikes or diverges.")
+        AUTO, description="Peak LR. auto (default): by method and base size: LoRA/QLoRA 1e-3 under 0.5B "
+        "parameters, 5e-4 under 3B, 2e-4 under 20B, else 1e-4; full 5e-5 under 0.5B, 2e-5 under 3B, else 1e-5; "
+        "prompt tuning 0.03. Printed with the reason. Too low: a small set barely moves; too high: loss spikes.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps; 0 means use warmup_ratio.")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Warm-up as a fraction of total steps (guide: 10%).")
     lr_scheduler_type: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")

@@ -103,3 +103,15 @@ def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir
     assert "(auto)" not in r.stderr and "method auto" not in r.stderr
     saved = yaml.safe_load((run2 / "config.yaml").read_text())
     assert (saved["learning_rate"], saved["num_train_epochs"]) == (3e-4, 1)
+
+
+def test_help_config_states_the_rules_numbers():
+    epochs_help = TrainConfig.model_fields["num_train_epochs"].description
+    assert f"at least {MIN_STEPS} optimizer steps" in epochs_help and f"at most {MAX_EPOCHS} epochs" in epochs_help
+    assert f"{MAX_EXAMPLES:,} examples" in epochs_help and f"auto (default): {BASE_EPOCHS};" in epochs_help
+    lr_help = TrainConfig.model_fields["learning_rate"].description
+    for table, name in ((auto.LORA_LR, "LoRA/QLoRA"), (auto.FULL_LR, "full")):
+        part = lr_help[lr_help.index(name):]
+        for bound, rate in table:
+            assert f"{rate:.0e}".replace("e-0", "e-") in part and (bound == math.inf or f"{bound / 1e9:g}B" in part)
+    assert f"prompt tuning {auto.PROMPT_TUNING_LR:g}" in lr_help
