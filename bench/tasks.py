@@ -7,7 +7,7 @@ set of unseen value combinations (no test prompt occurs in training):
 |---|---|---|---|---|
 | dates | short exact answer | 200 / 60 | a date in words → `YYYY-MM-DD` | exact_match |
 | extract | format conversion / extraction | 200 / 60 | a sentence → `{"name": ..., "age": ..., "city": ...}` | exact_match |
-| parity | classification, 2 labels | 200 / 100 | a number (digits, or words below 1,000) → `even` / `odd` | accuracy |
+| sentiment | classification, 2 labels | 200 / 100 | a product review → `positive` / `negative` (the last clause decides) | accuracy |
 | tickets | classification, 7 labels | 210 / 105 | a support message → its team | accuracy |
 | describe | long answer (100+ tokens) | 200 / 30 | product specs → a fixed-structure description | rougeL |
 
@@ -95,34 +95,36 @@ def extract(r: random.Random, n_train: int, n_test: int):
     return _split_unique(r, draw, n_train, n_test)
 
 
-# --- parity: 2 labels ----------------------------------------------------------------------------------------
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+# --- sentiment: 2 labels ------------------------------------------------------------------------------------
+ASPECTS = ["the battery", "the screen", "the sound", "the delivery", "the price", "the build quality",
+           "customer service", "the camera", "the set-up", "the manual", "the fit", "the material"]
+GOOD = ["is excellent", "works perfectly", "exceeded my expectations", "is a real highlight", "feels premium",
+        "was quick and painless", "is worth every cent", "impressed me", "is better than I hoped", "is superb"]
+BAD = ["is a letdown", "stopped working after a week", "is awful", "feels cheap", "was a nightmare",
+       "is overpriced", "disappointed me", "is worse than advertised", "broke on day two", "is useless"]
+VERDICTS = {"positive": ["Overall I am happy with it.", "I would buy it again.", "Recommended."],
+            "negative": ["Overall I regret buying it.", "I would not buy it again.", "Not recommended."]}
 
 
-def words(n: int) -> str:
-    """English words for 0 <= n < 1,000,000 ("one thousand six hundred and ninety")."""
-    if n < 20:
-        return ONES[n]
-    if n < 100:
-        return TENS[n // 10] + ("-" + ONES[n % 10] if n % 10 else "")
-    if n < 1000:
-        return ONES[n // 100] + " hundred" + (" and " + words(n % 100) if n % 100 else "")
-    rest = n % 1000
-    joiner = " and " if 0 < rest < 100 else " "
-    return words(n // 1000) + " thousand" + (joiner + words(rest) if rest else "")
+def sentiment(r: random.Random, n_train: int, n_test: int):
+    """A product review → positive/negative. The last clause decides: "x, but y" takes y's side, and a closing
+    verdict overrides what came before (the convention the model has to pick up from the rows)."""
+    def clause(label: str) -> str:
+        return f"{r.choice(ASPECTS)} {r.choice(GOOD if label == 'positive' else BAD)}"
 
+    def cap(text: str) -> str:
+        return text[0].upper() + text[1:]
 
-def parity(r: random.Random, n_train: int, n_test: int):
-    """Mostly digits (1 to 99,999, half with a thousands comma), a quarter in words (1 to 999)."""
     def draw():
-        n = r.randint(1, 99_999)
-        shown = f"{n:,}" if r.random() < 0.5 else str(n)
-        if r.random() < 0.25:
-            n = r.randint(1, 999)
-            shown = words(n)
-        return shown, {"text": f"Is this number even or odd? {shown}", "label": "even" if n % 2 == 0 else "odd"}
+        label, other = r.sample(["positive", "negative"], 2)
+        form = r.randrange(3)
+        if form == 0:
+            text = cap(clause(label)) + "."
+        elif form == 1:
+            text = f"{cap(clause(other))}, but {clause(label)}."
+        else:
+            text = f"{cap(clause(other))}. {r.choice(VERDICTS[label])}"
+        return text, {"text": f"Review: {text}", "label": label}
     return _split_unique(r, draw, n_train, n_test)
 
 
@@ -222,7 +224,7 @@ def describe(r: random.Random, n_train: int, n_test: int):
 TASKS = {t.name: t for t in [
     Task("dates", "short exact answer", "exact_match", 200, 60, 24, dates),
     Task("extract", "format conversion / extraction", "exact_match", 200, 60, 48, extract),
-    Task("parity", "classification, 2 labels", "accuracy", 200, 100, 8, parity),
+    Task("sentiment", "classification, 2 labels", "accuracy", 200, 100, 8, sentiment),
     Task("tickets", "classification, 7 labels", "accuracy", 210, 105, 8, tickets),
     Task("describe", "long answer (100+ tokens)", "rougeL", 200, 30, 200, describe),
 ]}
