@@ -194,7 +194,8 @@ def summary_html(cfg: dict, info: dict, data: dict) -> str:
            ("stopped early", info.get("stopped_early")), ("train time", _duration(info.get("train_seconds"))),
            ("train tokens", info.get("train_tokens")),
            ("trainable parameters", info.get("trainable_parameters")),
-           ("total parameters", info.get("total_parameters")), ("tuneforge", info.get("tuneforge_version"))]
+           ("total parameters", info.get("total_parameters")), ("labels", info.get("labels")),
+           ("tuneforge", info.get("tuneforge_version"))]
     keys = HYPERPARAMETERS + METHOD_HYPERPARAMETERS.get(str(method), ())
     hp = [(k, cfg.get(k)) for k in keys if k in cfg]
     counts = [("train examples", data.get("train_examples")), ("val examples", data.get("val_examples")),
