@@ -56,10 +56,14 @@ def test_label_scores_equal_the_training_loss_of_each_label_end_of_turn_included
     for p, row in zip(PROMPTS, scores):
         for lab, got in zip(LABELS, row):
             assert got == pytest.approx(-_nll(loaded, classify.as_messages(p), lab), abs=2e-4)
-    # the cached path (one prompt forward, labels on the KV cache) agrees with scoring full rows
-    pairs = [q for p in PROMPTS for q in classify._pairs(classify.as_messages(p), LABELS, loaded.tokenizer)]
-    rows = classify.score_rows(loaded.model, pairs, loaded.tokenizer.pad_token_id)
-    assert [x for row in scores for x in row] == pytest.approx(rows, abs=2e-4)
+    # the cached path itself (one prompt forward, labels on the KV cache) agrees with scoring full rows
+    per_prompt = [classify._pairs(classify.as_messages(p), LABELS, loaded.tokenizer) for p in PROMPTS]
+    pad_id = loaded.tokenizer.pad_token_id
+    cached = classify._score_cached(loaded.model, [q[0].prompt for q in per_prompt],
+                                    [[x.answer for x in q] for q in per_prompt], pad_id)
+    rows = classify.score_rows(loaded.model, [x for q in per_prompt for x in q], pad_id)
+    assert [x for row in cached for x in row] == pytest.approx(rows, abs=2e-4)
+    assert cached == [pytest.approx(row, abs=2e-4) for row in scores]
 
 
 def test_predictions_are_in_the_label_set_and_probabilities_sum_to_one(loaded):

@@ -169,12 +169,16 @@ def label_log_likelihoods(model, tokenizer, prompts: list, labels: list[str], *,
         chunk = [_pairs(as_messages(p), labels, tokenizer) for p in prompts[s:s + batch_size]]
         t0 = time.perf_counter()
         shared = all(all(q.prompt == pairs[0].prompt for q in pairs) for pairs in chunk)
-        if soft or not shared:  # no prompt cache to reuse (soft prompts), or labels re-tokenize the prompt's end
+        part = None
+        if not soft and shared:  # else: no prompt cache to reuse (soft prompts), or labels re-tokenize the prompt
+            try:
+                part = _score_cached(model, [pairs[0].prompt for pairs in chunk],
+                                     [[q.answer for q in pairs] for pairs in chunk], pad)
+            except (AttributeError, NotImplementedError, TypeError):  # a cache type that cannot be repeated
+                part = None
+        if part is None:
             flat = score_rows(model, [q for pairs in chunk for q in pairs], pad)
             part = [flat[i * len(labels):(i + 1) * len(labels)] for i in range(len(chunk))]
-        else:
-            part = _score_cached(model, [pairs[0].prompt for pairs in chunk],
-                                 [[q.answer for q in pairs] for pairs in chunk], pad)
         dt = (time.perf_counter() - t0) / len(chunk)
         scores += part
         lat += [dt] * len(chunk)
