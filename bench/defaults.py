@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import shutil
 import sys
@@ -46,12 +45,23 @@ PINNED = ("method", "learning_rate", "target_modules", "lora_r", "lora_alpha", "
 QUALITY, TIME = 0.90, 1.5  # acceptance: defaults >= 90% of the best metric, <= 1.5x its training time
 
 
+TRAINING_FIELDS = ("method", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                   "gradient_accumulation_steps", "warmup_steps", "warmup_ratio", "lr_scheduler_type", "weight_decay",
+                   "max_grad_norm", "eval_steps", "early_stopping_patience", "seed", "max_seq_len", "packing",
+                   "train_on_prompt", "val_split", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
+                   "lora_bias", "use_dora", "use_rslora")
+
+
 def defaults_fingerprint() -> str:
-    """Changes whenever the defaults could resolve differently (config defaults or the auto rules)."""
+    """Changes whenever a no-flag run could train differently: the defaults of the fields that shape training and
+    the auto rules' numbers (docstrings and unrelated new config fields leave it alone)."""
     from tuneforge.config import TrainConfig
     from tuneforge.train import auto
 
-    src = json.dumps(TrainConfig().model_dump(), sort_keys=True) + inspect.getsource(auto)
+    defaults = TrainConfig().model_dump()
+    rules = [auto.BASE_EPOCHS, auto.MIN_STEPS, auto.MAX_EPOCHS, auto.MAX_EXAMPLES, auto.LORA_LR, auto.FULL_LR,
+             auto.PROMPT_TUNING_LR]
+    src = json.dumps([{k: defaults[k] for k in TRAINING_FIELDS}, rules], sort_keys=True, default=str)
     return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 
