@@ -191,7 +191,9 @@ def _print_eval(res: dict, n_samples: int) -> None:
         con.print(f"\n[bold]Q:[/bold] {ex['prompt']}\n[bold]reference:[/bold] {ex['reference']}", markup=True,
                   highlight=False)
         for r in roles:
-            con.print(f"[bold]{r}:[/bold] {ex[f'{r}_prediction']}", markup=True, highlight=False)
+            probs = ex.get(f"{r}_probabilities")  # constrained prediction: how sure the model was
+            sure = f" (p={probs[ex[f'{r}_prediction']]:.2f})" if probs else ""
+            con.print(f"[bold]{r}:[/bold] {ex[f'{r}_prediction']}{sure}", markup=True, highlight=False)
 
 
 @app.command()
