@@ -173,14 +173,15 @@ def table(rows: list[dict]) -> str:
         lines += [f"\n**{task}** ({t.kind}; {rs[0].get('n_train', t.n_train)} train / {rs[0].get('n_test', t.n_test)} "
                   f"test rows; metric {t.metric}; "
                   f"best: {best['config']})\n",
-                  "| run | lr | targets | r | batch | epochs | steps | train s | " + t.metric + " | of best | time vs best |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | lr | targets | r | batch | epochs | steps | train s | cpu s | " + t.metric +
+                  " | of best | time vs best |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             c = r["resolved"]
             of = f"{r['value'] / best['value']:.0%}" if best["value"] else "–"
             lines.append(f"| {r['config']} | {c['learning_rate']:g} | {_targets(c['target_modules'])} | {c['lora_r']} | "
                          f"{c['per_device_train_batch_size']} | {c['num_train_epochs']:g} | {r['steps']} | "
-                         f"{r['train_seconds']:.0f} | {r['value']:.3f} | {of} | "
+                         f"{r['train_seconds']:.0f} | {r.get('train_cpu_s', float('nan')):.0f} | {r['value']:.3f} | {of} | "
                          f"{r['train_seconds'] / max(best['train_seconds'], 1e-9):.2f}x |")
     return "\n".join(lines)
 
@@ -196,9 +197,10 @@ def acceptance(rows: list[dict]) -> list[str]:
         best = max(rs, key=lambda r: (r["value"], -r["train_seconds"]))
         q = d["value"] / best["value"] if best["value"] else 1.0
         tr = d["train_seconds"] / max(best["train_seconds"], 1e-9)
+        cpu = d.get("train_cpu_s", float("nan")) / max(best.get("train_cpu_s", float("nan")), 1e-9)
         ok = q >= QUALITY and tr <= TIME
         out.append(f"{task}: defaults {d['value']:.3f} = {q:.0%} of best ({best['config']}: {best['value']:.3f}), "
-                   f"time {tr:.2f}x best's -> {'PASS' if ok else 'FAIL'} ({len(rs) - 1} swept runs)")
+                   f"time {tr:.2f}x best's (cpu {cpu:.2f}x) -> {'PASS' if ok else 'FAIL'} ({len(rs) - 1} swept runs)")
     return out
 
 
