@@ -52,17 +52,41 @@ TRAINING_FIELDS = ("method", "learning_rate", "num_train_epochs", "max_steps", "
                    "lora_bias", "use_dora", "use_rslora")
 
 
-def defaults_fingerprint() -> str:
-    """Changes whenever a no-flag run could train differently: the defaults of the fields that shape training and
-    the auto rules' numbers (docstrings and unrelated new config fields leave it alone)."""
+def rest_fingerprint() -> str:
+    """The defaults of the training fields the sweep never sets: a row measured under other such defaults is stale."""
     from tuneforge.config import TrainConfig
-    from tuneforge.train import auto
 
     defaults = TrainConfig().model_dump()
-    rules = [auto.BASE_EPOCHS, auto.MIN_STEPS, auto.MAX_EPOCHS, auto.MAX_EXAMPLES, auto.LORA_LR, auto.FULL_LR,
-             auto.PROMPT_TUNING_LR]
-    src = json.dumps([{k: defaults[k] for k in TRAINING_FIELDS}, rules], sort_keys=True, default=str)
-    return hashlib.sha256(src.encode()).hexdigest()[:12]
+    rest = {k: defaults[k] for k in TRAINING_FIELDS if k not in PINNED}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def data_hash(paths: dict) -> str:
+    return hashlib.sha256(b"".join(Path(paths[s]).read_bytes() for s in ("train", "test"))).hexdigest()[:12]
+
+
+def resolve_defaults(task, paths: dict, args) -> dict:
+    """What a run with no flags resolves to on this data ({PINNED field: value}): `prepare` only, no training."""
+    import gc
+
+    from tuneforge.config import load_config
+    from tuneforge.train.sft import prepare
+
+    extra = {"max_steps": args.max_steps} if args.max_steps else {}
+    p = prepare(load_config(None, {"data": str(paths["train"]), "output": "unused", "base": args.base, **extra}))
+    resolved = normal({k: getattr(p.cfg, k) for k in PINNED})
+    del p
+    gc.collect()
+    return resolved
+
+
+def normal(settings: dict) -> dict:
+    """Settings in one canonical form (target lists as comma strings, numbers as floats) for comparing and keys."""
+    out = dict(settings)
+    out["target_modules"] = _targets(out["target_modules"])
+    for k in ("learning_rate", "num_train_epochs", "lora_alpha"):
+        out[k] = float(out[k])
+    return out
 
 
 def _targets(v) -> str:
@@ -71,8 +95,7 @@ def _targets(v) -> str:
 
 def sweep(resolved: dict, factors: list[str]) -> dict[str, dict]:
     """{name: flags} one factor at a time around the defaults' resolved config (which is pinned)."""
-    base = {k: resolved[k] for k in PINNED}
-    base["target_modules"] = _targets(base["target_modules"])
+    base = normal({k: resolved[k] for k in PINNED})
     out = {}
 
     def add(name: str, **change) -> None:
@@ -121,7 +144,8 @@ def run_one(task, name: str, flags: dict, paths: dict, work: Path, args) -> dict
     t1 = time.perf_counter()
     res = evaluate_file(str(out), str(paths["test"]), max_new_tokens=task.max_new_tokens, metrics=[task.metric],
                         progress=False)
-    row = {"task": task.name, "config": name, "flags": flags, "resolved": {k: resolved[k] for k in PINNED},
+    row = {"task": task.name, "config": name, "flags": flags, "resolved": normal({k: resolved[k] for k in PINNED}),
+           "data": data_hash(paths),
            "metric": task.metric, "value": res["models"]["tuned"]["metrics"][task.metric],
            "mode": res["mode"], "train_seconds": info["train_seconds"], "steps": info["steps"],
            "best_step": info.get("best_step"), "stopped_early": info.get("stopped_early"),
@@ -133,6 +157,15 @@ def run_one(task, name: str, flags: dict, paths: dict, work: Path, args) -> dict
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return row
+
+
+def migrate(results: dict, task: str, args, paths: dict, rest: str) -> None:
+    """Rows written before keys were by resolved settings: file them under their settings' key (same data only)."""
+    for k, row in list(results["runs"].items()):
+        if row.get("task") == task and "data" not in row and row["resolved"] and k.count("/") == 2:
+            if row.get("n_train") == sum(1 for _ in open(paths["train"])):
+                results["runs"].setdefault(key(task, row["resolved"], args, paths, rest),
+                                           {**row, "resolved": normal(row["resolved"]), "data": data_hash(paths)})
 
 
 def load_results(path: Path) -> dict:
@@ -150,21 +183,22 @@ def save_results(path: Path, results: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         on_disk = load_results(path)
         on_disk["runs"].update(results["runs"])
-        results["runs"] = on_disk["runs"]
+        on_disk.setdefault("defaults", {}).update(results.get("defaults", {}))
+        results["runs"], results["defaults"] = on_disk["runs"], on_disk["defaults"]
         write_json(path, on_disk)
 
 
-def key(task: str, name: str, flags: dict, fp: str, args, paths: dict) -> str:
-    """Cache key: the data, the flags, the defaults' fingerprint for the no-flag run, what the options change."""
-    data = hashlib.sha256(b"".join(Path(paths[s]).read_bytes() for s in ("train", "test"))).hexdigest()[:12]
-    ident = {"task": task, "flags": flags, "base": args.base, "max_steps": args.max_steps, "data": data}
-    if not flags:
-        ident["defaults"] = fp
-    return f"{task}/{name}/" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+def key(task: str, settings: dict, args, paths: dict, rest: str) -> str:
+    """Cache key: the data and the resolved settings (so a sweep run and a no-flag run that resolve alike share a
+    row: training is deterministic), plus the options that change a run and the unswept defaults."""
+    ident = {"task": task, "data": data_hash(paths), "settings": normal(settings), "base": args.base,
+             "max_steps": args.max_steps, "rest": rest}
+    return f"{task}/" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: one block per task, each run against the task's best run (highest metric, then fastest)."""
+    """Markdown: one block per task, each run against the task's best run (highest metric, then fastest).
+    A row whose `config` differs from its `name` was measured under that name with the same settings."""
     lines = []
     for task in dict.fromkeys(r["task"] for r in rows):
         rs = [r for r in rows if r["task"] == task]
@@ -172,14 +206,15 @@ def table(rows: list[dict]) -> str:
         t = TASKS[task]
         lines += [f"\n**{task}** ({t.kind}; {rs[0].get('n_train', t.n_train)} train / {rs[0].get('n_test', t.n_test)} "
                   f"test rows; metric {t.metric}; "
-                  f"best: {best['config']})\n",
+                  f"best: {best['name']})\n",
                   "| run | lr | targets | r | batch | epochs | steps | train s | cpu s | " + t.metric +
                   " | of best | time vs best |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             c = r["resolved"]
             of = f"{r['value'] / best['value']:.0%}" if best["value"] else "–"
-            lines.append(f"| {r['config']} | {c['learning_rate']:g} | {_targets(c['target_modules'])} | {c['lora_r']} | "
+            alias = f" (= {r['config']})" if r["config"] != r["name"] else ""
+            lines.append(f"| {r['name']}{alias} | {c['learning_rate']:g} | {_targets(c['target_modules'])} | {c['lora_r']} | "
                          f"{c['per_device_train_batch_size']} | {c['num_train_epochs']:g} | {r['steps']} | "
                          f"{r['train_seconds']:.0f} | {r.get('train_cpu_s', float('nan')):.0f} | {r['value']:.3f} | {of} | "
                          f"{r['train_seconds'] / max(best['train_seconds'], 1e-9):.2f}x |")
@@ -190,7 +225,7 @@ def acceptance(rows: list[dict]) -> list[str]:
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         rs = [r for r in rows if r["task"] == task]
-        d = next((r for r in rs if r["config"] == "defaults"), None)
+        d = next((r for r in rs if r["name"] == "defaults"), None)
         if d is None:
             out.append(f"{task}: defaults not measured yet")
             continue
@@ -199,7 +234,7 @@ def acceptance(rows: list[dict]) -> list[str]:
         tr = d["train_seconds"] / max(best["train_seconds"], 1e-9)
         cpu = d.get("train_cpu_s", float("nan")) / max(best.get("train_cpu_s", float("nan")), 1e-9)
         ok = q >= QUALITY and tr <= TIME
-        out.append(f"{task}: defaults {d['value']:.3f} = {q:.0%} of best ({best['config']}: {best['value']:.3f}), "
+        out.append(f"{task}: defaults {d['value']:.3f} = {q:.0%} of best ({best['name']}: {best['value']:.3f}), "
                    f"time {tr:.2f}x best's (cpu {cpu:.2f}x) -> {'PASS' if ok else 'FAIL'} ({len(rs) - 1} swept runs)")
     return out
 
@@ -231,7 +266,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown factor(s) {unknown}; have {', '.join(FACTORS)}")
     results = load_results(results_path)
-    fp = defaults_fingerprint()
+    rest = rest_fingerprint()
     wanted: list[dict] = []
     if not args.table:
         from tuneforge.cli import _quiet_libraries
@@ -240,22 +275,20 @@ def main() -> None:
     t_start = time.perf_counter()
     for task in tasks:
         paths = write(task, args.workdir / "data" / task.name, args.n_train or None, args.n_test or None)
-        plan = {"defaults": {}}
-        k = key(task.name, "defaults", {}, fp, args, paths)
-        if k not in results["runs"] and not args.table:
-            print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: defaults", file=sys.stderr, flush=True)
-            results["runs"][k] = run_one(task, "defaults", {}, paths, args.workdir, args)
-            save_results(results_path, results)
-        if k in results["runs"]:
-            plan.update(sweep(results["runs"][k]["resolved"], factors))
-        for name, flags in plan.items():
-            k = key(task.name, name, flags, fp, args, paths)
+        migrate(results, task.name, args, paths, rest)
+        resolved = results.setdefault("defaults", {}).get(f"{task.name}/{data_hash(paths)}/{rest}/{args.max_steps}")
+        if resolved is None or not args.table:  # the rules may have changed since: resolve again (no training)
+            resolved = resolve_defaults(task, paths, args)
+            results["defaults"][f"{task.name}/{data_hash(paths)}/{rest}/{args.max_steps}"] = resolved
+        plan = {"defaults": ({}, resolved), **{n: (f, f) for n, f in sweep(resolved, factors).items()}}
+        for name, (flags, settings) in plan.items():
+            k = key(task.name, settings, args, paths, rest)
             if k not in results["runs"] and not args.table:
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: {name}", file=sys.stderr, flush=True)
                 results["runs"][k] = run_one(task, name, flags, paths, args.workdir, args)
                 save_results(results_path, results)
             if k in results["runs"]:
-                wanted.append(results["runs"][k])
+                wanted.append({**results["runs"][k], "name": name})
     print(table(wanted))
     print()
     for line in acceptance(wanted):
