@@ -38,7 +38,7 @@ class TrainConfig(BaseModel):
     output: str | None = Field(None, description="Run directory to create.")
     # the guide's TrainingArguments
     num_train_epochs: Union[PositiveFloat, Literal["auto"]] = Field(
-        AUTO, description="Passes over the data. auto (default): 3; small sets get more, to reach at least 60 "
+        AUTO, description="Passes over the data. auto (default): 1.5; small sets get more, to reach at least 30 "
         "optimizer steps (at most 10 epochs); large sets fewer, to see about 25,000 examples (at least 1). "
         "Printed with the reason; early stopping keeps the best weights either way.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")

@@ -22,7 +22,7 @@ def _steps(n: int, batch: int = 8, accum: int = 1) -> int:
 
 
 def test_small_sets_get_at_least_min_steps_and_the_base_epochs_above_that():
-    spe_edge = math.ceil(MIN_STEPS / BASE_EPOCHS)  # the smallest steps/epoch at which base epochs suffice
+    spe_edge = math.ceil(MIN_STEPS / BASE_EPOCHS)  # the fewest steps per epoch at which the base epochs suffice
     at, below = spe_edge * 8, (spe_edge - 1) * 8  # examples at batch 8
     assert auto.epochs(at, 8, 1)[0] == BASE_EPOCHS
     assert auto.epochs(below, 8, 1)[0] > BASE_EPOCHS and _steps(below) >= MIN_STEPS
@@ -42,7 +42,7 @@ def test_tiny_sets_are_capped_at_max_epochs_and_say_so():
 
 
 def test_large_sets_see_about_max_examples_and_never_less_than_one_pass():
-    edge = MAX_EXAMPLES // BASE_EPOCHS
+    edge = int(MAX_EXAMPLES // BASE_EPOCHS)
     assert auto.epochs(edge, 8, 1)[0] == BASE_EPOCHS
     assert auto.epochs(edge + 3, 8, 1)[0] <= BASE_EPOCHS
     ep, why = auto.epochs(edge + 100, 8, 1)
@@ -108,7 +108,7 @@ def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir
 def test_help_config_states_the_rules_numbers():
     epochs_help = TrainConfig.model_fields["num_train_epochs"].description
     assert f"at least {MIN_STEPS} optimizer steps" in epochs_help and f"at most {MAX_EPOCHS} epochs" in epochs_help
-    assert f"{MAX_EXAMPLES:,} examples" in epochs_help and f"auto (default): {BASE_EPOCHS};" in epochs_help
+    assert f"{MAX_EXAMPLES:,} examples" in epochs_help and f"auto (default): {BASE_EPOCHS:g};" in epochs_help
     lr_help = TrainConfig.model_fields["learning_rate"].description
     for table, name in ((auto.LORA_LR, "LoRA/QLoRA"), (auto.FULL_LR, "full")):
         part = lr_help[lr_help.index(name):]

@@ -1,10 +1,10 @@
 """Size-aware defaults: the values `train` picks for settings left at "auto", each with the reason it prints.
 
-- `num_train_epochs` from the dataset size: 3 passes, raised on small sets so the run gets at least MIN_STEPS
-  optimizer steps (at most MAX_EPOCHS passes), lowered on large sets so it sees at most MAX_EXAMPLES examples
-  (never under one pass). OpenAI's "auto" epochs rule is the anchor (3 epochs, more for tiny sets, fewer when
-  n x 3 exceeds 25,000); ours counts steps rather than examples at the small end, because optimizer steps are
-  what a small set runs short of.
+- `num_train_epochs` from the dataset size: BASE_EPOCHS passes, raised on small sets so the run gets at least
+  MIN_STEPS optimizer steps (at most MAX_EPOCHS passes), lowered on large sets so it sees about MAX_EXAMPLES
+  examples (never under one pass). OpenAI's "auto" epochs rule is the anchor (3 epochs, more for tiny sets, fewer
+  when n x 3 exceeds 25,000); ours counts steps rather than examples at the small end, because optimizer steps
+  are what a small set runs short of, and starts from fewer passes because its learning rate is higher.
 - `learning_rate` from the method and the base model's size (LORA_LR, FULL_LR, PROMPT_TUNING_LR).
 - `method` from the base's size and free memory: `methods.choose` (lora, else qlora).
 
@@ -19,8 +19,8 @@ import math
 
 from tuneforge.config import AUTO, TrainConfig
 
-BASE_EPOCHS = 3
-MIN_STEPS = 60  # optimizer steps a small set gets at least
+BASE_EPOCHS = 1.5  # at a learning rate of 1e-3 the bench's tasks had learnt what they could by then
+MIN_STEPS = 30  # optimizer steps a small set gets at least
 MAX_EPOCHS = 10  # ... but never more passes than this (early stopping guards the rest)
 MAX_EXAMPLES = 25_000  # large sets: stop after about this many examples (OpenAI's anchor), at least one pass
 # LoRA/QLoRA peak learning rate by base size (parameters below the bound → rate). Measured on SmolLM2-135M
@@ -58,17 +58,17 @@ def epochs(n_train: int, batch: int, accum: int, world: int = 1) -> tuple[float,
     spe = steps_per_epoch(n_train, batch, accum, world)
     how = f"{n_train} training examples = {spe} steps/epoch at {batch * accum * world} examples/step"
     if BASE_EPOCHS * spe < MIN_STEPS:
-        want = math.ceil(MIN_STEPS / spe)
+        want = math.ceil(MIN_STEPS / spe * 100) / 100  # hundredths of an epoch: at least MIN_STEPS steps
         ep = min(MAX_EPOCHS, want)
         why = (f"small set: at least {MIN_STEPS} optimizer steps" if want <= MAX_EPOCHS else
                f"small set: at most {MAX_EPOCHS} epochs (fewer than {MIN_STEPS} steps; add data if it underfits)")
     elif n_train * BASE_EPOCHS > MAX_EXAMPLES:
-        ep = max(1.0, round(MAX_EXAMPLES / n_train, 2))
+        ep = max(1.0, math.floor(MAX_EXAMPLES / n_train * 100) / 100)
         why = f"large set: about {MAX_EXAMPLES:,} examples seen" if ep > 1 else "large set: one pass"
     else:
-        ep, why = BASE_EPOCHS, f"{BASE_EPOCHS} epochs for a set of this size"
+        ep, why = BASE_EPOCHS, f"{BASE_EPOCHS:g} epochs for a set of this size"
     ep = int(ep) if float(ep).is_integer() else ep
-    return ep, (f"num_train_epochs {ep} (auto) = {math.ceil(ep * spe)} steps: {how}; {why}; "
+    return ep, (f"num_train_epochs {ep:g} (auto) = {math.ceil(ep * spe)} steps: {how}; {why}; "
                 "--num_train_epochs or --max_steps to override")
 
 
