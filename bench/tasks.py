@@ -7,7 +7,7 @@ set of unseen value combinations (no test prompt occurs in training):
 |---|---|---|---|---|
 | dates | short exact answer | 200 / 60 | a date in words → `YYYY-MM-DD` | exact_match |
 | extract | format conversion / extraction | 200 / 60 | a sentence → `{"name": ..., "age": ..., "city": ...}` | exact_match |
-| sentiment | classification, 2 labels | 200 / 100 | a product review → `positive` / `negative` (the last clause decides) | accuracy |
+| sentiment | classification, 2 labels | 200 / 300 | a product review → `positive` / `negative` (the last clause decides; test phrasing unseen) | accuracy |
 | tickets | classification, 7 labels | 210 / 105 | a support message → its team | accuracy |
 | describe | long answer (100+ tokens) | 200 / 30 | product specs → a fixed-structure description | rougeL |
 
@@ -97,35 +97,48 @@ def extract(r: random.Random, n_train: int, n_test: int):
 
 # --- sentiment: 2 labels ------------------------------------------------------------------------------------
 ASPECTS = ["the battery", "the screen", "the sound", "the delivery", "the price", "the build quality",
-           "customer service", "the camera", "the set-up", "the manual", "the fit", "the material"]
+           "customer service", "the camera", "the set-up", "the manual", "the fit", "the material", "the app",
+           "the charger", "the strap", "the lid"]
 GOOD = ["is excellent", "works perfectly", "exceeded my expectations", "is a real highlight", "feels premium",
-        "was quick and painless", "is worth every cent", "impressed me", "is better than I hoped", "is superb"]
+        "was quick and painless", "is worth every cent", "impressed me", "is better than I hoped", "is superb",
+        "is not bad at all", "could hardly be better", "won me over", "is a pleasant surprise", "holds up well",
+        "does exactly what it should", "is far from disappointing", "made my day", "is solid", "beats the rest"]
 BAD = ["is a letdown", "stopped working after a week", "is awful", "feels cheap", "was a nightmare",
-       "is overpriced", "disappointed me", "is worse than advertised", "broke on day two", "is useless"]
-VERDICTS = {"positive": ["Overall I am happy with it.", "I would buy it again.", "Recommended."],
-            "negative": ["Overall I regret buying it.", "I would not buy it again.", "Not recommended."]}
+       "is overpriced", "disappointed me", "is worse than advertised", "broke on day two", "is useless",
+       "is not great", "could have been better", "let me down", "is far from good", "falls apart",
+       "does not do what it should", "is a waste of money", "ruined my day", "is flimsy", "lags behind the rest"]
+VERDICTS = {"positive": ["Overall I am happy with it.", "I would buy it again.", "Recommended.",
+                         "Still, I am glad I bought it."],
+            "negative": ["Overall I regret buying it.", "I would not buy it again.", "Not recommended.",
+                         "Still, I wish I had not bought it."]}
+HELD_OUT_PHRASES = 6  # the last 6 of GOOD and of BAD decide test reviews only: phrasing never seen in training
 
 
 def sentiment(r: random.Random, n_train: int, n_test: int):
     """A product review → positive/negative. The last clause decides: "x, but y" takes y's side, and a closing
-    verdict overrides what came before (the convention the model has to pick up from the rows)."""
-    def clause(label: str) -> str:
-        return f"{r.choice(ASPECTS)} {r.choice(GOOD if label == 'positive' else BAD)}"
+    verdict overrides what came before (the convention the model has to pick up from the rows). The deciding
+    phrase of a test review is one training never used, so the test measures the rule, not memorised phrases."""
+    def clause(label: str, pool: slice) -> str:
+        return f"{r.choice(ASPECTS)} {r.choice((GOOD if label == 'positive' else BAD)[pool])}"
 
-    def cap(text: str) -> str:
-        return text[0].upper() + text[1:]
-
-    def draw():
+    def draw(pool: slice, other_pool: slice):
         label, other = r.sample(["positive", "negative"], 2)
         form = r.randrange(3)
         if form == 0:
-            text = cap(clause(label)) + "."
+            text = clause(label, pool)
         elif form == 1:
-            text = f"{cap(clause(other))}, but {clause(label)}."
-        else:
-            text = f"{cap(clause(other))}. {r.choice(VERDICTS[label])}"
+            text = f"{clause(other, other_pool)}, but {clause(label, pool)}"
+        else:  # the verdict decides; the held-out phrase is in the overridden clause
+            text = f"{clause(other, pool)}. {r.choice(VERDICTS[label])}"
+        text = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
         return text, {"text": f"Review: {text}", "label": label}
-    return _split_unique(r, draw, n_train, n_test)
+
+    seen = slice(0, -HELD_OUT_PHRASES)
+    train, _ = _split_unique(r, lambda: draw(seen, seen), n_train, 0)
+    train_texts = {x["text"] for x in train}
+    test, _ = _split_unique(r, lambda: draw(slice(-HELD_OUT_PHRASES, None), slice(None)), n_test, 0)
+    assert not train_texts & {x["text"] for x in test}
+    return train, test
 
 
 # --- tickets: 7 labels ---------------------------------------------------------------------------------------
@@ -224,7 +237,7 @@ def describe(r: random.Random, n_train: int, n_test: int):
 TASKS = {t.name: t for t in [
     Task("dates", "short exact answer", "exact_match", 200, 60, 24, dates),
     Task("extract", "format conversion / extraction", "exact_match", 200, 60, 48, extract),
-    Task("sentiment", "classification, 2 labels", "accuracy", 200, 100, 8, sentiment),
+    Task("sentiment", "classification, 2 labels", "accuracy", 200, 300, 8, sentiment),
     Task("tickets", "classification, 7 labels", "accuracy", 210, 105, 8, tickets),
     Task("describe", "long answer (100+ tokens)", "rougeL", 200, 30, 200, describe),
 ]}
