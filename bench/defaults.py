@@ -163,7 +163,8 @@ def migrate(results: dict, task: str, args, paths: dict, rest: str) -> None:
     """Rows written before keys were by resolved settings: file them under their settings' key (same data only)."""
     for k, row in list(results["runs"].items()):
         if row.get("task") == task and "data" not in row and row["resolved"] and k.count("/") == 2:
-            if row.get("n_train") == sum(1 for _ in open(paths["train"])):
+            sizes = tuple(sum(1 for _ in open(paths[s])) for s in ("train", "test"))
+            if (row.get("n_train"), row.get("n_test")) == sizes:  # a crude check: old rows have no data hash
                 results["runs"].setdefault(key(task, row["resolved"], args, paths, rest),
                                            {**row, "resolved": normal(row["resolved"]), "data": data_hash(paths)})
 
