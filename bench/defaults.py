@@ -173,8 +173,9 @@ def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 
 
-def save_results(path: Path, results: dict) -> None:
-    """Merge into what is on disk under a lock: several bench processes (e.g. one per task) may share a file."""
+def save_results(path: Path, results: dict, new_runs: dict) -> None:
+    """Add `new_runs` to what is on disk, under a lock (several bench processes, e.g. one per task, may share the
+    file), and refresh `results` from it. Only new rows are written, so a row removed from the file stays removed."""
     import fcntl
 
     from tuneforge.run import write_json
@@ -183,7 +184,7 @@ def save_results(path: Path, results: dict) -> None:
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         on_disk = load_results(path)
-        on_disk["runs"].update(results["runs"])
+        on_disk["runs"].update(new_runs)
         on_disk.setdefault("defaults", {}).update(results.get("defaults", {}))
         results["runs"], results["defaults"] = on_disk["runs"], on_disk["defaults"]
         write_json(path, on_disk)
@@ -282,12 +283,18 @@ def main() -> None:
             resolved = resolve_defaults(task, paths, args)
             results["defaults"][f"{task.name}/{data_hash(paths)}/{rest}/{args.max_steps}"] = resolved
         plan = {"defaults": ({}, resolved), **{n: (f, f) for n, f in sweep(resolved, factors).items()}}
+        sizes = [sum(1 for _ in open(paths[s])) for s in ("train", "test")]
         for name, (flags, settings) in plan.items():
             k = key(task.name, settings, args, paths, rest)
+            row = results["runs"].get(k)
+            stale = row is not None and ([row.get("n_train"), row.get("n_test")] != sizes
+                                         or row.get("data") != data_hash(paths))
+            if stale:  # measured on other data (an old row filed under this data's key): not this task's row
+                del results["runs"][k]
             if k not in results["runs"] and not args.table:
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: {name}", file=sys.stderr, flush=True)
                 results["runs"][k] = run_one(task, name, flags, paths, args.workdir, args)
-                save_results(results_path, results)
+                save_results(results_path, results, {k: results["runs"][k]})
             if k in results["runs"]:
                 wanted.append({**results["runs"][k], "name": name})
     print(table(wanted))
