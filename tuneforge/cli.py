@@ -313,9 +313,19 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                                   "repeated temperature-0 requests (0 = off)."),
           default_max_tokens: int = typer.Option(1024, "--default-max-tokens", help="Chat answer length cap "
                                                  "when a request sets no max_tokens."),
-          device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present).")):
+          device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
+          db: Optional[str] = typer.Option(None, "--db", help="Database URL for fine-tuning jobs (and the request "
+                                           "log): sqlite:///PATH or postgresql://... (default: "
+                                           "sqlite:///$TUNEFORGE_HOME/tuneforge.db)."),
+          jobs_worker: bool = typer.Option(True, "--jobs-worker/--no-jobs-worker", help="Train fine-tuning jobs "
+                                           "in this process (one at a time); --no-jobs-worker leaves them to "
+                                           "`tuneforge jobs worker` processes on the same --db."),
+          max_file_bytes: int = typer.Option(512 << 20, "--max-file-bytes", help="Largest upload to /v1/files "
+                                             "(413 beyond it).")):
     """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
-    /metrics, /health): point the openai SDK or LangChain's ChatOpenAI at http://HOST:PORT/v1."""
+    /v1/files, /v1/fine_tuning/jobs, /metrics, /health): point the openai SDK or LangChain's ChatOpenAI at
+    http://HOST:PORT/v1."""
+    from tuneforge.jobs.api import JobsAPI, served_bases
     from tuneforge.serve.app import create_app
     from tuneforge.serve.completions import Settings
     from tuneforge.serve.server import api_keys_from, build_engine, run
@@ -323,12 +333,34 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
     eng = build_engine(target, lora_modules=lora_modules, served_model_name=served_model_name, engine=engine,
                        max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, device=device)
     keys = api_keys_from(api_key)
+    jobs = JobsAPI(eng, db, worker=jobs_worker, max_file_bytes=max_file_bytes,
+                   bases=served_bases(target, served_model_name))
     application = create_app(eng, api_keys=keys, max_body_bytes=max_body_bytes,
                              response_cache_size=response_cache_size,
-                             settings=Settings(default_max_tokens=default_max_tokens))
+                             settings=Settings(default_max_tokens=default_max_tokens),
+                             routers=[jobs.router], body_limits=jobs.body_limits)
     names = ", ".join(f"{m.name}" + (f" (adapter on {m.parent})" if m.parent else "") for m in eng.models())
     typer.echo(f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if keys else ""), err=True)
     run(application, host=host, port=port)
+
+
+# --- jobs -------------------------------------------------------------------------------------------------
+jobs_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs (OpenAI's jobs API on `tuneforge serve`).")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("worker")
+def jobs_worker_cmd(db: Optional[str] = typer.Option(None, "--db", help="The server's database URL (default: "
+                                                     "sqlite:///$TUNEFORGE_HOME/tuneforge.db)."),
+                    lease_seconds: float = typer.Option(60.0, "--lease-seconds", help="A worker silent this long "
+                                                        "is presumed dead and its job resumed by another."),
+                    poll_interval: float = typer.Option(1.0, "--poll-interval", help="Seconds between looks for "
+                                                        "queued jobs.")):
+    """Train queued fine-tuning jobs one at a time (run several for parallel jobs; each job is taken by exactly
+    one worker). Ctrl-C or SIGTERM: the current job stops at its next step with a checkpoint and is re-queued."""
+    from tuneforge.jobs.worker import run_worker
+
+    run_worker(db, lease_s=lease_seconds, poll_s=poll_interval)
 
 
 def _quiet_libraries() -> None:
