@@ -4,7 +4,7 @@
 the router's lifespan starts and stops the rest with the app, and every route is behind the server's auth
 (an ASGI middleware on every path but /health). `tuneforge serve --db URL` does this.
 
-On start: remove what dead uploads left (`FileStore.sweep`), re-validate jobs a stopped server left in
+On start (and every 10 minutes for uploads): remove what dead uploads left (`FileStore.sweep`), re-validate jobs a stopped server left in
 `validating_files`, serve the fine-tuned model of every succeeded job whose base this server serves, and
 (`worker=True`) start a worker thread in this process. Then, every second, serve the models of jobs that other
 workers (`tuneforge jobs worker`) finished; and a route that reports a job as succeeded first makes sure its
@@ -28,6 +28,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from tuneforge.jobs import recipe
-from tuneforge.jobs.files import MULTIPART_OVERHEAD, PURPOSES, FileStore, receive_upload
+from tuneforge.jobs.files import MULTIPART_OVERHEAD, PURPOSES, STALE_PART_S, FileStore, receive_upload
 from tuneforge.jobs.store import SUCCEEDED, VALIDATING, EventRow, CheckpointRow, FileRow, InvalidState, JobRow, \
     Page, Store, new_id
 from tuneforge.serve import protocol as P
@@ -126,7 +127,7 @@ class JobsAPI:
             from tuneforge.jobs.worker import DEFAULT_LEASE_S, Worker
 
             self.worker = Worker(self.store, lease_s=lease_s or DEFAULT_LEASE_S, poll_s=poll_s,
-                                 on_succeeded=lambda job, adapter: self.sync_models())
+                                 before_success=self.serve_before_success)
         self._worker_thread: threading.Thread | None = None
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneforge-validate")
         self._sync_lock = threading.Lock()
@@ -165,10 +166,14 @@ class JobsAPI:
         await run_in_threadpool(self.start)
 
         async def watch():
+            last_sweep = time.monotonic()
             while True:
                 await asyncio.sleep(SYNC_EVERY_S)
                 try:
                     await run_in_threadpool(self.sync_models)
+                    if time.monotonic() - last_sweep > STALE_PART_S:
+                        last_sweep = time.monotonic()
+                        await run_in_threadpool(self.files.sweep, self.store.file_ids())
                 except Exception:  # noqa: BLE001 - keep watching; the next round may succeed
                     log.exception("serving fine-tuned models failed")
 
@@ -200,28 +205,35 @@ class JobsAPI:
             self.worker.wake.set()
 
     def sync_models(self) -> None:
-        """Serve the fine-tuned model of each succeeded job whose base this server serves (idempotent)."""
+        """Serve the fine-tuned model of each succeeded job whose base this server serves (idempotent; a
+        caller arriving while another adds a model waits for it, so `succeeded` always means servable)."""
         with self._sync_lock:
             for job in self.store.jobs_in(SUCCEEDED):
-                name = job.fine_tuned_model
-                if not name or name in self._synced:
-                    continue
-                self._synced.add(name)
-                base = self.engine.get(job.model)
-                if self.engine.get(name) is not None or base is None or base.parent is not None:
-                    continue  # already served, or its base is not served here
-                try:
-                    self.engine.add_adapter(name, str(Path(job.run_dir) / "adapter"), base=job.model)
-                    log.info("serving %s", name)
-                except Exception as e:  # noqa: BLE001 - e.g. the run directory was deleted
-                    log.warning("cannot serve %s from %s: %s", name, job.run_dir, e)
+                if job.fine_tuned_model and job.fine_tuned_model not in self._synced:
+                    self._serve(job, job.fine_tuned_model, Path(job.run_dir or "") / "adapter")
+
+    def serve_before_success(self, job: JobRow, name: str, adapter: Path) -> None:
+        """The in-process worker's hook: the model is served before its job is marked succeeded."""
+        with self._sync_lock:
+            self._serve(job, name, adapter)
+
+    def _serve(self, job: JobRow, name: str, adapter: Path) -> None:
+        base = self.engine.get(job.model)
+        if self.engine.get(name) is None and base is not None and base.parent is None:
+            try:
+                self.engine.add_adapter(name, str(adapter), base=job.model)
+                log.info("serving %s", name)
+            except Exception as e:  # noqa: BLE001 - e.g. the run directory was deleted
+                log.warning("cannot serve %s from %s: %s", name, adapter, e)
+                self.store.add_event(job.id, f"This server cannot serve {name}: {e}", level="warn")
+        self._synced.add(name)  # served, or not servable here: tried once
 
     def _job(self, job_id: str) -> JobRow:
         job = self.store.get_job(job_id)
         if job is None:
             raise _job_not_found(job_id)
         if job.status == SUCCEEDED and job.fine_tuned_model not in self._synced:
-            self.sync_models()
+            self.sync_models()  # waits for a model being added right now
         return job
 
     def _page(self, fn, *args, **kw) -> Page:

@@ -133,12 +133,13 @@ class _Reporter:
 
 
 class Worker:
-    """Claims and trains jobs from `store` until `stopping` is set. on_succeeded(job, adapter_dir) runs after
-    a job succeeds (the server's in-process worker uses it to serve the new model at once)."""
+    """Claims and trains jobs from `store` until `stopping` is set. before_success(job, fine_tuned_model,
+    adapter_dir) runs when training has finished, just before the job is marked succeeded (the server's
+    in-process worker serves the new model there, so a client never sees `succeeded` before it can use it)."""
 
     def __init__(self, store: Store, *, lease_s: float = DEFAULT_LEASE_S, poll_s: float = 1.0,
-                 on_succeeded: Callable[[JobRow, Path], None] | None = None, name: str | None = None):
-        self.store, self.lease_s, self.poll_s, self.on_succeeded = store, lease_s, poll_s, on_succeeded
+                 before_success: Callable[[JobRow, str, Path], None] | None = None, name: str | None = None):
+        self.store, self.lease_s, self.poll_s, self.before_success = store, lease_s, poll_s, before_success
         self.id = name or worker_id()
         self.files = FileStore(store.root)
         self.runs = store.root / "runs"
@@ -237,13 +238,13 @@ class Worker:
             return
         info = read_json(out / "run.json")
         rep.checkpoint(int(info["steps"]))
+        if self.before_success is not None:
+            try:
+                self.before_success(job, model_name, out / "adapter")
+            except Exception:  # noqa: BLE001 - serving it is the server's business; the training did succeed
+                log.exception("serving %s failed", model_name)
         if store.succeed(job.id, self.id, fine_tuned_model=model_name, trained_tokens=int(info["train_tokens"])):
             store.add_event(job.id, f"New fine-tuned model created: {model_name}")
-            if self.on_succeeded is not None:
-                try:
-                    self.on_succeeded(store.get_job(job.id), out / "adapter")
-                except Exception:  # noqa: BLE001 - serving it is the server's business; the job did succeed
-                    log.exception("serving %s failed", model_name)
             store.add_event(job.id, "The job has successfully completed")
         else:
             store.release(job.id, self.id)
