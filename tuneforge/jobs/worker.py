@@ -24,12 +24,15 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from tuneforge.errors import ConfigError, DataError, ModelError, TuneforgeError
 from tuneforge.jobs import recipe
 from tuneforge.jobs.files import FileStore
 from tuneforge.jobs.store import PAUSED, RUNNING, JobRow, Store
+
+if TYPE_CHECKING:
+    from tuneforge.train.sft import StepReport
 
 log = logging.getLogger("tuneforge.jobs")
 
@@ -81,9 +84,9 @@ class _Reporter:
         self.first: tuple[int, float] | None = None  # (step, wall time) of this process's first report
         self.last_progress = 0.0
 
-    def on_step(self, r) -> bool:
+    def on_step(self, r: "StepReport") -> bool:
         store, job = self.w.store, self.job
-        if self.lease.lost.is_set():
+        if self.lease.lost.is_set():  # the heartbeat found the job in another worker's hands
             raise LeaseLost(job.id)
         if r.logged:
             self._metrics_event(r)
@@ -95,7 +98,7 @@ class _Reporter:
             raise LeaseLost(job.id)
         return status == RUNNING and not self.w.stopping.is_set()
 
-    def _metrics_event(self, r) -> None:
+    def _metrics_event(self, r: "StepReport") -> None:
         data = {"step": r.step, "total_steps": r.total, "trained_tokens": r.tokens}
         for row in r.logged:
             if "loss" in row:
@@ -118,7 +121,7 @@ class _Reporter:
         self.w.store.add_checkpoint(self.job.id, step, metrics, recipe.checkpoint_model_name(self.model_name, step))
         self.w.store.add_event(self.job.id, f"Checkpoint created at step {step}")
 
-    def _progress(self, r) -> None:
+    def _progress(self, r: "StepReport") -> None:
         """estimated_finish from this process's own step rate (the first step: the run's average so far)."""
         now = time.time()
         if self.first is None:
