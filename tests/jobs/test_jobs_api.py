@@ -90,7 +90,7 @@ def test_unknown_ids_and_models(server, good_file, tiny_dir):
 
 def test_the_guides_module_level_call_reaches_this_server(server, good_file, tiny_dir, monkeypatch):
     """The guide's `openai.FineTuningJob.create(training_file=..., model=...)`, in openai>=1 spelling."""
-    monkeypatch.setattr(openai, "base_url", server[0].url + "/v1")
+    monkeypatch.setattr(openai, "base_url", server[0].url + "/v1/")  # module level: keep the slash
     monkeypatch.setattr(openai, "api_key", "unused")
     job = openai.fine_tuning.jobs.create(training_file=good_file.id, model=str(tiny_dir))
     assert job.status == "validating_files" and job.training_file == good_file.id
