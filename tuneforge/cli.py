@@ -315,7 +315,7 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                                  "when a request sets no max_tokens."),
           device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
           db: Optional[str] = typer.Option(None, "--db", help="Database URL for fine-tuning jobs (and the request "
-                                           "log): sqlite:///PATH or postgresql://... (default: "
+                                           "log): sqlite:///PATH or postgresql+psycopg://... (default: "
                                            "sqlite:///$TUNEFORGE_HOME/tuneforge.db)."),
           jobs_worker: bool = typer.Option(True, "--jobs-worker/--no-jobs-worker", help="Train fine-tuning jobs "
                                            "in this process (one at a time); --no-jobs-worker leaves them to "

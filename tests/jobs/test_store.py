@@ -1,7 +1,11 @@
-"""The jobs store on a real SQLite file: atomic claims, leases and take-overs, state transitions, paging."""
+"""The jobs store on a real database: atomic claims, leases and take-overs, state transitions, paging.
+
+Runs on a SQLite file, and on PostgreSQL too when TUNEFORGE_TEST_POSTGRES names a database URL whose tables
+the test may drop (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/tfjobs)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,10 +13,21 @@ import pytest
 
 from tuneforge.jobs.store import MAX_RESTARTS, InvalidState, Store
 
+PG = os.environ.get("TUNEFORGE_TEST_POSTGRES")
 
-@pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'tuneforge.db'}")
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> Store:
+    if request.param == "sqlite":
+        return Store(f"sqlite:///{tmp_path / 'tuneforge.db'}")
+    if not PG:
+        pytest.skip("set TUNEFORGE_TEST_POSTGRES=postgresql+psycopg://... to run on PostgreSQL")
+    from tuneforge.db import Base, connect
+
+    engine = connect(PG)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    return Store(PG)
 
 
 def _job(store: Store, queued: bool = True) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, and_, delete, or_, select, update
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, and_, delete, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuneforge.db import Base, connect, session_factory
@@ -58,7 +58,7 @@ class FileRow(Base):
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[int] = mapped_column(Integer)
     filename: Mapped[str] = mapped_column(String(255))  # the client's name, for display only (never a path)
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
     purpose: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
 
@@ -69,8 +69,8 @@ class JobRow(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[int] = mapped_column(Integer)
-    model: Mapped[str] = mapped_column(String(512))  # the served base name the client asked for
-    base: Mapped[str] = mapped_column(String(1024))  # what training loads (alias, directory or hub id)
+    model: Mapped[str] = mapped_column(Text)  # the served base name the client asked for
+    base: Mapped[str] = mapped_column(Text)  # what training loads (alias, directory or hub id)
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -80,13 +80,13 @@ class JobRow(Base):
     options: Mapped[dict] = mapped_column(JSON)  # the `tuneforge` extras (TrainConfig keys)
     status: Mapped[str] = mapped_column(String(32), index=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    fine_tuned_model: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     estimated_finish: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result_files: Mapped[list] = mapped_column(JSON, default=list)
     n_examples: Mapped[int | None] = mapped_column(Integer, nullable=True)  # valid rows of training_file
-    run_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
@@ -100,7 +100,7 @@ class EventRow(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(Integer)
     level: Mapped[str] = mapped_column(String(8))
-    message: Mapped[str] = mapped_column(String(4096))
+    message: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
@@ -114,7 +114,7 @@ class CheckpointRow(Base):
     created_at: Mapped[int] = mapped_column(Integer)
     step_number: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict] = mapped_column(JSON)
-    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(1100))
+    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(Text)
 
 
 class InvalidState(Exception):
