@@ -4,6 +4,11 @@
 the router's lifespan starts and stops the rest with the app, and every route is behind the server's auth
 (an ASGI middleware on every path but /health). `tuneforge serve --db URL` does this.
 
+The in-process worker is a thread, not a child process: one command to start and stop, nothing orphaned when
+the server dies (the job's lease runs out and the next worker resumes it), and a finished adapter is served
+before its job reports `succeeded`. Training then shares the machine with serving; for isolation run
+`tuneforge serve --no-jobs-worker` and `tuneforge jobs worker` processes on the same database.
+
 On start (and every 10 minutes for uploads): remove what dead uploads left (`FileStore.sweep`), re-validate jobs a stopped server left in
 `validating_files`, serve the fine-tuned model of every succeeded job whose base this server serves, and
 (`worker=True`) start a worker thread in this process. Then, every second, serve the models of jobs that other
