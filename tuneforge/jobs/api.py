@@ -9,9 +9,9 @@ the server dies (the job's lease runs out and the next worker resumes it), and a
 before its job reports `succeeded`. Training then shares the machine with serving; for isolation run
 `tuneforge serve --no-jobs-worker` and `tuneforge jobs worker` processes on the same database.
 
-On start (and every 10 minutes for uploads): remove what dead uploads left (`FileStore.sweep`), re-validate jobs a stopped server left in
-`validating_files`, serve the fine-tuned model of every succeeded job whose base this server serves, and
-(`worker=True`) start a worker thread in this process. Then, every second, serve the models of jobs that other
+On start (and every 10 minutes for uploads): remove what dead uploads left (`FileStore.sweep`), re-validate jobs
+a stopped server left in `validating_files`, serve the fine-tuned model of every succeeded job whose base this
+server serves, and (`worker=True`) start the worker thread. Then, every second, serve the models of jobs that other
 workers (`tuneforge jobs worker`) finished; and a route that reports a job as succeeded first makes sure its
 model is served, so a client that sees `succeeded` can use `fine_tuned_model` at once.
 
