@@ -20,10 +20,10 @@ from tuneforge.errors import TuneforgeError
 
 TYPES = ("f16", "q8_0")
 # llama.cpp names the pre-tokenizer (its regex split) rather than storing it. Byte-level with GPT-2's regex
-# is "gpt2" (what the default base's tokenizer, converted from its GGUF by transformers, uses); SmolLM2's hub
-# tokenizer (digits split first) is "smollm". Anything else gets "gpt2" and a warning.
+# is "gpt-2" (what the default base's tokenizer, converted from its GGUF by transformers, uses); SmolLM2's hub
+# tokenizer (digits split first) is "smollm". Anything else gets "gpt-2" and a warning.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
-KNOWN_PRE = {"gpt2": _BYTE_LEVEL,
+KNOWN_PRE = {"gpt-2": _BYTE_LEVEL,
              "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
                                                                _BYTE_LEVEL]}}
 
@@ -53,7 +53,7 @@ def _pre_tokenizer(tok_dir: Path) -> tuple[str, bool]:
     for name, spec in KNOWN_PRE.items():
         if _normal(pre) == spec:
             return name, True
-    return "gpt2", False
+    return "gpt-2", False
 
 
 def _vocab(tokenizer) -> tuple[list[str], list[int]]:
@@ -119,7 +119,7 @@ def write_gguf(model, tokenizer, out_file: Path, qtype: str, *, name: str = "tun
         tokenizer.save_pretrained(td)
         pre, known = _pre_tokenizer(Path(td))
         if not known:
-            warnings.append("tokenizer pre-tokenizer not recognised; wrote 'gpt2' (llama.cpp may split text "
+            warnings.append("tokenizer pre-tokenizer not recognised; wrote 'gpt-2' (llama.cpp may split text "
                             "differently from transformers; transformers' GGUF loader is unaffected)")
         tokens, types = _vocab(tokenizer)
         w.add_tokenizer_model("gpt2")

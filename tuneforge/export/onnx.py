@@ -15,6 +15,8 @@ attention: optimum-onnx 0.1.0 pins an older transformers, and the dynamo path wo
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,7 +69,9 @@ def export_onnx(model, tokenizer, out: Path) -> None:
     mask = torch.ones(b, p + s, dtype=torch.long)
     pos = torch.arange(p, p + s).expand(b, s)
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecated pytree helpers
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" etc.
         torch.onnx.export(
             Decoder(model).eval(), (ids, mask, pos, *kv), str(out / MODEL_FILE), dynamo=True, opset_version=OPSET,
             input_names=["input_ids", "attention_mask", "position_ids", *_kv_names(n_layers, "past_key_values")],
