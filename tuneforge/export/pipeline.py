@@ -25,6 +25,18 @@ class Exported:
     warnings: list[str]
 
 
+NEEDS = {"int8": ("torchao",), "int4": ("torchao",), "onnx": ("onnx", "onnxscript", "onnxruntime")}
+
+
+def check_installed(fmt: str) -> None:
+    """One clear line before any work when the format's optional libraries are missing."""
+    import importlib.util
+
+    missing = [m for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TuneforgeError(f"export {fmt} needs {', '.join(missing)}: pip install 'tuneforge[export]'")
+
+
 def _write(fmt: str, run, out: Path) -> tuple[dict, list[str]]:
     """Write the format's files into `out`; returns (settings for the manifest, warnings)."""
     from tuneforge.export.merge import merged_model
@@ -63,6 +75,9 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, 
     """Export `run_dir` as `fmt` (int8, int4, onnx, gguf-f16, gguf-q8_0) and verify it unless told not to."""
     from tuneforge.export.merge import _require_mergeable
 
+    if fmt not in manifest.FORMATS or fmt == "merged":
+        raise TuneforgeError(f"unknown export format '{fmt}' (have: {', '.join(manifest.FORMATS[1:])})")
+    check_installed(fmt)
     run = read_run(run_dir)
     _require_mergeable(run)  # fails fast (before minutes of work) for prompt-tuning runs
     out = Path(output) if output else manifest.default_dir(run.path, fmt)
