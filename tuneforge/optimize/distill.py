@@ -26,7 +26,6 @@ from tuneforge.errors import ConfigError
 from tuneforge.run import is_run, read_json, read_run, write_atomic_dir, write_atomic_text, write_json
 
 DEFAULTS = {"method": "full", "learning_rate": 5e-5}
-TEACHER_MAX_NEW_TOKENS = 256
 
 
 def student_base(spec: str, teacher) -> str:
@@ -82,7 +81,8 @@ def teacher_answers(teacher, samples: list, *, progress: bool) -> list[str]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     bar = tqdm(total=len(samples), desc="teacher answers", disable=not progress, file=sys.stderr)
-    answers, _ = generate(Loaded(model, tok, str(teacher.path)), samples, max_new_tokens=TEACHER_MAX_NEW_TOKENS,
+    # the run's answer budget (twice its longest training answer): a teacher that never stops costs no more
+    answers, _ = generate(Loaded(model, tok, str(teacher.path)), samples, max_new_tokens=teacher.max_new_tokens,
                           progress=bar.update)
     bar.close()
     return answers
@@ -126,7 +126,7 @@ def distill(teacher_dir: str | Path, student: str, data: str | Path, output: str
     after = measure(s.model, s.tokenizer, held[:64], max_seq_len=cfg.max_seq_len)
     report = {"operation": "distill", "teacher_run": str(teacher.path), "output": str(out),
               "settings": {"student": student, "student_base": cfg.base, "kind": "sequence-level (teacher's "
-                           "greedy answers)", "teacher_max_new_tokens": TEACHER_MAX_NEW_TOKENS},
+                           "greedy answers)", "teacher_max_new_tokens": teacher.max_new_tokens},
               "heldout_source": "validation examples (real answers)", "teacher": before, "student": after,
               "ratios": compare(before, after)}
     write_json(out / "optimize.json", report)
