@@ -129,8 +129,10 @@ def write_gguf(model, tokenizer, out_file: Path, qtype: str, *, name: str = "tun
         logging.getLogger("gguf.vocab").setLevel(logging.ERROR)  # "no merges found": handled just below
         special = gguf.SpecialVocab(td, load_merges=True, n_vocab=len(tokens))
         special.add_to_gguf(w)
-        if not special.merges:  # a byte-level vocab without merges (tiny test models): readers then rebuild
-            w.add_token_scores([-float(i) for i in range(len(tokens))])  # merges from scores: none here
+        if not special.merges:  # a byte-level vocab without merges (tiny test models): transformers rebuilds
+            w.add_token_scores([-float(i) for i in range(len(tokens))])  # merges from scores (none here);
+            warnings.append("the tokenizer has no BPE merges: llama.cpp refuses such a file (GGUF arrays cannot "
+                            "be empty); transformers' GGUF loader reads it")
     if not tokenizer.chat_template:
         warnings.append("the tokenizer has no chat template; the GGUF has none either")
 

@@ -316,6 +316,11 @@ def llama_cpp_checks(export: Path, fmt: str, ids, texts, ref_answers, ref_logits
     except ImportError:
         return [Check("llama.cpp", "skipped: llama-cpp-python not installed", "reported", None)]
     f = find_gguf(export)
+    import gguf
+
+    if "tokenizer.ggml.merges" not in gguf.GGUFReader(str(f)).fields:
+        return [Check("llama.cpp", "skipped: the tokenizer has no BPE merges, which llama.cpp requires",
+                      "reported", None)]
     llm = Llama(model_path=str(f), n_ctx=2048, n_threads=2, verbose=False, logits_all=False)
     same_ids = all(llm.tokenize(t.encode(), add_bos=False, special=True) == i for t, i in zip(texts, ids))
     template = llm.metadata.get("tokenizer.chat_template")
