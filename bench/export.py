@@ -116,7 +116,7 @@ def measure_row(name: str, path: Path, kind: str, ids: list[list[int]], encoded:
             timed = [runner.timed_tokens(i, args.new_tokens) for i in ids]
             runtime = "llama.cpp"
             del runner
-        except ImportError:
+        except (ImportError, ValueError):  # not installed, or llama.cpp refuses the file (no BPE merges)
             runtime = "transformers (GGUF dequantized)"
             model = AutoModelForCausalLM.from_pretrained(str(f.parent), gguf_file=f.name, dtype=torch.float32)
             load = time.perf_counter() - t0
