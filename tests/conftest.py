@@ -57,3 +57,9 @@ def tiny_lora_run(tiny_dir, tmp_path_factory) -> Path:
     run = train_tiny_run(tiny_dir, tmp_path_factory.mktemp("lora") / "run")
     merge(run)
     return run
+
+
+@pytest.fixture(scope="session")
+def export_source_run(tiny_dir, tmp_path_factory) -> Path:
+    """A tiny LoRA run (6 steps, not merged) that export and optimize tests write exports into."""
+    return train_tiny_run(tiny_dir, tmp_path_factory.mktemp("export-src") / "run", max_steps=6)

@@ -17,13 +17,17 @@ from tuneforge.errors import TuneforgeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune, evaluate and export LLMs: data → train → eval → export.")
 data_app = typer.Typer(no_args_is_help=True, help="Check and split example files.")
-export_app = typer.Typer(no_args_is_help=True, help="Export a run (merged model, ...).")
+export_app = typer.Typer(no_args_is_help=True, help="Export a run (merged, int8/int4, ONNX, GGUF), each verified "
+                         "against the model as trained.")
 models_app = typer.Typer(no_args_is_help=True, help="Base models.")
 app.add_typer(data_app, name="data")
 app.add_typer(export_app, name="export")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs registry: list, show, diff.")
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
+optimize_app = typer.Typer(no_args_is_help=True, help="Smaller, faster models from a run: pruning, "
+                            "distillation.")
+app.add_typer(optimize_app, name="optimize")
 human_app = typer.Typer(no_args_is_help=True, help="Blind human A/B evaluation of an eval.json.")
 app.add_typer(human_app, name="human-eval")
 
@@ -268,16 +272,140 @@ def data_split(file: Path = typer.Argument(..., help="Examples file to split."),
         typer.echo(f"{name}: {n} examples -> {path}")
 
 
+_VERIFY_HELP = "Check the export against the model as trained (golden prompts; see `export verify --help`)."
+_DATA_HELP = "Golden examples for verify (default: the run's validation data)."
+
+
 @export_app.command("merge")
 def export_merge(run: Path = typer.Argument(..., help="Run directory."),
                  output: Optional[Path] = typer.Option(None, "--output", help="Default: RUN/model."),
                  check: Optional[bool] = typer.Option(None, "--check/--no-check",
                                                       help="Compare val loss as trained vs merged (default: on "
-                                                           "for QLoRA, whose base was 4-bit).")):
+                                                           "for QLoRA, whose base was 4-bit)."),
+                 verify: bool = typer.Option(True, "--verify/--no-verify", help=_VERIFY_HELP)):
     """Merge the LoRA adapter into the base: a plain transformers model (loads with pipeline())."""
     from tuneforge.export.merge import merge
 
-    typer.echo(str(merge(run, output, check=check)))
+    out = merge(run, output, check=check)
+    if verify and (out / "manifest.json").is_file():
+        _verify_and_report(run, out)
+    typer.echo(str(out))
+
+
+def _verify_and_report(run: Path, export: Path, data: Optional[Path] = None, result: Optional[dict] = None):
+    """Print the verify table; exit 1 when a check failed."""
+    from tuneforge.export.verify import format_table, verify
+
+    result = result or verify(run, export, data=data)
+    typer.echo(format_table(result))
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+def _export(run: Path, fmt: str, output: Optional[Path], verify: bool, data: Optional[Path]) -> None:
+    from tuneforge.export.pipeline import export_run
+
+    done = export_run(run, fmt, output, verify=verify, data=data)
+    if done.verify is not None:
+        _verify_and_report(run, done.path, result=done.verify)
+    typer.echo(str(done.path))
+
+
+@export_app.command("quantize")
+def export_quantize(run: Path = typer.Argument(..., help="Run directory."),
+                    bits: int = typer.Option(8, "--bits", help="8: int8 per channel (size ~0.4x of fp32 for "
+                                             "SmolLM2; quality ~unchanged). 4: int4 in groups of 32 (stored "
+                                             "one value per byte on CPU; larger quality loss)."),
+                    output: Optional[Path] = typer.Option(None, "--output", help="Default: RUN/exports/int8|int4."),
+                    verify: bool = typer.Option(True, "--verify/--no-verify", help=_VERIFY_HELP),
+                    data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP)):
+    """Weight-only int8/int4 (torchao): a transformers directory that from_pretrained, generate, eval and
+    serve load as it is."""
+    if bits not in (4, 8):
+        from tuneforge.errors import ConfigError
+
+        raise ConfigError(f"--bits {bits}: choose 8 or 4")
+    _export(run, f"int{bits}", output, verify, data)
+
+
+@export_app.command("onnx")
+def export_onnx(run: Path = typer.Argument(..., help="Run directory."),
+                output: Optional[Path] = typer.Option(None, "--output", help="Default: RUN/exports/onnx."),
+                verify: bool = typer.Option(True, "--verify/--no-verify", help=_VERIFY_HELP),
+                data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP)):
+    """ONNX decoder with a KV cache (past_key_values in, present out) plus tokenizer: runs in onnxruntime;
+    `tuneforge generate/eval RUN/exports/onnx` use it."""
+    _export(run, "onnx", output, verify, data)
+
+
+@export_app.command("gguf")
+def export_gguf(run: Path = typer.Argument(..., help="Run directory."),
+                type_: str = typer.Option("f16", "--type", help="f16 (half the fp32 size, same answers) or "
+                                          "q8_0 (about a quarter, 8-bit blocks of 32)."),
+                output: Optional[Path] = typer.Option(None, "--output", help="Default: RUN/exports/gguf-TYPE."),
+                verify: bool = typer.Option(True, "--verify/--no-verify", help=_VERIFY_HELP),
+                data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP)):
+    """GGUF file (Llama architecture) with tokenizer and chat template for llama.cpp, ollama, LM Studio."""
+    from tuneforge.export.gguf import TYPES
+
+    if type_ not in TYPES:
+        from tuneforge.errors import ConfigError
+
+        raise ConfigError(f"--type {type_}: choose {' or '.join(TYPES)}")
+    _export(run, f"gguf-{type_}", output, verify, data)
+
+
+@export_app.command("verify")
+def export_verify(run: Path = typer.Argument(..., help="Run directory (the model as trained)."),
+                  export: Path = typer.Argument(..., help="Export directory (RUN/model, RUN/exports/FORMAT) or "
+                                                "a .gguf file."),
+                  data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+                  max_new_tokens: int = typer.Option(32, help="Greedy answer length per golden prompt.")):
+    """Golden prompts through the run as trained and through the export: tokenizer, greedy answers, logits and
+    held-out loss, each against a stated bound. Prints a table; exit 1 on a failed check. The bounds and
+    why: `python -c "import tuneforge.export.verify as v; help(v)"` or README "Export"."""
+    from tuneforge.export.verify import verify
+
+    _verify_and_report(run, export, result=verify(run, export, data=data, max_new_tokens=max_new_tokens))
+
+
+@optimize_app.command("prune")
+def optimize_prune(run: Path = typer.Argument(..., help="Run directory."),
+                   sparsity: Optional[float] = typer.Option(None, "--sparsity", help="Unstructured: zero this "
+                                                            "fraction of each linear layer's smallest weights."),
+                   drop_layers: Optional[int] = typer.Option(None, "--drop-layers", help="Depth: remove the K "
+                                                             "decoder layers that change the hidden state least."),
+                   output: Optional[Path] = typer.Option(None, "--output", help="New run directory (default: "
+                                                         "RUN-pruned-...)."),
+                   data: Optional[Path] = typer.Option(None, "--data", help="Held-out examples for the report "
+                                                       "(default: the run's validation data).")):
+    """Prune a run's merged model into a new run directory; reports size, speed and held-out loss vs the run."""
+    from tuneforge.optimize.prune import format_report, prune
+
+    out, report = prune(run, sparsity=sparsity, drop_layers=drop_layers, output=output, data=data)
+    typer.echo(format_report(report))
+    typer.echo(str(out))
+
+
+@optimize_app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def optimize_distill(ctx: typer.Context,
+                     teacher: Path = typer.Option(..., "--teacher", help="The trained run to learn from."),
+                     student: str = typer.Option(..., "--student", help="A base (alias, model dir, hub id, "
+                                                 "run dir) or `drop-layers:K` (the teacher with K layers "
+                                                 "removed)."),
+                     data: Path = typer.Option(..., "--data", help="Task examples; the teacher answers their "
+                                               "prompts."),
+                     output: Path = typer.Option(..., "--output", help="Run directory to create."),
+                     progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Train a smaller student on the teacher's answers (sequence-level distillation); an ordinary run
+    directory. Extra `--key value` flags are training config (see `tuneforge train --help-config`)."""
+    from tuneforge.config import parse_overrides
+    from tuneforge.optimize.distill import distill
+    from tuneforge.optimize.prune import format_report
+
+    out, report = distill(teacher, student, data, output, overrides=parse_overrides(ctx.args), progress=progress)
+    typer.echo(format_report(report))
+    typer.echo(str(out))
 
 
 @models_app.command("prepare")

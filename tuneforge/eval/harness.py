@@ -25,10 +25,20 @@ class Loaded:
 
 
 def load_for_inference(target: str | Path, *, device: str | None = None) -> Loaded:
-    """A run dir (merged model/ if present, else base + adapter/), a model dir, an alias or a hub id."""
+    """A run dir (merged model/ if present, else base + adapter/), a model dir (int8/int4 exports included),
+    an ONNX export dir (onnxruntime), a GGUF file or export dir, an alias or a hub id."""
     from tuneforge.models.load import load_base
 
     target = str(target)
+    if (Path(target) / "model.onnx").is_file():  # an ONNX export: onnxruntime behind the same interface
+        from transformers import AutoTokenizer
+
+        from tuneforge.export.onnx import OrtCausalLM
+
+        tok = AutoTokenizer.from_pretrained(target)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return Loaded(OrtCausalLM(target), tok, target)
     if is_run(target):
         run = read_run(target)
         if run.model is not None:
