@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuneforge.config import DEFAULT_BASE, TrainConfig
-from tuneforge.data.formats import Sample, near_key, normalise
+from tuneforge.data.formats import Sample, near_key, near_dup_text
 from tuneforge.data.validate import GUIDE_MIN_EXAMPLES, IMBALANCE_RATIO, check_file
 from tuneforge.errors import TuneforgeError
 
@@ -141,7 +141,7 @@ def distinct_n(texts: list[list[str]], n: int) -> float:
 
 
 def diversity(samples: list[Sample]) -> list[Reason]:
-    toks = [normalise(_user_text(s)).split() for s in samples]
+    toks = [near_dup_text(_user_text(s)).split() for s in samples]
     d1, d2 = distinct_n(toks, 1), distinct_n(toks, 2)
     ev = {"distinct_1": round(d1, 4), "distinct_2": round(d2, 4)}
     if d2 < LOW_DIVERSITY:
@@ -153,7 +153,7 @@ def diversity(samples: list[Sample]) -> list[Reason]:
 def copying(samples: list[Sample]) -> list[Reason]:
     """Answers found (almost) word for word in their prompt: extraction, which a prompt or a rule can often do;
     few distinct answers for many prompts: a lookup or retrieval over known answers can often do."""
-    pairs = [(normalise(_user_text(s)).split(), normalise(s.reference or "").split())
+    pairs = [(near_dup_text(_user_text(s)).split(), near_dup_text(s.reference or "").split())
              for s in samples if s.messages is not None and s.label is None and s.reference]
     if not pairs:
         return []

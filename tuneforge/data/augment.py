@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tuneforge.data.formats import Sample, augmented_from, exact_key, near_key, normalise, source_id, to_sample
+from tuneforge.data.formats import Sample, augmented_from, exact_key, near_key, near_dup_text, source_id, to_sample
 from tuneforge.data.load import load_pairs
 from tuneforge.errors import DataError, TuneforgeError
 from tuneforge.run import write_atomic_text
@@ -335,7 +335,7 @@ def _synthesize(sources: list[_Source], n: int, chat: ChatFn, seed: int, batch: 
     for s in sources:
         by_label.setdefault(s.sample.label, []).append(s)
     made: Counter = Counter()
-    prompts_seen = {normalise(_user_text(s)) for s in sources}
+    prompts_seen = {near_dup_text(_user_text(s)) for s in sources}
     bar = _bar(n, "synthesize", progress)
     while len(out.rows) < n and out.attempts < 2 * n:
         plans = []
@@ -360,10 +360,10 @@ def _synthesize(sources: list[_Source], n: int, chat: ChatFn, seed: int, batch: 
         for plan, new in zip(plans, news):
             if not new:
                 gate.reject("empty reply")
-            elif normalise(new) in prompts_seen:
+            elif near_dup_text(new) in prompts_seen:
                 gate.reject("duplicate", new)
             else:
-                prompts_seen.add(normalise(new))
+                prompts_seen.add(near_dup_text(new))
                 keep.append((plan, new))
         need_answer = [(plan, new) for plan, new in keep if fmt not in ("classification", "text")]
         answers = iter(chat([_answer_chat(shot, new) for (_, shot), new in need_answer]) if need_answer else [])
