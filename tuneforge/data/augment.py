@@ -470,7 +470,10 @@ def openai_chat(base_url: str, *, model: str | None = None, api_key: str | None 
     the openai SDK; `model` defaults to the first one the server lists. Requests run `concurrency` at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import openai
+    try:
+        import openai
+    except ImportError:
+        raise TuneforgeError("--with URL needs the openai SDK: pip install 'tuneforge[integrations]'") from None
 
     client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
                            timeout=timeout, max_retries=1)
