@@ -128,6 +128,7 @@ def test_hyperparameters_stay_in_the_guides_ranges(n, method):
     TrainConfig(**{k: v["value"] for k, v in hp.items()})  # every key is a real config field
 
 
+@pytest.mark.cli
 def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", sums(150))
     cfg = tmp_path / "advised.yaml"
@@ -147,6 +148,7 @@ def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["steps"] == 2
 
 
+@pytest.mark.cli
 def test_cli_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")

@@ -48,6 +48,7 @@ def test_plan_counts_what_the_recipe_runs(method, kw, tiny_dir, data):
                                                   for f in ("positions", "supervised", "attn", "tokens")))
 
 
+@pytest.mark.cli
 def test_estimated_steps_and_tokens_equal_the_actual_run(tiny_dir, data, tmp_path):
     cfg = cfg_for(tiny_dir, data, early_stopping_patience=0)
     est = estimate(cfg, bench_steps=2)
@@ -103,6 +104,7 @@ def test_plan_key_names_data_content_and_settings(tiny_dir, data, tmp_path):
     assert a != plan_key(cfg_for(tiny_dir, other))
 
 
+@pytest.mark.cli
 def test_cost_then_train_records_the_estimate_and_runs_show_prints_it(tiny_dir, data, tmp_path):
     env = {"TUNEFORGE_HOME": str(tmp_path / "home")}
     common = ["--base", str(tiny_dir), "--num_train_epochs", "1", "--early_stopping_patience", "0"]
@@ -126,6 +128,7 @@ def test_cost_then_train_records_the_estimate_and_runs_show_prints_it(tiny_dir, 
     assert r.returncode == 0 and not (tmp_path / "run2" / "estimate.json").exists()
 
 
+@pytest.mark.cli
 def test_cost_human_output_and_bad_input(tiny_dir, data, tmp_path):
     r = tf("cost", str(data), "--base", str(tiny_dir), "--hardware", "A100", "--spot")
     assert r.returncode == 0, r.stderr
@@ -140,6 +143,7 @@ def test_cost_human_output_and_bad_input(tiny_dir, data, tmp_path):
         load_prices(tmp_path / "missing.yaml")
 
 
+@pytest.mark.cli
 def test_serving_cost_measures_here_and_prefers_bench_figures(tiny_dir, tmp_path):
     r = tf("cost", "--serve", "--base", str(tiny_dir), "--json")
     assert r.returncode == 0, r.stderr

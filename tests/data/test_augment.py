@@ -102,6 +102,7 @@ def test_generated_rows_are_deduplicated_against_the_source_and_each_other(tmp_p
     assert all(r["prompt"] != "hi" for r in rows[2:])
 
 
+@pytest.mark.cli
 def test_bad_output_suffix_fails_before_any_work(src, tmp_path):
     with pytest.raises(DataError, match="jsonl or .json"):
         augment_file(src, "noise", tmp_path / "x.csv", n=2)
@@ -180,8 +181,12 @@ def test_rewrites_that_drop_a_number_are_rejected():
     assert kept_values("orders after 2019 by 'Ann'", "orders made after 2019 by 'Ann'")
     assert not kept_values("orders after 2019 by 'Ann'", "recent orders by 'Ann'")
     assert not kept_values("orders after 2019 by 'Ann'", "orders after 2019 by Anna")
+    answer = "SELECT * FROM users WHERE country = 'Japan';"
+    assert kept_values("Show all users from Japan", "List every user row whose country is Japan, all USERS", answer)
+    assert not kept_values("Show all users from Japan", "The SQL code will create a table.", answer)
 
 
+@pytest.mark.cli
 def test_paraphrase_and_synthesize_through_an_openai_compatible_server(tiny_dir, tmp_path):
     src = write_jsonl(tmp_path / "s.jsonl", small_rows())
     with openai_server(tiny_dir) as url:
@@ -201,17 +206,24 @@ def test_paraphrase_and_synthesize_through_an_openai_compatible_server(tiny_dir,
 
 
 @pytest.mark.slow
-def test_paraphrase_with_smollm2_served_on_loopback(tmp_path):
+def test_paraphrase_and_synthesize_with_smollm2_served_on_loopback(tmp_path):
+    """A 135M model paraphrases badly: the gate must reject what loses the answer's words, and keep the rest."""
     from tuneforge.models.load import resolve
 
     rows = [{"prompt": f"Translate to SQL: Show all users from {c}", "completion":
              f"SELECT * FROM users WHERE country = '{c}';"} for c in ("Italy", "Peru", "Japan", "Kenya")]
     src = write_jsonl(tmp_path / "s.jsonl", rows)
     with openai_server(resolve("smollm2-135m-instruct")) as url:
-        chat, name = openai_chat(url, max_tokens=48, temperature=0.7)
-        out, res = augment_file(src, "paraphrase", tmp_path / "o.jsonl", n=4, seed=0, chat=chat, by=name)
-    new = read(out)[4:]
-    assert new, res.summary()
-    for row in new:  # a real model's paraphrase keeps the country (else the value check rejected it)
+        chat, name = openai_chat(url, max_tokens=32, temperature=0.7)
+        out, para = augment_file(src, "paraphrase", tmp_path / "p.jsonl", n=2, seed=0, chat=chat, by=name)
+        out2, synth = augment_file(src, "synthesize", tmp_path / "s2.jsonl", n=2, seed=0, chat=chat, by=name)
+    assert para.attempts == len(para.rows) + sum(para.rejected.values())
+    assert len(para.rows) == 2 or para.attempts == 4
+    for row in read(out)[4:]:  # whatever was accepted kept the country and the table the answer names
         country = row["completion"].split("'")[1]
-        assert country in row["prompt"] and row["prompt"] != f"Translate to SQL: Show all users from {country}"
+        assert country in row["prompt"] and "users" in row["prompt"].lower()
+    new = read(out2)[4:]
+    assert new, synth.summary()
+    for row in new:
+        to_sample(row, "prompt_completion")
+        assert row["metadata"]["augmented"]["method"] == "synthesize" and len(row["metadata"]["augmented"]["sources"]) == 3

@@ -19,7 +19,7 @@ from pathlib import Path
 from tuneforge.config import DEFAULT_BASE, TrainConfig
 from tuneforge.data.formats import Sample, near_key, near_dup_text
 from tuneforge.data.validate import GUIDE_MIN_EXAMPLES, IMBALANCE_RATIO, check_file
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import ConfigError, TuneforgeError
 
 TINY = 100  # distinct examples below which fine-tuning is not worth trying (far under the guide's 1,000)
 DUPLICATE_RATE = 0.10  # share of rows repeating another (exact or near) that over-weights those examples
@@ -361,8 +361,12 @@ def advise(path: str | Path, *, base: str = DEFAULT_BASE, task: str | None = Non
         reasons.append(Reason("zero_shot", "info", "plain text (no answers): nothing to score zero-shot; this is "
                               "continued pre-training, not instruction tuning"))
     device = default_device()
-    method = recommend_method(base_dir, device, distinct) if base_dir else \
-        {"value": "lora", "reason": "hub model not downloaded here: LoRA, the guide's parameter-efficient default"}
+    try:
+        method = recommend_method(base_dir, device, distinct) if base_dir else \
+            {"value": "lora", "reason": "hub model not downloaded here: LoRA, the guide's parameter-efficient default"}
+    except ConfigError as e:  # not even a 4-bit base fits: say so as evidence, recommend the smallest footprint
+        reasons.append(Reason("memory", "no-go", f"{e}; use a smaller base or a machine with more memory"))
+        method = {"value": "qlora", "reason": "the smallest memory footprint, and it still does not fit here"}
     n_train = int(distinct * 0.9)
     hp = recommend_hyperparameters(n_train, method["value"], device=device, lengths=lengths, context=context)
     return Advice(str(path), base, task, verdict_of(reasons), method, hp, reasons)

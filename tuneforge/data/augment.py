@@ -157,10 +157,20 @@ def clean_reply(text: str) -> str:
     return t
 
 
-def kept_values(source: str, rewrite: str) -> bool:
-    """A rewrite that drops a number or a quoted value of its source has changed its meaning."""
+def answer_words(source: str, answer: str) -> set[str]:
+    """Words (3+ letters, lowercase) of a request that its answer copies: names, tables, values. A rewrite
+    must keep them, and noise leaves them alone."""
+    copied = {w.lower() for w in _WORD.findall(answer)}
+    return {w.lower() for w in _WORD.findall(source) if w.lower() in copied}
+
+
+def kept_values(source: str, rewrite: str, answer: str = "") -> bool:
+    """A rewrite that drops a number, a quoted value, or a word its answer copies has changed its meaning."""
     vals = _NUMBER.findall(source) + [q[1:-1] for q in _QUOTED.findall(source)]
-    return all(re.search(r"(?<!\w)" + re.escape(v) + r"(?!\w)", rewrite) for v in vals if v)
+    if not all(re.search(r"(?<!\w)" + re.escape(v) + r"(?!\w)", rewrite) for v in vals if v):
+        return False
+    have = {w.lower() for w in _WORD.findall(rewrite)}
+    return answer_words(source, answer) <= have
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -268,7 +278,7 @@ def _noise(sources: list[_Source], n: int, seed: int, rate: float, answers: bool
         rec = copy.deepcopy(src.record)
         rec.pop("metadata", None)
         keep = set() if answers else {w.lower() for slot in answer_slots(rec, src.fmt)
-                                      for w in _WORD.findall(_get(rec, slot))}
+                                      for w in _WORD.findall(_get(rec, slot))}  # as in answer_words
         for slot in prompt_slots(rec, src.fmt) + (answer_slots(rec, src.fmt) if answers else []):
             _set(rec, slot, noise_text(_get(rec, slot), rng, rate, keep))
         j += 1
@@ -302,8 +312,9 @@ def _rewrite(sources: list[_Source], n: int, method: str, chat: ChatFn, seed: in
             if not new:
                 gate.reject("empty reply")
                 continue
-            if not kept_values(text, new):
-                gate.reject("changed a number or quoted value", new)
+            answer = " ".join(_get(src.record, a) for a in answer_slots(src.record, src.fmt))
+            if not kept_values(text, new, answer if src.fmt != "text" else ""):
+                gate.reject("lost a number, quoted value or answer word", new)
                 continue
             if len(new) > 3 * len(text) + 40:
                 gate.reject("too long", new)
