@@ -143,8 +143,9 @@ def tiny_chat(tiny_dir):
 
 
 def small_rows() -> list[dict]:
-    return [{"prompt": f"name a {w} thing", "completion": w} for w in
-            "red green blue yellow purple orange white black".split()]
+    """Answers that copy no word of their prompt: a random tiny model's rewrites can pass the value checks."""
+    return [{"prompt": f"say something kind about {w}", "completion": "it is lovely"} for w in
+            "cats dogs rain snow tea bread music maps".split()]
 
 
 @pytest.mark.parametrize("method", ["paraphrase", "back-translate", "synthesize"])
@@ -182,8 +183,11 @@ def test_rewrites_that_drop_a_number_are_rejected():
     assert not kept_values("orders after 2019 by 'Ann'", "recent orders by 'Ann'")
     assert not kept_values("orders after 2019 by 'Ann'", "orders after 2019 by Anna")
     answer = "SELECT * FROM users WHERE country = 'Japan';"
-    assert kept_values("Show all users from Japan", "List every user row whose country is Japan, all USERS", answer)
+    assert kept_values("Show all users from Japan", "List every user whose country is japan", answer)
     assert not kept_values("Show all users from Japan", "The SQL code will create a table.", answer)
+    # a name the answer copies must stay; a sentence's first word or a shared function word need not
+    assert not kept_values("List orders of Ingrid", "List orders of Ingrit", "WHERE name = Ingrid")
+    assert kept_values("Show orders from Ingrid", "Display Ingrid's orders", "SELECT * FROM orders WHERE n = Ingrid")
 
 
 @pytest.mark.cli
@@ -219,9 +223,9 @@ def test_paraphrase_and_synthesize_with_smollm2_served_on_loopback(tmp_path):
         out2, synth = augment_file(src, "synthesize", tmp_path / "s2.jsonl", n=2, seed=0, chat=chat, by=name)
     assert para.attempts == len(para.rows) + sum(para.rejected.values())
     assert len(para.rows) == 2 or para.attempts == 4
-    for row in read(out)[4:]:  # whatever was accepted kept the country and the table the answer names
+    for row in read(out)[4:]:  # whatever was accepted kept the country the answer names
         country = row["completion"].split("'")[1]
-        assert country in row["prompt"] and "users" in row["prompt"].lower()
+        assert country.lower() in row["prompt"].lower()
     new = read(out2)[4:]
     assert new, synth.summary()
     for row in new:

@@ -157,20 +157,27 @@ def clean_reply(text: str) -> str:
     return t
 
 
-def answer_words(source: str, answer: str) -> set[str]:
-    """Words (3+ letters, lowercase) of a request that its answer copies: names, tables, values. A rewrite
-    must keep them, and noise leaves them alone."""
+def _has(text: str, value: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(value) + r"(?!\w)", text, re.I) is not None
+
+
+def meaning_values(source: str, answer: str = "") -> list[str]:
+    """What a rewrite of `source` must keep: its numbers and quoted values, the answer's quoted values that the
+    request names ('Japan' in `... country = 'Japan'`), and names (capitalised words, not first in a sentence)
+    that the answer copies. Function words the answer shares ("from", "where") are not values."""
+    vals = _NUMBER.findall(source) + [q[1:-1] for q in _QUOTED.findall(source)]
+    vals += [q[1:-1] for q in _QUOTED.findall(answer) if q[1:-1].strip() and _has(source, q[1:-1])]
     copied = {w.lower() for w in _WORD.findall(answer)}
-    return {w.lower() for w in _WORD.findall(source) if w.lower() in copied}
+    for m in _WORD.finditer(source):
+        before = source[:m.start()].rstrip()
+        if m.group()[0].isupper() and before and before[-1] not in ".!?:" and m.group().lower() in copied:
+            vals.append(m.group())
+    return [v for v in dict.fromkeys(vals) if v]
 
 
 def kept_values(source: str, rewrite: str, answer: str = "") -> bool:
-    """A rewrite that drops a number, a quoted value, or a word its answer copies has changed its meaning."""
-    vals = _NUMBER.findall(source) + [q[1:-1] for q in _QUOTED.findall(source)]
-    if not all(re.search(r"(?<!\w)" + re.escape(v) + r"(?!\w)", rewrite) for v in vals if v):
-        return False
-    have = {w.lower() for w in _WORD.findall(rewrite)}
-    return answer_words(source, answer) <= have
+    """A rewrite that drops one of `meaning_values` has changed what the answer should be."""
+    return all(_has(rewrite, v) for v in meaning_values(source, answer))
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -278,7 +285,7 @@ def _noise(sources: list[_Source], n: int, seed: int, rate: float, answers: bool
         rec = copy.deepcopy(src.record)
         rec.pop("metadata", None)
         keep = set() if answers else {w.lower() for slot in answer_slots(rec, src.fmt)
-                                      for w in _WORD.findall(_get(rec, slot))}  # as in answer_words
+                                      for w in _WORD.findall(_get(rec, slot))}  # words the answer copies
         for slot in prompt_slots(rec, src.fmt) + (answer_slots(rec, src.fmt) if answers else []):
             _set(rec, slot, noise_text(_get(rec, slot), rng, rate, keep))
         j += 1
@@ -314,7 +321,7 @@ def _rewrite(sources: list[_Source], n: int, method: str, chat: ChatFn, seed: in
                 continue
             answer = " ".join(_get(src.record, a) for a in answer_slots(src.record, src.fmt))
             if not kept_values(text, new, answer if src.fmt != "text" else ""):
-                gate.reject("lost a number, quoted value or answer word", new)
+                gate.reject("lost a value the answer depends on", new)
                 continue
             if len(new) > 3 * len(text) + 40:
                 gate.reject("too long", new)
