@@ -482,7 +482,11 @@ def cost(ctx: typer.Context,
         return
     from tuneforge.advise.cost import estimate, remember, render
     from tuneforge.config import parse_overrides
+    from tuneforge.errors import ConfigError
     from tuneforge.train.sft import config_for
+
+    if data is None and config is None:
+        raise ConfigError("tuneforge cost: give the training data (DATA or --config), or --serve")
 
     named = {"data": data, "base": base, "method": method, "num_train_epochs": epochs}
     overrides = {**{k: v for k, v in named.items() if v is not None}, **parse_overrides(ctx.args)}

@@ -516,11 +516,16 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
     else:
         mfu = float(prices.get("assumed_mfu", 0.35))
         rate = row["peak_tflops"] * 1e12 * mfu
+        floor = float(prices.get("assumed_launch_seconds_per_layer", 0.001)) * shape.layers  # per micro-batch
+        accum = plan.cfg.gradient_accumulation_steps
         opt_s = plan.trainable * 16 * 2 / (row["memory_bandwidth_gbs"] * 1e9)  # AdamW reads+writes its state
-        train_s = flops / rate + plan.steps * opt_s
-        eval_s = eval_flops / rate
+        train_s = sum(max(step_flops(shape, m, plan.trainable, c.positions, c.supervised, c.attn) / rate,
+                          accum * floor) + opt_s for c in plan.step_counts)
+        eval_s = plan.n_evals * sum(max(step_flops(shape, m, plan.trainable, c.positions, c.supervised, c.attn,
+                                                   forward_only=True) / rate, floor / 3) for c in plan.val_counts)
         out["time_source"] = (f"published: {name} datasheet peak {row['peak_tflops']} TFLOPS × assumed utilisation "
-                              f"{mfu:.0%} (prices.yaml, as of {prices.get('as_of')}); not measured")
+                              f"{mfu:.0%}, at least {floor * 1000:.0f} ms of kernel launches per micro-batch "
+                              f"(prices.yaml, as of {prices.get('as_of')}); not measured")
         fits = memory[m]["total"] <= row["memory_gb"] * 1e9
         out["fits_memory"] = fits
     out["train_seconds"] = round(train_s, 2)

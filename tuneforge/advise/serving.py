@@ -4,13 +4,15 @@ Run: `tuneforge cost --serve [--base RUN_OR_MODEL] [--hardware cpu|T4|L4|A10|A10
 Decoding reads every weight once per step, so tokens/s ≈ batch × bandwidth / weight bytes until compute caps it
 at rate / (2·N FLOPs per token). On `cpu` the unquantized rows are measured here (greedy generation at batch 1
 and 8) and the same two ceilings, calibrated on them, estimate int8/int4; on a GPU both ceilings come from the
-datasheet (prices.yaml) times assumed efficiencies. Rows of a serving bench (`--measured`: JSON rows
-{hardware, quantization, batch, tokens_per_s}) replace the estimates they match, and say so.
+datasheet (prices.yaml) times assumed efficiencies. A serving bench's figures (`--measured FILE`: the output of
+`bench/serve.py --json`, or rows {hardware, quantization, batch, tokens_per_s}) replace the estimates they
+match, and add their batch sizes; each row says where its figure comes from.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -50,7 +52,12 @@ def measure_generation(target: str, batch: int, new_tokens: int = 32) -> float:
     return batch * new_tokens / dt
 
 
+_SERVE_BENCH_ROW = re.compile(r"tuneforge serve, (\d+) clients?")
+
+
 def _read_measured(path: Path | None) -> list[dict]:
+    """Rows {hardware, quantization, batch, tokens_per_s}; `bench/serve.py --json` output is read as it is
+    (its "(b) tuneforge serve, N clients" rows: this machine's CPU, unquantized, batch N)."""
     if path is None:
         return []
     try:
@@ -58,9 +65,19 @@ def _read_measured(path: Path | None) -> list[dict]:
     except (OSError, json.JSONDecodeError) as e:
         raise TuneforgeError(f"{path}: cannot read serving figures ({e})") from None
     rows = data.get("rows", []) if isinstance(data, dict) else data
-    ok = [r for r in rows if isinstance(r, dict) and {"hardware", "quantization", "batch", "tokens_per_s"} <= set(r)]
+    ok = []
+    for r in rows if isinstance(rows, list) else []:
+        if not isinstance(r, dict):
+            continue
+        m = _SERVE_BENCH_ROW.search(str(r.get("row", "")))
+        if m and isinstance(r.get("tok_s"), (int, float)):
+            ok.append({"hardware": "cpu", "quantization": "none", "batch": int(m.group(1)),
+                       "tokens_per_s": float(r["tok_s"]), "label": r["row"]})
+        elif {"hardware", "quantization", "batch", "tokens_per_s"} <= set(r):
+            ok.append(r)
     if rows and not ok:
-        raise TuneforgeError(f"{path}: expected rows with hardware, quantization, batch, tokens_per_s")
+        raise TuneforgeError(f"{path}: expected bench/serve.py --json rows, or rows with hardware, quantization, "
+                             "batch, tokens_per_s")
     return ok
 
 
@@ -90,13 +107,14 @@ def serving_cost(target: str, *, hardware: str = "cpu", prices: dict, measured: 
         how = (f"roofline from the {name} datasheet ({row['memory_bandwidth_gbs']} GB/s, {row['peak_tflops']} TFLOPS) "
                "× assumed efficiencies (prices.yaml); not measured")
     rows = []
+    batches = sorted({1, batch} | {int(r["batch"]) for r in bench if str(r["hardware"]).lower() == name.lower()})
     for q, size in sizes.items():
-        for b in (1, batch):
+        for b in batches:
             match = next((r for r in bench if str(r["hardware"]).lower() == name.lower()
                           and str(r["quantization"]).lower() == q and int(r["batch"]) == b), None)
             if match:
                 tps, src = float(match["tokens_per_s"]), f"serving bench ({measured})"
-            elif local and q == "none":
+            elif local and q == "none" and b in measured_here:
                 tps, src = measured_here[b], "measured here (fp32, greedy)"
             else:
                 tps, src = min(b * bandwidth / size, compute / flops_per_token), how
