@@ -12,7 +12,7 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.run import read_config, read_json, read_metrics, record_git_commit, run_status, scalar_metrics
 
 HASH_PREFIX = 12
-ARTIFACTS = ("adapter/", "model/", "checkpoints/", "eval.json", "report.html", "README.md", "estimate.json")
+ARTIFACTS = ("adapter/", "model/", "checkpoints/", "eval.json", "report.html", "README.md")
 # keys that always differ between runs and say nothing about how they were trained
 DIFF_IGNORE = {"output"}
 # the headline eval metric per task, shown in the `ls` table
