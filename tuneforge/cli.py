@@ -81,12 +81,16 @@ def train(ctx: typer.Context,
         typer.echo(f"{cv}-fold cross-validation: val loss {res['val_loss_mean']:.4f} ± {res['val_loss_std']:.4f} "
                    f"(folds: {folds})")
         return
+    from tuneforge.advise.cost import attach, plan_key
     from tuneforge.run import run_status
 
     already = resume and run_status(cfg.output) == "finished"
+    key = None if resume else plan_key(cfg)  # before training: the recipe resolves method auto in cfg
     out = run_train(cfg, resume=resume, progress=progress)
     if already or int(os.environ.get("RANK", "0")) != 0:  # one process writes the report: rank 0
         return
+    if key:
+        attach(key, out)  # the estimate `tuneforge cost` made for this exact plan, if any → RUN/estimate.json
     from tuneforge.eval.report import write_report
 
     write_report(out)
@@ -269,7 +273,8 @@ def data_split(file: Path = typer.Argument(..., help="Examples file to split."),
 
     written = split_file(file, output or file.parent, test=test, val=val, seed=seed)
     for name, (path, n) in written.items():
-        typer.echo(f"{name}: {n} examples -> {path}")
+        typer.echo(f"{name}: {n} examples -> {path}" if path else
+                   f"{name}: {n} generated example(s) whose source is held out (kept out of every split)")
 
 
 _VERIFY_HELP = "Check the export against the model as trained (golden prompts; see `export verify --help`)."
@@ -489,6 +494,135 @@ def jobs_worker_cmd(db: Optional[str] = typer.Option(None, "--db", help="The ser
     from tuneforge.jobs.worker import run_worker
 
     run_worker(db, lease_s=lease_seconds, poll_s=poll_interval)
+
+
+# --- before training: advise, augment, cost (issue 14) ---------------------------------------------------------
+@app.command()
+def advise(data: Path = typer.Argument(..., help="Examples file (.jsonl/.json/.csv/.parquet)."),
+           base: Optional[str] = typer.Option(None, "--base", help="Base model (default smollm2-135m-instruct)."),
+           task: Optional[str] = typer.Option(None, "--task", help="Short task description; also the system "
+                                              "prompt of the zero-shot measurement."),
+           sample: int = typer.Option(20, "--sample", help="Examples the base answers zero-shot (0: skip, fast)."),
+           seed: int = typer.Option(0, "--seed", help="Which examples are sampled."),
+           as_json: bool = typer.Option(False, "--json", help="Print {verdict, method, hyperparameters, reasons}."),
+           write_config: Optional[Path] = typer.Option(None, "--write-config", help="Write the recommendation as a "
+                                                       "training config (YAML, a reason per value).")):
+    """Should you fine-tune on this data? go / no-go / maybe with the evidence (size, format, balance, diversity,
+    lengths, a measured zero-shot score of the base, copied or retrievable answers), a method and starting
+    hyperparameters, each with a one-line reason."""
+    from tuneforge.advise.advisor import advise as run_advise
+    from tuneforge.advise.advisor import write_config as write_cfg
+    from tuneforge.config import DEFAULT_BASE
+
+    advice = run_advise(data, base=base or DEFAULT_BASE, task=task, sample=sample, seed=seed, progress=not as_json)
+    typer.echo(json.dumps(advice.to_dict(), indent=1) if as_json else advice.render())
+    if write_config:
+        path = write_cfg(advice, write_config)
+        typer.echo(f"wrote {path} (train: tuneforge train --config {path} --output runs/NAME)", err=as_json)
+
+
+@data_app.command("augment")
+def data_augment(data: Path = typer.Argument(..., help="Examples file to augment."),
+                 method: str = typer.Option(..., "--method", help="noise | paraphrase | back-translate | "
+                                            "synthesize."),
+                 output: Path = typer.Option(..., "--output", help="New file (.jsonl/.json): the source rows, then "
+                                             "the new ones tagged metadata.augmented."),
+                 n: Optional[int] = typer.Option(None, "--n", help="New rows to make (default: one per example)."),
+                 with_: Optional[str] = typer.Option(None, "--with", help="The LLM: an OpenAI-compatible base URL "
+                                                     "(http://127.0.0.1:8000/v1), or a run/model/alias run "
+                                                     "locally (default: the default base)."),
+                 model: Optional[str] = typer.Option(None, "--model", help="Model name at the URL (default: the "
+                                                     "first the server lists)."),
+                 seed: int = typer.Option(0, "--seed", help="Same seed, same rows (noise: always; LLM: sampling)."),
+                 noise_rate: float = typer.Option(0.1, "--noise-rate", help="Noise: share of words changed."),
+                 noise_answers: bool = typer.Option(False, "--noise-answers", help="Noise: answers too (default: "
+                                                    "prompts only; answers are what the model learns)."),
+                 pivot: str = typer.Option("French", "--pivot", help="Back-translation: the language in between."),
+                 language: str = typer.Option("English", "--language", help="Back-translation: the data's "
+                                              "language."),
+                 few_shot: int = typer.Option(3, "--few-shot", help="Synthesize: examples shown per new row."),
+                 temperature: float = typer.Option(0.7, "--temperature", help="LLM sampling temperature."),
+                 top_p: float = typer.Option(0.95, "--top-p", help="LLM nucleus sampling mass."),
+                 max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Upper bound per LLM reply."),
+                 progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Make new training rows: noise (typos, casing, spacing; seeded), or paraphrase / back-translate / synthesize
+    with an LLM. New rows pass the data checks, are de-duplicated against the source and each other, and never
+    enter a held-out split (`data split`)."""
+    from tuneforge.data.augment import LLM_METHODS, METHODS, augment_file, openai_chat
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: use one of {', '.join(METHODS)}", param_hint="--method")
+    chat, by = None, None
+    if method in LLM_METHODS:
+        if with_ and with_.startswith(("http://", "https://")):
+            chat, by = openai_chat(with_, model=model, temperature=temperature, top_p=top_p,
+                                   max_tokens=max_new_tokens, seed=seed)
+            by = f"{with_} ({by})"
+        else:
+            from tuneforge.config import DEFAULT_BASE
+            from tuneforge.eval.harness import local_chat
+
+            chat, by = local_chat(with_ or DEFAULT_BASE, temperature=temperature, top_p=top_p,
+                                  max_new_tokens=max_new_tokens, seed=seed)
+    path, res = augment_file(data, method, output, n=n, chat=chat, by=by or "", seed=seed, noise_rate=noise_rate,
+                             noise_answers=noise_answers, pivot=pivot, language=language, shots=few_shot,
+                             progress=progress)
+    typer.echo(res.summary())
+    for reason, text in res.samples_rejected[:3]:
+        typer.echo(f"  rejected ({reason}): {text[:120]}")
+    typer.echo(f"wrote {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def cost(ctx: typer.Context,
+         data: Optional[str] = typer.Argument(None, help="Training examples (not needed with --serve)."),
+         config: Optional[Path] = typer.Option(None, "--config", "-c", help="The training config to cost; flags "
+                                               "and --key value overrides as for `train`."),
+         base: Optional[str] = typer.Option(None, "--base", help="Base model, or with --serve a run/model."),
+         method: Optional[str] = typer.Option(None, "--method", help="lora (default), qlora, full, prompt-tuning "
+                                              "or auto."),
+         epochs: Optional[float] = typer.Option(None, "--epochs", help="Same as --num_train_epochs."),
+         hardware: str = typer.Option("cpu", "--hardware", help="cpu (this machine: measured) or a GPU of the "
+                                      "price table (T4, L4, A10, A100, H100: published peak)."),
+         spot: bool = typer.Option(False, "--spot", help="Headline the spot price (both are always computed)."),
+         as_json: bool = typer.Option(False, "--json", help="All figures as JSON (train_seconds as in run.json)."),
+         bench_steps: int = typer.Option(4, "--bench-steps", help="cpu: optimizer steps measured (after 1 "
+                                         "warm-up)."),
+         prices: Optional[Path] = typer.Option(None, "--prices", help="Your own price table (default: the "
+                                               "dated one shipped in tuneforge/advise/prices.yaml)."),
+         serve: bool = typer.Option(False, "--serve", help="Inference cost per 1M generated tokens instead, with "
+                                    "and without quantization and batching."),
+         measured: Optional[Path] = typer.Option(None, "--measured", help="--serve: serving bench figures (JSON) "
+                                                 "to use where they match."),
+         progress: bool = typer.Option(True, "--progress/--no-progress")):
+    """Estimate a fine-tune before running it: tokens, steps, FLOPs, peak memory per method, time (measured here,
+    or published GPU throughput) and money (on-demand and spot). `tuneforge train` of the same plan records the
+    estimate in the run, and `tuneforge runs show` prints it beside the actual figures."""
+    from tuneforge.advise.cost import load_prices
+
+    table = load_prices(prices)
+    if serve:
+        from tuneforge.advise.serving import render_serving, serving_cost
+        from tuneforge.config import DEFAULT_BASE
+
+        res = serving_cost(base or DEFAULT_BASE, hardware=hardware, prices=table, measured=measured)
+        typer.echo(json.dumps(res, indent=1) if as_json else render_serving(res, spot=spot))
+        return
+    from tuneforge.advise.cost import estimate, remember, render
+    from tuneforge.config import parse_overrides
+    from tuneforge.errors import ConfigError
+    from tuneforge.train.sft import config_for
+
+    if data is None and config is None:
+        raise ConfigError("tuneforge cost: give the training data (DATA or --config), or --serve")
+
+    named = {"data": data, "base": base, "method": method, "num_train_epochs": epochs}
+    overrides = {**{k: v for k, v in named.items() if v is not None}, **parse_overrides(ctx.args)}
+    cfg = config_for(config, overrides)
+    est = estimate(cfg, hardware=hardware, prices=table, bench_steps=bench_steps, progress=progress and not as_json)
+    remember(est)
+    typer.echo(json.dumps(est, indent=1) if as_json else render(est, spot=spot))
+# --- end of before training ------------------------------------------------------------------------------------
 
 
 def _quiet_libraries() -> None:

@@ -114,6 +114,23 @@ def generate(loaded: Loaded, prompts: list, *, max_new_tokens: int = 128, batch_
     return outs, lat
 
 
+def local_chat(target: str | Path, *, temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256,
+               seed: int = 0, batch_size: int = 8, device: str | None = None):
+    """(chat function, name) over a local run or model: a list of chats in, one reply each out. What
+    `tuneforge data augment --with MODEL` calls; seeded, so the same calls give the same replies."""
+    loaded = load_for_inference(target, device=device)
+    calls = [0]
+
+    def chat(chats: list[list[dict]]) -> list[str]:
+        torch.manual_seed(seed * 1_000_003 + calls[0])
+        calls[0] += 1
+        outs, _ = generate(loaded, chats, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p)
+        return outs
+
+    return chat, str(target)
+
+
 @torch.no_grad()
 def reference_perplexity(loaded: Loaded, samples: list[Sample], *, max_seq_len: int = 2048,
                          batch_size: int = 16) -> float:
