@@ -63,3 +63,20 @@ def tiny_lora_run(tiny_dir, tmp_path_factory) -> Path:
 def export_source_run(tiny_dir, tmp_path_factory) -> Path:
     """A tiny LoRA run (6 steps, not merged) that export and optimize tests write exports into."""
     return train_tiny_run(tiny_dir, tmp_path_factory.mktemp("export-src") / "run", max_steps=6)
+
+
+def wait_for_health(proc, url: str, log=lambda: "", timeout: float = 120) -> None:
+    """Block until a `tuneforge serve` subprocess answers /health; fail with its log if it dies or hangs."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log()
+        time.sleep(0.2)

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
+from tests.conftest import wait_for_health
 from tests.jobs.conftest import chat_rows, client, jsonl_bytes, wait_for
 
 pytestmark = pytest.mark.cli
@@ -31,15 +31,7 @@ def test_serve_command_has_the_jobs_api_on_its_database(tiny_dir, tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
+        wait_for_health(proc, url, lambda: (tmp_path / "serve.log").read_text())
         c = client(type("S", (), {"url": url})())
         f = c.files.create(file=("t.jsonl", io.BytesIO(jsonl_bytes(chat_rows(10)))), purpose="fine-tune")
         assert (db.parent / "files" / f"{f.id}.jsonl").is_file()  # beside the --db file
