@@ -1,0 +1,91 @@
+"""Wire monitoring into a server app: request log hook, /v1/feedback, /dashboard, metrics, scheduled drift.
+
+    app = create_app(engine, open_paths=serve.app.OPEN_PATHS | dashboard.OPEN_PATHS)
+    mon = attach(app, MonitorSettings(db="sqlite:///tuneforge.db", drift_run="runs/sql", drift_interval_s=3600))
+
+`tuneforge serve` does exactly this. The app's shutdown (after the engine's) stops the drift schedule and
+drains the request log, so a clean shutdown (Ctrl-C, SIGTERM, the end of a `with BackgroundServer(app)`)
+writes every answered request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from tuneforge.errors import ConfigError
+
+
+@dataclass
+class MonitorSettings:
+    db: str | None = None  # SQLAlchemy URL; None = tuneforge.db.default_db_url()
+    content: str = "full"  # --log-content full|hash
+    redact: str | None = "pii"  # --redact pii|none|module:function
+    max_rows: int | None = None  # --log-max-rows
+    max_age_days: float | None = None  # --log-max-days
+    drift_run: str | None = None  # the run whose training data drift compares with
+    drift_model: str | None = None  # its served name (default: the run's directory name)
+    drift_interval_s: float = 0.0  # 0 = no scheduled drift checks
+    drift_window_s: float = 86400.0  # each scheduled check looks at this much recent traffic
+    drift_embeddings: bool = True
+
+
+@dataclass
+class Monitoring:
+    engine: object  # SQLAlchemy engine
+    log: object  # requests.RequestLog
+    metrics: object  # metrics.MonitorMetrics
+    drift: object | None  # metrics.DriftSchedule
+
+
+def attach(app, settings: MonitorSettings | None = None, *, database=None) -> Monitoring:
+    """Add monitoring to an app made by `serve.app.create_app`; `database`: an engine from `db.connect`."""
+    from tuneforge.db import Base, connect
+    from tuneforge.monitor import drift as _drift  # noqa: F401 - declares drift_checks before connect()
+    from tuneforge.monitor.dashboard import dashboard_router
+    from tuneforge.monitor.feedback import feedback_router
+    from tuneforge.monitor.metrics import DriftSchedule, MonitorMetrics
+    from tuneforge.monitor.redact import load_redactor
+    from tuneforge.monitor.requests import RequestLog
+
+    s = settings or MonitorSettings()
+    if s.drift_interval_s and not s.drift_run:
+        raise ConfigError("--drift-interval needs a run to compare with: serve a run directory or pass --drift-run")
+    if s.drift_run:
+        from tuneforge.run import is_run
+
+        if not is_run(s.drift_run):
+            raise ConfigError(f"--drift-run {s.drift_run}: not a finished run directory (no run.json)")
+    engine = database if database is not None else connect(s.db)
+    Base.metadata.create_all(engine)  # monitoring's tables, even if the caller connected before importing them
+    log = RequestLog(engine, content=s.content, redact=load_redactor(s.redact), max_rows=s.max_rows,
+                     max_age_days=s.max_age_days)
+    app.state.request_hooks.append(log.hook)
+    app.include_router(feedback_router(log))
+    app.include_router(dashboard_router(engine))
+    metrics = MonitorMetrics(app.state.metrics.registry, log)
+    schedule = None
+    if s.drift_interval_s:
+        schedule = DriftSchedule(engine, s.drift_run, metrics, interval_s=s.drift_interval_s,
+                                 window_s=s.drift_window_s, model=s.drift_model, embeddings=s.drift_embeddings)
+    mon = Monitoring(engine, log, metrics, schedule)
+    app.state.monitor = mon
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a):
+        try:
+            async with inner(a) as state:
+                if schedule is not None:
+                    schedule.start()
+                yield state
+        finally:
+            loop = asyncio.get_running_loop()
+            if schedule is not None:
+                await loop.run_in_executor(None, schedule.stop)
+            await loop.run_in_executor(None, log.close)
+
+    app.router.lifespan_context = lifespan
+    return mon
