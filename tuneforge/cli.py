@@ -47,7 +47,10 @@ def train(ctx: typer.Context,
           help_config: bool = typer.Option(False, "--help-config", help="List every config key and exit."),
           cv: int = typer.Option(0, "--cv", help="K-fold cross-validation: K runs, mean ± std of val loss."),
           nproc: int = typer.Option(1, "--nproc", help="Train with N local processes (torchrun; gloo on CPU, "
-                                    "nccl on GPU). Same run, same run directory; see README for multi-node.")):
+                                    "nccl on GPU). Same run, same run directory; see README for multi-node."),
+          from_run: Optional[str] = typer.Option(None, "--from", help="Continue from this finished run's adapter "
+                                                 "(or full weights); base, method and adapter shape come from it. "
+                                                 "`runs show` names it as the parent.")):
     """Fine-tune a base model; writes a run directory. Any config key is also a flag
     (--learning_rate 2e-4 --lora_r 16 ...): `tuneforge train --help-config` lists them all."""
     import os
@@ -70,7 +73,7 @@ def train(ctx: typer.Context,
         i = next(k for k, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
         del argv[i:i + (1 if "=" in argv[i] else 2)]
         raise typer.Exit(subprocess.run(launch_command(nproc, argv), env=os.environ).returncode)
-    named = {"data": data, "output": output, "base": base, "method": method}
+    named = {"data": data, "output": output, "base": base, "method": method, "from_run": from_run}
     overrides = {**{k: v for k, v in named.items() if v is not None}, **parse_overrides(ctx.args)}
     cfg = config_for(config, overrides, resume=resume)
     if cv:

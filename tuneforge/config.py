@@ -33,6 +33,9 @@ class TrainConfig(BaseModel):
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
     output: str | None = Field(None, description="Run directory to create.")
+    from_run: str | None = Field(None, description="Continue from this finished run (`--from RUN`): its adapter "
+                                 "(or full weights) is loaded before the first step, and base, method and adapter "
+                                 "shape are taken from it. Recorded as the new run's parent.")
     # the guide's TrainingArguments
     num_train_epochs: float = Field(3, gt=0, description="Passes over the data; the guide: 3-10 for most tasks.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")

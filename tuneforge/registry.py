@@ -1,6 +1,7 @@
 """The runs registry: list, show and diff run directories (config, data hashes, git commit, metrics, artifacts).
 
 Reads only what runs wrote (config.yaml, data.json, metrics.jsonl, run.json, eval.json); `tuneforge runs list|show|diff`.
+`runs show` names a run's parent and lineage (runs made with `train --from`).
 """
 
 from __future__ import annotations
@@ -123,10 +124,22 @@ def show_run(path: str | Path) -> dict:
             "config": read_config(run), "info": info, "data": _data_hashes(data),
             "data_counts": {k: v for k, v in data.items() if k != "files"},
             "git_commit": commit, "git_commit_recorded": recorded,
+            "parent": (info.get("parent") or {}).get("path"), "lineage": lineage(run),
             "metrics": metrics_summary(read_metrics(run), info), "eval": _eval_metrics(run),
             "estimate": estimate_vs_actual(run, info),
             "artifacts": {a: (run / a.rstrip("/")).is_dir() if a.endswith("/") else (run / a).is_file()
                           for a in ARTIFACTS}}
+
+
+def lineage(run: str | Path) -> list[str]:
+    """The runs this one continued from (`train --from`), parent first, as recorded in each run.json."""
+    chain, seen = [], {Path(run).resolve()}
+    parent = (read_json(Path(run) / "run.json").get("parent") or {}).get("path")
+    while parent and Path(parent).resolve() not in seen:
+        chain.append(parent)
+        seen.add(Path(parent).resolve())
+        parent = (read_json(Path(parent) / "run.json").get("parent") or {}).get("path")
+    return chain
 
 
 def _comparable(v) -> bool:

@@ -31,7 +31,7 @@ from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
-from tuneforge.train import checkpoint, distributed
+from tuneforge.train import checkpoint, distributed, lineage
 from tuneforge.train.early_stop import LoopState, after_evaluation
 from tuneforge.train.loss import evaluate, input_tokens
 from tuneforge.train.packing import collate, packed_attention
@@ -109,6 +109,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     """
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
+    if cfg.from_run:
+        lineage.inherit(cfg)  # base, method and adapter shape come from the parent run
     if cfg.method != "auto":
         methods.get(cfg.method)
     check_trackers(cfg.report_to)
@@ -131,6 +133,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     val, _ = _encode_all(val_s, base.tokenizer, cfg, "validation") if val_s else ([], 0)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
     model = methods.prepare(base.model, cfg)
+    if cfg.from_run:
+        lineage.load_parent(model, cfg)
     model.train()
     files = [{"path": str(p), "sha256": file_sha256(p), "examples": n}
              for p, n in [(cfg.data, len(train_s) + (0 if cfg.val_data and split is None else len(val_s))),
@@ -429,6 +433,8 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
             "train_seconds": round(state.elapsed, 2), "train_tokens": state.tokens,
             "results": {k: v for k, v in {"best_val_loss": state.best_val, "best_step": state.best_step,
                                           "final_step": state.step}.items() if v is not None}}
+    if cfg.from_run:
+        info["parent"] = lineage.parent_info(cfg.from_run)
     write_json(out / "run.json", info)
     write_atomic_text(out / "README.md", model_card(cfg.model_dump(), info, p.data_info))
     shutil.rmtree(out / "best", ignore_errors=True)
