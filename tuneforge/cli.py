@@ -457,15 +457,42 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                            "in this process (one at a time); --no-jobs-worker leaves them to "
                                            "`tuneforge jobs worker` processes on the same --db."),
           max_file_bytes: int = typer.Option(512 << 20, "--max-file-bytes", help="Largest upload to /v1/files "
-                                             "(413 beyond it).")):
+                                             "(413 beyond it)."),
+          log_content: str = typer.Option("full", "--log-content", help="Request log: full (prompt and "
+                                          "completion text, redacted) or hash (sha256 and lengths only)."),
+          redact: str = typer.Option("pii", "--redact", help="Request log redaction: pii (e-mails, phone "
+                                     "numbers), none, or module:function (your str -> str function)."),
+          log_max_rows: Optional[int] = typer.Option(None, "--log-max-rows", help="Keep at most this many "
+                                                     "logged requests (oldest deleted with their feedback)."),
+          log_max_days: Optional[float] = typer.Option(None, "--log-max-days", help="Delete logged requests "
+                                                       "(and their feedback) older than this."),
+          drift_interval: float = typer.Option(0, "--drift-interval", help="Seconds between drift checks "
+                                               "(Prometheus gauges, /dashboard); 0 = off."),
+          drift_run: Optional[str] = typer.Option(None, "--drift-run", help="Run whose training data drift "
+                                                  "compares with (default: TARGET when it is a run)."),
+          drift_window: str = typer.Option("24h", "--drift-window", help="Traffic each scheduled drift check "
+                                           "looks at (30m, 24h, 7d).")):
     """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
     /v1/files, /v1/fine_tuning/jobs, /metrics, /health): point the openai SDK or LangChain's ChatOpenAI at
-    http://HOST:PORT/v1."""
+    http://HOST:PORT/v1.
+
+    Every answered request goes into the request log (--db); POST /v1/feedback rates answers; /dashboard
+    charts it all."""
     from tuneforge.jobs.api import JobsAPI, served_bases
-    from tuneforge.serve.app import create_app
+    from tuneforge.monitor.attach import MonitorSettings, attach
+    from tuneforge.monitor.dashboard import OPEN_PATHS as DASHBOARD_PATHS
+    from tuneforge.monitor.query import parse_duration
+    from tuneforge.run import is_run
+    from tuneforge.serve.app import OPEN_PATHS, create_app
     from tuneforge.serve.completions import Settings
     from tuneforge.serve.server import api_keys_from, build_engine, run
 
+    monitor_settings = MonitorSettings(
+        db=db, content=log_content, redact=redact, max_rows=log_max_rows, max_age_days=log_max_days,
+        drift_run=drift_run or (target if drift_interval and is_run(target) else None),
+        drift_model=served_model_name if not drift_run else None, drift_interval_s=drift_interval,
+        drift_window_s=parse_duration(drift_window, flag="--drift-window"))
+    monitor_settings.check()  # before the model loads: a bad flag fails in a second
     eng = build_engine(target, lora_modules=lora_modules, served_model_name=served_model_name, engine=engine,
                        max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, device=device)
     keys = api_keys_from(api_key)
@@ -474,7 +501,9 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
     application = create_app(eng, api_keys=keys, max_body_bytes=max_body_bytes,
                              response_cache_size=response_cache_size,
                              settings=Settings(default_max_tokens=default_max_tokens),
-                             routers=[jobs.router], body_limits=jobs.body_limits)
+                             routers=[jobs.router], body_limits=jobs.body_limits,
+                             open_paths=OPEN_PATHS | DASHBOARD_PATHS)
+    attach(application, monitor_settings)
     names = ", ".join(f"{m.name}" + (f" (adapter on {m.parent})" if m.parent else "") for m in eng.models())
     typer.echo(f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if keys else ""), err=True)
     run(application, host=host, port=port)
@@ -626,6 +655,69 @@ def cost(ctx: typer.Context,
     remember(est)
     typer.echo(json.dumps(est, indent=1) if as_json else render(est, spot=spot))
 # --- end of before training ------------------------------------------------------------------------------------
+
+
+# --- monitor ----------------------------------------------------------------------------------------------
+monitor_app = typer.Typer(no_args_is_help=True, help="Production monitoring from the server's request log: "
+                          "drift, HTML report, feedback export.")
+app.add_typer(monitor_app, name="monitor")
+DB_HELP = "The server's database URL (as `tuneforge serve --db`; default sqlite:///$TUNEFORGE_HOME/tuneforge.db)."
+SINCE_HELP = "Only requests from this time on: 30m, 24h, 7d, an ISO date/time (UTC) or unix seconds."
+
+
+@monitor_app.command("drift")
+def monitor_drift(run: str = typer.Option(..., "--run", help="The served run: production is compared with its "
+                                          "training data and answered by its model."),
+                  db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+                  since: Optional[str] = typer.Option(None, "--since", help=SINCE_HELP + " Default: all."),
+                  model: Optional[str] = typer.Option(None, "--model", help="Served model name to check (default: "
+                                                      "the run's directory name, as `serve RUN` names it)."),
+                  embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Compute the "
+                                                  "hidden-state signal (loads the run's model)."),
+                  as_json: bool = typer.Option(False, "--json", help="Machine-readable report.")):
+    """Has production drifted from the training data? Prints each signal's statistic, threshold and verdict;
+    exit code 1 when any signal finds drift, 0 when none does. The check is stored for the dashboard."""
+    from tuneforge.db import connect
+    from tuneforge.monitor import drift
+    from tuneforge.monitor.query import parse_since
+
+    start = parse_since(since)
+    engine = connect(db)
+    report = drift.compute_drift(run, engine, since=start, model=model, embeddings=embeddings)
+    drift.record(engine, report)
+    typer.echo(json.dumps(report.to_dict(), indent=1, default=float) if as_json else report.render())
+    raise typer.Exit(1 if report.drift else 0)
+
+
+@monitor_app.command("report")
+def monitor_report(output: Path = typer.Option(..., "--output", help="HTML file to write (self-contained)."),
+                   db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+                   since: Optional[str] = typer.Option(None, "--since", help=SINCE_HELP + " Default: all.")):
+    """Write the dashboard (latency, errors, requests and tokens per model, feedback, drift) as one HTML file."""
+    from tuneforge.db import connect
+    from tuneforge.monitor.dashboard import write_report
+    from tuneforge.monitor.query import parse_since
+
+    typer.echo(str(write_report(connect(db), output, since=parse_since(since))))
+
+
+@monitor_app.command("export-feedback")
+def monitor_export_feedback(output: Path = typer.Option(..., "--output", help="JSONL training file to write."),
+                            db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+                            since: Optional[str] = typer.Option(None, "--since", help="Only feedback from this "
+                                                                "time on (30m, 24h, 7d, ISO, unix seconds)."),
+                            model: Optional[str] = typer.Option(None, "--model", help="Only this served model."),
+                            min_score: float = typer.Option(0.8, "--min-score", help="Answers rated at least "
+                                                            "this (0-1; thumbs up = 1) are kept as they are; "
+                                                            "corrected answers are kept whatever the score.")):
+    """Well-rated and corrected answers → chat-format training rows with provenance (`metadata`), ready for
+    `tuneforge data check` and `tuneforge train --from RUN --data FILE`."""
+    from tuneforge.db import connect
+    from tuneforge.monitor.export import export_feedback
+    from tuneforge.monitor.query import parse_since
+
+    res = export_feedback(connect(db), output, since=parse_since(since), model=model, min_score=min_score)
+    typer.echo(res.summary())
 
 
 def _quiet_libraries() -> None:

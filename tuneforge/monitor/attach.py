@@ -30,6 +30,27 @@ class MonitorSettings:
     drift_window_s: float = 86400.0  # each scheduled check looks at this much recent traffic
     drift_embeddings: bool = True
 
+    def check(self) -> None:
+        """Every setting that can be wrong, checked without touching the database or loading a model."""
+        from tuneforge.monitor.redact import load_redactor
+        from tuneforge.monitor.requests import CONTENT_MODES
+        from tuneforge.run import is_run
+
+        if self.content not in CONTENT_MODES:
+            raise ConfigError(f"--log-content {self.content}: expected one of {', '.join(CONTENT_MODES)}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ConfigError(f"--log-max-rows {self.max_rows}: must be at least 1")
+        if self.max_age_days is not None and self.max_age_days <= 0:
+            raise ConfigError(f"--log-max-days {self.max_age_days}: must be positive")
+        load_redactor(self.redact)
+        if self.drift_interval_s < 0:
+            raise ConfigError(f"--drift-interval {self.drift_interval_s}: must be 0 (off) or positive")
+        if self.drift_interval_s and not self.drift_run:
+            raise ConfigError("--drift-interval needs a run to compare with: serve a run directory or pass "
+                              "--drift-run RUN")
+        if self.drift_run and not is_run(self.drift_run):
+            raise ConfigError(f"--drift-run {self.drift_run}: not a finished run directory (no run.json)")
+
 
 @dataclass
 class Monitoring:
@@ -50,13 +71,7 @@ def attach(app, settings: MonitorSettings | None = None, *, database=None) -> Mo
     from tuneforge.monitor.requests import RequestLog
 
     s = settings or MonitorSettings()
-    if s.drift_interval_s and not s.drift_run:
-        raise ConfigError("--drift-interval needs a run to compare with: serve a run directory or pass --drift-run")
-    if s.drift_run:
-        from tuneforge.run import is_run
-
-        if not is_run(s.drift_run):
-            raise ConfigError(f"--drift-run {s.drift_run}: not a finished run directory (no run.json)")
+    s.check()
     engine = database if database is not None else connect(s.db)
     Base.metadata.create_all(engine)  # monitoring's tables, even if the caller connected before importing them
     log = RequestLog(engine, content=s.content, redact=load_redactor(s.redact), max_rows=s.max_rows,

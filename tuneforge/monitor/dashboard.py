@@ -207,7 +207,7 @@ table{border-collapse:collapse;width:100%;font-size:12px} td,th{border-bottom:1p
 const EMBEDDED = __DATA__;
 const LIVE = __LIVE__;
 const NS = "http://www.w3.org/2000/svg";
-const W = 560, H = 220, M = {l: 52, r: 14, t: 10, b: 28};
+const W = 560, H = 220, M = {l: 52, r: 24, t: 16, b: 28};
 const COLORS = {p50: "#1f77b4", p90: "#ff7f0e", p99: "#d62728", ttft: "#9467bd", errors: "#e31a1c",
   server: "#6a3d9a", requests: "#2ca02c", models: "#17becf", prompt: "#8c564b", completion: "#e377c2",
   score: "#0b7a75", up: "#33a02c", down: "#fb9a99", scored: "#a6cee3", drift: "#d62728", ok: "#2ca02c", na: "#c7cdd6"};
@@ -263,7 +263,9 @@ function lineChart(box, id, series, opt) {
   for (const s of series) {
     const ps = s.points.filter(p => p[1] != null);
     if (!ps.length) continue;
-    const d = ps.map((p, i) => (i ? "L" : "M") + sx(p[0]).toFixed(1) + " " + sy(p[1]).toFixed(1)).join(" ");
+    // a new segment after an idle gap (missing buckets): no line drawn across time without data
+    const d = ps.map((p, i) => (i && !(opt.bucket && p[0] - ps[i - 1][0] > 1.5 * opt.bucket) ? "L" : "M") +
+      sx(p[0]).toFixed(1) + " " + sy(p[1]).toFixed(1)).join(" ");
     svgEl("path", {d: d, fill: "none", stroke: s.color, "stroke-width": 2.5, "data-series": s.name, "data-points": ps.length}, svg);
     for (const p of ps) {
       const c = svgEl("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 3, fill: s.color, "data-series": s.name, "data-value": p[1]}, svg);
@@ -290,7 +292,7 @@ function timeBars(box, id, points, color, opt) {
 // grouped vertical bars: categories [..], series [{name, color, values}]
 function barChart(box, id, categories, series, opt) {
   if (!categories.length) return empty(box, "No requests in this window.");
-  const ymax = niceMax(Math.max(1, ...series.flatMap(s => s.values)));
+  const ymax = niceMax(Math.max(1, ...series.flatMap(s => s.values)) * 1.08);  // room for the value labels
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${H}`, width: "100%", "data-chart": id, role: "img"}, box);
   const gw = (W - M.l - M.r) / categories.length, bw = Math.min(60, gw * 0.8 / series.length);
   const sy = v => H - M.b - (H - M.t - M.b) * v / ymax;
@@ -344,11 +346,12 @@ function render(d) {
     {name: "p50", color: COLORS.p50, points: tl.map(b => [b.t, b.p50])},
     {name: "p90", color: COLORS.p90, points: tl.map(b => [b.t, b.p90])},
     {name: "p99", color: COLORS.p99, points: tl.map(b => [b.t, b.p99])},
-    {name: "time to first token p50", color: COLORS.ttft, points: tl.map(b => [b.t, b.ttft_p50])}], {yFormat: fmtSec});
+    {name: "time to first token p50", color: COLORS.ttft, points: tl.map(b => [b.t, b.ttft_p50])}],
+    {yFormat: fmtSec, bucket: d.bucket_s});
   lineChart(clear("errors"), "errors", [
     {name: "all errors (non-200)", color: COLORS.errors, points: tl.map(b => [b.t, b.error_rate])},
     {name: "server errors (5xx)", color: COLORS.server, points: tl.map(b => [b.t, b.server_error_rate])}],
-    {yFormat: fmtPct, yMax: Math.max(0.05, niceMax(Math.max(...tl.map(b => b.error_rate), 0)))});
+    {yFormat: fmtPct, yMax: Math.max(0.05, niceMax(Math.max(...tl.map(b => b.error_rate), 0))), bucket: d.bucket_s});
   timeBars(clear("requests"), "requests", tl.map(b => [b.t, b.requests]), COLORS.requests, {bucket: d.bucket_s});
   const ms = d.models.map(m => m.model);
   barChart(clear("models"), "models", ms, [{name: "requests", color: COLORS.models, values: d.models.map(m => m.requests)}], {});
@@ -357,7 +360,7 @@ function render(d) {
     {name: "completion tokens", color: COLORS.completion, values: d.models.map(m => m.completion_tokens)}], {});
   const F = d.feedback;
   lineChart(clear("feedback"), "feedback", [{name: "mean score (0-1)", color: COLORS.score, points: F.timeline.map(b => [b.t, b.mean])}],
-    {yFormat: v => v.toFixed(2), yMax: 1, emptyText: "No feedback yet (POST /v1/feedback)."});
+    {yFormat: v => v.toFixed(2), yMax: 1, bucket: d.bucket_s, emptyText: "No feedback yet (POST /v1/feedback)."});
   const fc = clear("feedbackCounts");
   if (F.n) barChart(fc, "feedbackCounts", ["thumbs up", "thumbs down", "scored", "with correction"],
     [{name: "feedback", color: COLORS.score, values: [F.up, F.down, F.scored, F.corrections]}], {});

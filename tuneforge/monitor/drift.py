@@ -12,7 +12,8 @@ Prometheus gauges.
 Input side (production prompts vs training prompts):
 - `prompt_length` — prompt tokens as the model sees them (chat template applied). Drift when the KS test
   rejects equal distributions (p < 0.01) AND the population stability index says the shift is large (PSI > 0.2,
-  the usual "significant change" cut-off; 0.1–0.2 is "moderate"). Both, because with thousands of requests KS
+  the usual "significant change" cut-off; 0.1–0.2 is "moderate"; deciles of the training lengths, plus a bin
+  on each side for lengths training never had). Both, because with thousands of requests KS
   flags differences too small to matter, and with a few dozen PSI alone is noisy: its expected value for two
   samples of one distribution is about (bins − 1)(1/n₁ + 1/n₂), 0.3 for 30 requests against 300 examples.
 - `new_token_rate` — share of production prompt tokens that never occur in the training prompts (words the
@@ -175,12 +176,15 @@ def _detail_line(s: Signal) -> str:
 
 # --- statistics -----------------------------------------------------------------------------------------------
 def psi(reference, production, bins: int = PSI_BINS) -> float:
-    """Population stability index over the reference's quantile bins (ties merged), empty bins floored at 1e-4."""
+    """Population stability index over the reference's quantile bins (ties merged), plus one bin below the
+    reference's minimum and one above its maximum (production beyond anything seen in training must count;
+    discrete lengths would otherwise fold it into the top bin). Empty bins count as half an observation."""
     ref, prod = np.asarray(reference, dtype=float), np.asarray(production, dtype=float)
-    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))[1:-1]
+    q = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
+    edges = np.concatenate([[q[0]], q[1:-1], [np.nextafter(q[-1], np.inf)]])
     r = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
     p = np.bincount(np.searchsorted(edges, prod, side="right"), minlength=len(edges) + 1) / len(prod)
-    r, p = np.clip(r, 1e-4, None), np.clip(p, 1e-4, None)
+    r, p = np.maximum(r, 0.5 / len(ref)), np.maximum(p, 0.5 / len(prod))
     return float(np.sum((p - r) * np.log(p / r)))
 
 
@@ -344,8 +348,7 @@ def load_reference(run_dir: str | Path) -> Reference:
 def _tokenizer(run) -> object:
     from tuneforge.models.load import load_tokenizer
 
-    src = run.adapter or run.model or run.info.get("base")
-    return load_tokenizer(str(src))
+    return load_tokenizer(str(run.model) if run.model else str(run.info.get("base")))  # adapter/ holds the same
 
 
 def _templated_len(tok, messages: list[dict]) -> int:

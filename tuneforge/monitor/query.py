@@ -45,6 +45,14 @@ def parse_since(value: str | float | None, *, now: float | None = None, flag: st
     return dt.timestamp()
 
 
+def parse_duration(value: str, *, flag: str = "--window") -> float:
+    """Seconds in `30m`, `24h`, `7d`, `2w` or plain seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", str(value).strip())
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{flag} {value}: expected a positive duration (30m, 24h, 7d or seconds)")
+    return float(m.group(1)) * UNITS[m.group(2) or "s"]
+
+
 def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
