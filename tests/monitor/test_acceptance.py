@@ -304,3 +304,70 @@ def test_the_live_dashboard_renders_the_traffic_in_chromium(production, tmp_path
     check_rendered(dom, production)
     keep_artifact(shot, "monitor-dashboard.png", capsys)
     assert colour_pixels(shot, "#17becf") > 2000 and colour_pixels(shot, "#2ca02c") > 500
+
+
+def test_the_server_checks_drift_on_a_schedule_and_exports_gauges(production):
+    import httpx
+
+    from tuneforge.monitor.attach import MonitorSettings
+
+    settings = MonitorSettings(drift_run=str(production["run"]), drift_interval_s=0.5)
+    with monitored(production["run"], production["db_url"], settings=settings) as (srv, mon):
+        deadline = time.monotonic() + 120
+        while mon.drift.last_report is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        report = mon.drift.last_report
+        assert report is not None, mon.drift.last_error
+        metrics = httpx.get(srv.url + "/metrics").text
+    # the last 24 h hold the normal and the shifted traffic: the long prompts show
+    assert report.n_requests == N_NORMAL + N_SHIFTED and report.drift
+    gauges = {line.split("{")[0] + line[line.index("{"):line.index("}") + 1]: float(line.rsplit(" ", 1)[1])
+              for line in metrics.splitlines() if line.startswith("tuneforge_drift_") and "{" in line}
+    for s in report.signals:
+        assert gauges[f'tuneforge_drift_detected{{signal="{s.name}"}}'] in ((-1.0,) if s.drift is None else
+                                                                             (float(s.drift),))
+    assert gauges['tuneforge_drift_detected{signal="prompt_length"}'] == 1.0
+    assert any(line.startswith("tuneforge_drift_last_check_timestamp_seconds ") for line in metrics.splitlines())
+
+
+def test_tuneforge_serve_writes_every_request_before_it_exits_on_sigterm(trained, tmp_path):
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tuneforge.db import connect
+    from tuneforge.serve.server import free_port
+
+    port, db_url = free_port(), f"sqlite:///{tmp_path / 'serve.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "serve", str(trained["run"]), "--port", str(port),
+                             "--db", db_url, "--log-content", "hash"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        prompts = [row["prompt"] for row in parity_rows(24, seed=5)]
+
+        def ask(p: str) -> str:
+            r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+                "model": "parity", "max_tokens": 4, "messages": [{"role": "user", "content": p}]})
+            return r.json()["id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(ask, prompts))
+        proc.send_signal(signal.SIGTERM)  # at once: rows may still be on the writer's queue
+        # uvicorn shuts down gracefully (lifespan included), then re-raises SIGTERM: the default exit status
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = query.requests(connect(db_url))
+    assert sorted(r["id"] for r in rows) == sorted(ids)
+    assert all(r["content"] == "hash" and r["prompt"] is None and r["prompt_sha256"] for r in rows)
