@@ -3,15 +3,14 @@
     app = create_app(engine, open_paths=serve.app.OPEN_PATHS | dashboard.OPEN_PATHS)
     mon = attach(app, MonitorSettings(db="sqlite:///tuneforge.db", drift_run="runs/sql", drift_interval_s=3600))
 
-`tuneforge serve` does exactly this. The app's shutdown (after the engine's) stops the drift schedule and
-drains the request log, so a clean shutdown (Ctrl-C, SIGTERM, the end of a `with BackgroundServer(app)`)
+`tuneforge serve` does exactly this. The app's shutdown hooks stop the drift schedule and drain the request
+log, so a clean shutdown (Ctrl-C, SIGTERM, the end of a `with BackgroundServer(app)`)
 writes every answered request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError
@@ -87,20 +86,13 @@ def attach(app, settings: MonitorSettings | None = None, *, database=None) -> Mo
     mon = Monitoring(engine, log, metrics, schedule)
     app.state.monitor = mon
 
-    inner = app.router.lifespan_context
+    async def stop() -> None:  # the app's shutdown: after the last answer, before the engine stops
+        loop = asyncio.get_running_loop()
+        if schedule is not None:
+            await loop.run_in_executor(None, schedule.stop)
+        await loop.run_in_executor(None, log.close)
 
-    @asynccontextmanager
-    async def lifespan(a):
-        try:
-            async with inner(a) as state:
-                if schedule is not None:
-                    schedule.start()
-                yield state
-        finally:
-            loop = asyncio.get_running_loop()
-            if schedule is not None:
-                await loop.run_in_executor(None, schedule.stop)
-            await loop.run_in_executor(None, log.close)
-
-    app.router.lifespan_context = lifespan
+    if schedule is not None:
+        app.state.startup_hooks.append(schedule.start)
+    app.state.shutdown_hooks.append(stop)
     return mon
