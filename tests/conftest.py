@@ -11,6 +11,16 @@ import pytest
 from tuneforge.models.tiny import save_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
+# Packages whose tests start servers, worker processes, browsers or exports: all marked `integration`, so the
+# quick loop (`-m "not slow and not cli and not integration"`) is the core's unit tests, under a minute.
+INTEGRATION_DIRS = ("serve", "jobs", "monitor", "export", "optimize", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if len(rel) > 1 and rel[0] in INTEGRATION_DIRS:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +67,26 @@ def tiny_lora_run(tiny_dir, tmp_path_factory) -> Path:
     run = train_tiny_run(tiny_dir, tmp_path_factory.mktemp("lora") / "run")
     merge(run)
     return run
+
+
+@pytest.fixture(scope="session")
+def export_source_run(tiny_dir, tmp_path_factory) -> Path:
+    """A tiny LoRA run (6 steps, not merged) that export and optimize tests write exports into."""
+    return train_tiny_run(tiny_dir, tmp_path_factory.mktemp("export-src") / "run", max_steps=6)
+
+
+def wait_for_health(proc, url: str, log=lambda: "", timeout: float = 120) -> None:
+    """Block until a `tuneforge serve` subprocess answers /health; fail with its log if it dies or hangs."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log()
+        time.sleep(0.2)

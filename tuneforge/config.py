@@ -36,6 +36,9 @@ class TrainConfig(BaseModel):
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
     output: str | None = Field(None, description="Run directory to create.")
+    from_run: str | None = Field(None, description="Continue from this finished run (`--from RUN`): its adapter "
+                                 "(or full weights) is loaded before the first step, and base, method and adapter "
+                                 "shape are taken from it. Recorded as the new run's parent.")
     # the guide's TrainingArguments
     num_train_epochs: Union[PositiveFloat, Literal["auto"]] = Field(
         AUTO, description="Passes over the data. auto (default): 1.5; small sets get more, to reach at least 30 "
@@ -49,6 +52,9 @@ class TrainConfig(BaseModel):
         AUTO, description="Peak LR. auto (default): by method and base size: LoRA/QLoRA 1e-3 under 0.5B "
         "parameters, 5e-4 under 3B, 2e-4 under 20B, else 1e-4; full 5e-5 under 0.5B, 2e-5 under 3B, else 1e-5; "
         "prompt tuning 0.03. Printed with the reason. Too low: a small set barely moves; too high: loss spikes.")
+    learning_rate_multiplier: float = Field(
+        1.0, gt=0, description="Scales the auto learning rate (the OpenAI jobs API's learning_rate_multiplier); "
+        "only with learning_rate auto: an explicit --learning_rate is used as given.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps; 0 means use warmup_ratio.")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Warm-up as a fraction of total steps (guide: 10%).")
     lr_scheduler_type: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")

@@ -1,6 +1,7 @@
 """The runs registry: list, show and diff run directories (config, data hashes, git commit, metrics, artifacts).
 
 Reads only what runs wrote (config.yaml, data.json, metrics.jsonl, run.json, eval.json); `tuneforge runs list|show|diff`.
+`runs show` names a run's parent and lineage (runs made with `train --from`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,24 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
     return sorted(rows, key=lambda x: (x["created"], x["id"]))
 
 
+def estimate_vs_actual(run: Path, info: dict) -> dict | None:
+    """The estimate `tuneforge cost` made for this plan (RUN/estimate.json, recorded by `train`) beside what
+    the run took: {figure: {estimate, actual, ratio = actual / estimate}}; None without an estimate."""
+    est = read_json(run / "estimate.json")
+    if not est:
+        return None
+    pairs = {"train_seconds": (est.get("train_seconds"), info.get("train_seconds")),
+             "steps": (est.get("steps"), info.get("steps")),
+             "train_tokens": ((est.get("tokens") or {}).get("train_tokens"), info.get("train_tokens"))}
+    out: dict = {"hardware": est.get("hardware"), "made": est.get("made"), "time_source": est.get("time_source")}
+    for k, (e, a) in pairs.items():
+        out[k] = {"estimate": e, "actual": a,
+                  "ratio": round(a / e, 3) if _comparable(e) and _comparable(a) and e else None}
+    if info.get("stopped_early"):
+        out["note"] = "the run stopped early; the estimate assumed every planned step"
+    return out
+
+
 def show_run(path: str | Path) -> dict:
     """Everything the registry knows about one run."""
     run = Path(path)
@@ -105,9 +124,22 @@ def show_run(path: str | Path) -> dict:
             "config": read_config(run), "info": info, "data": _data_hashes(data),
             "data_counts": {k: v for k, v in data.items() if k != "files"},
             "git_commit": commit, "git_commit_recorded": recorded,
+            "parent": (info.get("parent") or {}).get("path"), "lineage": lineage(run),
             "metrics": metrics_summary(read_metrics(run), info), "eval": _eval_metrics(run),
+            "estimate": estimate_vs_actual(run, info),
             "artifacts": {a: (run / a.rstrip("/")).is_dir() if a.endswith("/") else (run / a).is_file()
                           for a in ARTIFACTS}}
+
+
+def lineage(run: str | Path) -> list[str]:
+    """The runs this one continued from (`train --from`), parent first, as recorded in each run.json."""
+    chain, seen = [], {Path(run).resolve()}
+    parent = (read_json(Path(run) / "run.json").get("parent") or {}).get("path")
+    while parent and Path(parent).resolve() not in seen:
+        chain.append(parent)
+        seen.add(Path(parent).resolve())
+        parent = (read_json(Path(parent) / "run.json").get("parent") or {}).get("path")
+    return chain
 
 
 def _comparable(v) -> bool:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.conftest import arithmetic_rows, wait_for_health, write_jsonl
 from tests.serve.conftest import chat, serving
 from tests.test_cli import ROOT, tf
 from tuneforge.serve.server import free_port
@@ -86,15 +85,7 @@ def test_the_cli_serves_a_run_with_an_api_key(run_dir):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
-            time.sleep(0.2)
+        wait_for_health(proc, url, lambda: proc.stderr.read() if proc.poll() is not None else "")
         assert httpx.get(url + "/v1/models").status_code == 401
         c = openai.OpenAI(base_url=url + "/v1", api_key="k2", max_retries=0)
         r = c.chat.completions.create(model="sql-run", messages=[{"role": "user", "content": "hi"}], max_tokens=3)

@@ -80,6 +80,17 @@ def test_resolve_fills_only_what_is_auto():
     assert "num_train_epochs" not in why and cfg.num_train_epochs == pytest.approx(50 / 20)
 
 
+def test_learning_rate_multiplier_scales_only_the_auto_rate():
+    cfg = TrainConfig(method="lora", learning_rate_multiplier=0.5)  # the jobs API's learning_rate_multiplier
+    why = auto.resolve(cfg, n_train=200, n_params=135_000_000)
+    assert cfg.learning_rate == pytest.approx(auto.LORA_LR[0][1] * 0.5) and "x0.5" in why["learning_rate"]
+    auto.resolve(cfg, n_train=200, n_params=135_000_000)  # resolved once: a resume does not scale it again
+    assert cfg.learning_rate == pytest.approx(auto.LORA_LR[0][1] * 0.5)
+    cfg = TrainConfig(method="lora", learning_rate=3e-4, learning_rate_multiplier=2)
+    auto.resolve(cfg, n_train=200, n_params=135_000_000)
+    assert cfg.learning_rate == 3e-4
+
+
 def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(40))
     run = tmp_path / "run"

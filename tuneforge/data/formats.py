@@ -5,6 +5,7 @@ Use: `to_sample(rec, detect_format(rec), "file:line")`; `exact_key`/`near_key` n
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -132,7 +133,32 @@ def _check_chat(record: dict, loc: dict) -> list[dict]:
 
 
 def to_sample(record: dict, fmt: str, where: str = "") -> Sample:
-    """Convert a record of a known format to a Sample, checking its fields; errors point at `where`."""
+    """Convert a record of a known format to a Sample, checking its fields; errors point at `where`.
+
+    A record-level "metadata" object (any format) is kept as `Sample.extra["metadata"]`: augmentation
+    tags its rows there (`augmented_from`), and splits read it to keep generated rows out of held-out sets."""
+    sample = _to_sample(record, fmt, where)
+    meta = record.get("metadata") if isinstance(record, dict) else None
+    if isinstance(meta, dict):
+        sample.extra["metadata"] = meta
+    return sample
+
+
+def augmented_from(record_or_sample) -> dict | None:
+    """The provenance of a generated row (`{"method", "sources", ...}` under metadata.augmented), or None
+    for an original example. Accepts a raw record or a Sample."""
+    meta = (record_or_sample.extra.get("metadata") if isinstance(record_or_sample, Sample)
+            else record_or_sample.get("metadata") if isinstance(record_or_sample, dict) else None)
+    aug = meta.get("augmented") if isinstance(meta, dict) else None
+    return aug if isinstance(aug, dict) else None
+
+
+def source_id(sample: Sample) -> str:
+    """A short content hash of an example: generated rows name their sources by it (robust to reordering)."""
+    return hashlib.sha256(exact_key(sample).encode("utf-8")).hexdigest()[:16]
+
+
+def _to_sample(record: dict, fmt: str, where: str) -> Sample:
     loc = _loc(where)
     if fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}' (have: {', '.join(FORMATS)})", code="unknown_format", **loc)

@@ -1,6 +1,9 @@
 """Seeded, leakage-free train/val/test splits and k-fold, stratified by label for classification.
 
-Run: `tuneforge data split FILE --test 0.2 --val 0.1 --seed 0 --output DIR`; in code `split_records` / `kfold`.
+Generated rows (`data augment` tags them with metadata.augmented) only ever go to train, and only when none of
+their source examples is held out (a paraphrase of a test question in train would leak it); the others are
+dropped. Run: `tuneforge data split FILE --test 0.2 --val 0.1 --seed 0 --output DIR`; in code `split_samples`,
+`kfold_samples`, `split_records`, `kfold`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Hashable, Sequence
 
-from tuneforge.data.formats import detect_format, near_key, to_sample
+from tuneforge.data.formats import Sample, augmented_from, detect_format, near_key, source_id, to_sample
 from tuneforge.data.load import load_pairs
 from tuneforge.errors import DataError
 
@@ -111,16 +114,86 @@ def kfold_indices(keys: Sequence[str], k: int, *, seed: int = 0,
 
 def record_keys(records: Sequence[Any]) -> tuple[list[str], list[str | None]]:
     """(leakage key, label) per raw record; a record that is not a valid example is keyed by its JSON."""
-    keys, labels = [], []
+    keys, labels, _ = _record_rows(records)
+    return keys, labels
+
+
+def _record_rows(records: Sequence[Any]) -> tuple[list[str], list[str | None], list[Sample | None]]:
+    keys, labels, samples = [], [], []
     for rec in records:
         try:
             s = to_sample(rec, detect_format(rec))
             keys.append(near_key(s))
             labels.append(s.label)
+            samples.append(s)
         except DataError:
             keys.append(json.dumps(rec, sort_keys=True, ensure_ascii=False, default=str))
             labels.append(None)
-    return keys, labels
+            samples.append(None)
+    return keys, labels, samples
+
+
+def _generated(samples: Sequence[Sample | None]) -> list[bool]:
+    return [s is not None and augmented_from(s) is not None for s in samples]
+
+
+def _held_out(i: int, samples: Sequence[Sample | None], keys: Sequence[str], held_ids: set[str],
+              held_keys: set[str]) -> bool:
+    """A generated row that must not train: one of its sources, or its own content, is held out."""
+    sources = set((augmented_from(samples[i]) or {}).get("sources") or [])
+    return bool(sources & held_ids) or keys[i] in held_keys
+
+
+def _subset(stratify, rows: list[int]):
+    """A per-record stratify sequence restricted to `rows`; None/True/False pass through."""
+    return stratify if stratify is None or isinstance(stratify, bool) else [stratify[i] for i in rows]
+
+
+def _split_rows(keys: list[str], labels: list, samples: Sequence[Sample | None], *, test: float, val: float,
+                seed: int, stratify) -> dict[str, list[int]]:
+    """Split the original rows; generated rows join train unless their source is held out (then no split)."""
+    gen = _generated(samples)
+    orig = [i for i, g in enumerate(gen) if not g]
+    strat = _strata([labels[i] for i in orig], _subset(stratify, orig))
+    sub = split_indices([keys[i] for i in orig], test=test, val=val, seed=seed, stratify=strat)
+    out = {name: [orig[j] for j in sub[name]] for name in SPLITS}
+    held = [i for name in ("val", "test") for i in out[name]]
+    held_ids = {source_id(samples[i]) for i in held if samples[i] is not None}
+    held_keys = {keys[i] for i in held}
+    extra = [i for i, g in enumerate(gen) if g]
+    out["train"] = sorted(out["train"] + [i for i in extra if not _held_out(i, samples, keys, held_ids, held_keys)])
+    return out
+
+
+def _kfold_rows(keys: list[str], labels: list, samples: Sequence[Sample | None], k: int, *, seed: int,
+                stratify) -> list[tuple[list[int], list[int]]]:
+    """K folds of the original rows; a generated row trains in every fold whose val holds none of its sources."""
+    gen = _generated(samples)
+    orig = [i for i, g in enumerate(gen) if not g]
+    strat = _strata([labels[i] for i in orig], _subset(stratify, orig))
+    folds = []
+    for tr, va in kfold_indices([keys[i] for i in orig], k, seed=seed, stratify=strat):
+        tr, va = [orig[j] for j in tr], [orig[j] for j in va]
+        held_ids = {source_id(samples[i]) for i in va if samples[i] is not None}
+        held_keys = {keys[i] for i in va}
+        tr += [i for i, g in enumerate(gen) if g and not _held_out(i, samples, keys, held_ids, held_keys)]
+        folds.append((sorted(tr), va))
+    return folds
+
+
+def split_samples(samples: Sequence[Sample], *, test: float = 0.2, val: float = 0.1, seed: int = 0,
+                  stratify: Sequence[Hashable] | bool | None = None) -> dict[str, list[int]]:
+    """Like `split_records` for loaded Samples. Fractions are of the original (non-generated) rows; a generated
+    row whose source is held out is in no split."""
+    keys = [near_key(s) for s in samples]
+    return _split_rows(keys, [s.label for s in samples], samples, test=test, val=val, seed=seed, stratify=stratify)
+
+
+def kfold_samples(samples: Sequence[Sample], k: int = 5, seed: int = 0,
+                  stratify: Sequence[Hashable] | bool | None = None) -> list[tuple[list[int], list[int]]]:
+    """Like `kfold` for loaded Samples: generated rows only ever appear in train folds."""
+    keys = [near_key(s) for s in samples]
+    return _kfold_rows(keys, [s.label for s in samples], samples, k, seed=seed, stratify=stratify)
 
 
 def _strata(labels: list[str | None], stratify: Sequence[Hashable] | bool | None) -> Sequence[Hashable] | None:
@@ -134,17 +207,19 @@ def split_records(records: Sequence[Any], *, test: float = 0.2, val: float = 0.1
     """Indices into `records` for "train", "val", "test" (fractions of the whole; 0.2/0.1 → 70/10/20).
 
     `stratify`: None = by label when every record is a classification example; False = off; or one
-    label per record. Rows with the same normalised content always share a split.
+    label per record. Rows with the same normalised content always share a split. Generated rows
+    (metadata.augmented) go to train, or to no split when a source of theirs is held out.
     """
-    keys, labels = record_keys(records)
-    return split_indices(keys, test=test, val=val, seed=seed, stratify=_strata(labels, stratify))
+    keys, labels, samples = _record_rows(records)
+    return _split_rows(keys, labels, samples, test=test, val=val, seed=seed, stratify=stratify)
 
 
 def kfold(records: Sequence[Any], k: int = 5, seed: int = 0,
           stratify: Sequence[Hashable] | bool | None = None) -> list[tuple[list[int], list[int]]]:
-    """K (train indices, val indices) pairs over `records`; leakage-free and stratified like `split_records`."""
-    keys, labels = record_keys(records)
-    return kfold_indices(keys, k, seed=seed, stratify=_strata(labels, stratify))
+    """K (train indices, val indices) pairs over `records`; leakage-free and stratified like `split_records`;
+    generated rows only in train folds."""
+    keys, labels, samples = _record_rows(records)
+    return _kfold_rows(keys, labels, samples, k, seed=seed, stratify=stratify)
 
 
 def _write(dest: Path, suffix: str, records: list[Any], template: Path) -> None:
@@ -180,17 +255,16 @@ def _write(dest: Path, suffix: str, records: list[Any], template: Path) -> None:
 
 def split_file(path: str | Path, out_dir: str | Path, *, test: float = 0.2, val: float = 0.1,
                seed: int = 0) -> dict[str, tuple[Path, int]]:
-    """Write OUT_DIR/STEM.{train,val,test}.EXT in the input's format: {split: (path, rows)}, empty splits omitted.
+    """Write OUT_DIR/STEM.{train,val,test}.EXT in the input's format: {split: (path, rows)}, empty splits omitted;
+    "dropped" counts generated rows left out because their source is held out (nothing is written for it).
 
     The file is validated first (the first DataError is raised, nothing is written); classification
-    files are stratified by label; the input is never overwritten.
+    files are stratified by label; generated rows only go to train; the input is never overwritten.
     """
     path, out_dir = Path(path), Path(out_dir)
     pairs = load_pairs(path)
-    labels = [s.label for s, _ in pairs]
-    strat = labels if all(x is not None for x in labels) else None
     try:
-        idx = split_indices([near_key(s) for s, _ in pairs], test=test, val=val, seed=seed, stratify=strat)
+        idx = split_samples([s for s, _ in pairs], test=test, val=val, seed=seed)
     except ValueError as e:
         raise DataError(str(e), path=str(path), code="bad_split") from None
     suffix = path.suffix.lower()
@@ -203,4 +277,7 @@ def split_file(path: str | Path, out_dir: str | Path, *, test: float = 0.2, val:
     for name, dest in dests.items():
         _write(dest, suffix, [pairs[i][1] for i in idx[name]], path)
         written[name] = (dest, len(idx[name]))
+    dropped = len(pairs) - sum(len(v) for v in idx.values())
+    if dropped:
+        written["dropped"] = (None, dropped)
     return written

@@ -28,10 +28,20 @@ class Loaded:
 
 
 def load_for_inference(target: str | Path, *, device: str | None = None) -> Loaded:
-    """A run dir (merged model/ if present, else base + adapter/), a model dir, an alias or a hub id."""
+    """A run dir (merged model/ if present, else base + adapter/), a model dir (int8/int4 exports included),
+    an ONNX export dir (onnxruntime), a GGUF file or export dir, an alias or a hub id."""
     from tuneforge.models.load import load_base
 
     target = str(target)
+    if (Path(target) / "model.onnx").is_file():  # an ONNX export: onnxruntime behind the same interface
+        from transformers import AutoTokenizer
+
+        from tuneforge.export.onnx import OrtCausalLM
+
+        tok = AutoTokenizer.from_pretrained(target)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return Loaded(OrtCausalLM(target), tok, target)
     if is_run(target):
         run = read_run(target)
         labels = run.info.get("labels") or None
@@ -119,6 +129,23 @@ def generate(loaded: Loaded, prompts: list, *, max_new_tokens: int = 128, batch_
     finally:
         tok.padding_side = side
     return outs, lat
+
+
+def local_chat(target: str | Path, *, temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 256,
+               seed: int = 0, batch_size: int = 8, device: str | None = None):
+    """(chat function, name) over a local run or model: a list of chats in, one reply each out. What
+    `tuneforge data augment --with MODEL` calls; seeded, so the same calls give the same replies."""
+    loaded = load_for_inference(target, device=device)
+    calls = [0]
+
+    def chat(chats: list[list[dict]]) -> list[str]:
+        torch.manual_seed(seed * 1_000_003 + calls[0])
+        calls[0] += 1
+        outs, _ = generate(loaded, chats, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p)
+        return outs
+
+    return chat, str(target)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
+from tuneforge.export import manifest
 from tuneforge.run import read_run, write_atomic_dir
 
 CHECK_EXAMPLES = 64
@@ -58,13 +59,55 @@ def parity_check(run, merged, tokenizer) -> dict:
             "relative_change": (merged_loss - as_trained) / max(as_trained, 1e-9)}
 
 
-def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool | None = None) -> Path:
-    """Write the merged model; `check` (default: on for QLoRA) records a parity check in merge_check.json."""
+def _require_mergeable(run) -> None:
+    from tuneforge import methods
+
+    if run.adapter is None and run.model is None:
+        raise TuneforgeError(f"{run.path}: run has neither adapter/ nor model/ (did training finish?)")
+    if run.adapter is not None and not methods.get(run.info["method"]).mergeable:
+        raise TuneforgeError(f"{run.path}: {run.info['method']} adapters cannot be merged into model weights, so "
+                             "transformers pipeline(), vLLM, ONNX and GGUF cannot load them; use "
+                             "peft.PeftModel.from_pretrained(base, RUN/adapter) or `tuneforge generate RUN`")
+
+
+def trained_model(run):
+    """The model as trained, in fp32 on the CPU: base + adapter (peft, not merged) or a full run's model/.
+
+    The reference every export is verified against. A QLoRA adapter is put on the fp32 base (what merge and
+    every export start from); its own 4-bit base is compared with the merge by `parity_check`."""
+    import torch
     from peft import PeftModel
 
-    from tuneforge import methods
+    from tuneforge.models.load import load_base
+
+    _require_mergeable(run)
+    if run.adapter is None:
+        b = load_base(str(run.model), device="cpu", dtype=torch.float32)
+        return b.model.eval(), b.tokenizer
+    base = load_base(run.info["base"], device="cpu", dtype=torch.float32)
+    return PeftModel.from_pretrained(base.model, str(run.adapter)).eval(), base.tokenizer
+
+
+def merged_model(run):
+    """(merged fp32 model, tokenizer) in memory: what every export format is written from. A full run's
+    model/ (or a merged model/ already written) is loaded as it is."""
+    import torch
+    from peft import PeftModel
+
     from tuneforge.models.load import load_base, set_default_decoding
 
+    _require_mergeable(run)
+    if run.model is not None:
+        b = load_base(str(run.model), device="cpu", dtype=torch.float32)
+        return b.model.eval(), b.tokenizer
+    base = load_base(run.info["base"], device="cpu", dtype=torch.float32)  # a QLoRA adapter merges onto fp32
+    merged = PeftModel.from_pretrained(base.model, str(run.adapter)).merge_and_unload()
+    set_default_decoding(merged, base.tokenizer, max_new_tokens=run.max_new_tokens)
+    return merged.eval(), base.tokenizer
+
+
+def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool | None = None) -> Path:
+    """Write the merged model; `check` (default: on for QLoRA) records a parity check in merge_check.json."""
     run = read_run(run_dir)
     out = Path(output) if output else run.path / "model"
     if run.adapter is None:
@@ -73,21 +116,17 @@ def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool 
                   file=sys.stderr)
             return run.model
         raise TuneforgeError(f"{run.path}: run has no adapter/ to merge")
-    if not methods.get(run.info["method"]).mergeable:
-        raise TuneforgeError(f"{run.path}: {run.info['method']} adapters cannot be merged into model weights, so "
-                             "transformers pipeline(), vLLM and GGUF cannot load them; use "
-                             "peft.PeftModel.from_pretrained(base, RUN/adapter) or `tuneforge generate RUN`")
-    base = load_base(run.info["base"], device="cpu")  # full precision: a QLoRA adapter merges onto fp32 weights
-    merged = PeftModel.from_pretrained(base.model, str(run.adapter)).merge_and_unload()
-    set_default_decoding(merged, base.tokenizer, max_new_tokens=run.max_new_tokens)
-    report = parity_check(run, merged, base.tokenizer) if (check or (check is None and
+    _require_mergeable(run)
+    merged, tokenizer = merged_model(run)
+    report = parity_check(run, merged, tokenizer) if (check or (check is None and
                                                                      run.info["method"] == "qlora")) else None
 
     def write(d: Path) -> None:
         merged.save_pretrained(d)
-        base.tokenizer.save_pretrained(d)  # carries the chat template the model was trained with
+        tokenizer.save_pretrained(d)  # carries the chat template the model was trained with
         if report is not None:
             (d / "merge_check.json").write_text(json.dumps(report, indent=1))
+        manifest.write(d, manifest.build(d, "merged", run.path, {"dtype": "float32"}))
 
     write_atomic_dir(out, write)
     if report and "relative_change" in report:

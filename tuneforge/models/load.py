@@ -34,6 +34,8 @@ def resolve(name: str) -> Path:
         if not p.is_file():
             raise ModelError(f"{name}: GGUF file not found")
         return gguf.gguf_model_dir(p)
+    if p.is_dir() and not (p / "config.json").is_file() and len(list(p.glob("*.gguf"))) == 1:
+        return gguf.gguf_model_dir(next(p.glob("*.gguf")))  # a GGUF export directory (`export gguf`)
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise ModelError(f"{name}: not a transformers model directory (no config.json)")
@@ -98,9 +100,11 @@ def load_base(name: str, *, device: str | None = None, dtype: torch.dtype | None
     path = resolve(name)
     tok = load_tokenizer(name)
     try:
+        # quantization_config only when given: an explicit None would override the one a quantized export
+        # (torchao int8/int4) saved in its config.json, and its weights would load as random
+        quant = {"quantization_config": quantization_config, "device_map": device} if quantization_config else {}
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype or default_dtype(device), quantization_config=quantization_config,
-            attn_implementation="sdpa", **({"device_map": device} if quantization_config else {}))
+            str(path), dtype=dtype or default_dtype(device), attn_implementation="sdpa", **quant)
     except Exception as e:  # noqa: BLE001
         raise _load_error(name, e) from None
     if quantization_config is None:

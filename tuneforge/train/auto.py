@@ -5,7 +5,8 @@
   examples (never under one pass). OpenAI's "auto" epochs rule is the anchor (3 epochs, more for tiny sets, fewer
   when n x 3 exceeds 25,000); ours counts steps rather than examples at the small end, because optimizer steps
   are what a small set runs short of, and starts from fewer passes because its learning rate is higher.
-- `learning_rate` from the method and the base model's size (LORA_LR, FULL_LR, PROMPT_TUNING_LR).
+- `learning_rate` from the method and the base model's size (LORA_LR, FULL_LR, PROMPT_TUNING_LR), times
+  `learning_rate_multiplier` (1 unless a jobs-API request sets it).
 - `method` from the base's size and free memory: `methods.choose` (lora, else qlora).
 
 Evidence for the numbers: `python bench/defaults.py` (tasks, sweep and table in bench/RESULTS.md, "Defaults").
@@ -77,7 +78,11 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1) ->
     returns {field: reason} for each value it chose."""
     why = {}
     if cfg.learning_rate == AUTO:
-        cfg.learning_rate, why["learning_rate"] = learning_rate(cfg.method, n_params)
+        lr, reason = learning_rate(cfg.method, n_params)
+        if cfg.learning_rate_multiplier != 1:
+            lr *= cfg.learning_rate_multiplier
+            reason = reason.replace(" (auto)", f" (auto x{cfg.learning_rate_multiplier:g} learning_rate_multiplier)")
+        cfg.learning_rate, why["learning_rate"] = lr, reason
     if cfg.num_train_epochs == AUTO:
         if cfg.max_steps > 0:  # max_steps decides the length; record the epochs it amounts to
             cfg.num_train_epochs = round(cfg.max_steps / steps_per_epoch(

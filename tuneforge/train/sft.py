@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
-from tuneforge.train import auto, checkpoint, distributed
+from tuneforge.train import auto, checkpoint, distributed, lineage
 from tuneforge.train.early_stop import LoopState, after_evaluation
 from tuneforge.train.loss import evaluate, input_tokens
 from tuneforge.train.packing import collate, packed_attention
@@ -52,6 +53,26 @@ class Prepared:
     data_info: dict
     labels: list[str] | None = None  # classification data: the label set (run.json, model card, eval)
     auto: dict[str, str] = field(default_factory=dict)  # {field: why} for each value chosen for the user
+
+
+@dataclass
+class StepReport:
+    """What `train(..., on_step=fn)` hands `fn` after each optimizer step (the jobs worker reports it)."""
+
+    step: int
+    total: int
+    tokens: int  # tokens trained on so far, this run (resumes included)
+    elapsed: float  # training seconds so far, this run (resumes included)
+    logged: list[dict]  # metrics.jsonl rows written at this step (train loss, val loss)
+    checkpoint: Path | None  # the checkpoint saved at this step, if any
+
+
+class Stopped(Exception):
+    """`on_step` asked the loop to stop: the state is in a checkpoint; `train(cfg, resume=True)` continues."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"training stopped at step {step} ({checkpoint})")
+        self.step, self.checkpoint = step, checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -94,6 +115,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     cfg = cfg.model_copy(deep=True)
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
+    if cfg.from_run:
+        lineage.inherit(cfg)  # base, method and adapter shape come from the parent run
     if cfg.method != "auto":
         methods.get(cfg.method)
     check_trackers(cfg.report_to)
@@ -122,6 +145,8 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     labels = label_set(train_s + val_s)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
     model = methods.prepare(base.model, cfg)
+    if cfg.from_run:
+        lineage.load_parent(model, cfg)
     model.train()
     files = [{"path": str(p), "sha256": file_sha256(p), "examples": n}
              for p, n in [(cfg.data, len(train_s) + (0 if cfg.val_data and split is None else len(val_s))),
@@ -256,9 +281,11 @@ def _say(msg: str) -> None:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-          prepared: Prepared | None = None) -> Path:
+          prepared: Prepared | None = None, on_step: Callable[[StepReport], bool] | None = None) -> Path:
     """Run the recipe; returns the run directory. `prepared` (from `prepare`, possibly with a fold's split)
-    lets a caller use or inspect the loaded model before the loop.
+    lets a caller use or inspect the loaded model before the loop. `on_step` is called (by the main process)
+    after every optimizer step; when it returns False the loop saves a checkpoint and raises `Stopped`
+    (pause/cancel of a job), unless the run is finishing at that step anyway.
 
     Resuming a finished run changes nothing (its adapter, card and any merged model/ stay as they are)."""
     out = check_output(cfg, resume)
@@ -272,12 +299,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         p = prepared or prepare(cfg)
         # activation sizes vary per step: keep glibc's heap from hoarding them (restored when training ends)
         with large_buffers_returned(default_device() == "cpu"), packed_attention(p.base.model, p.cfg.packing):
-            return _loop(p, out, ranks, resume=resume, progress=progress and ranks.main)
+            return _loop(p, out, ranks, resume=resume, progress=progress and ranks.main, on_step=on_step)
     finally:
         ranks.close()
 
 
-def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, progress: bool) -> Path:
+def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, progress: bool,
+          on_step: Callable[[StepReport], bool] | None = None) -> Path:
     cfg, model = p.cfg, p.model
     say = _say if ranks.main else (lambda msg: None)
     total, steps_per_epoch, eval_every = schedule(p, ranks.world)
@@ -318,9 +346,16 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
             append_jsonl(metrics, rec)
             trackers.log(rec)
 
+    def save_checkpoint(step: int) -> Path:
+        rngs = ranks.gather(checkpoint.rng_state())
+        if ranks.main:
+            checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(),
+                            keep=cfg.save_total_limit, rng_states=rngs)
+        return out / "checkpoints" / f"step-{step}"
+
     run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
     for step in range(state.step + 1, total + 1):
-        t0 = time.perf_counter()
+        t0, logged_before, saved = time.perf_counter(), len(history), None
         batches = [micro_batch(p, (step - 1) * accum + j, ranks.rank, ranks.world) for j in range(accum)]
         # the step's loss is normalised by the supervised tokens of every micro-batch on every process
         n_sup_step, n_tok_step = (int(x) for x in ranks.sum([
@@ -354,10 +389,15 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
                      bar.write if ranks.main else None)
         if step % save_every == 0 and step < total and not state.stopped_early:
-            rngs = ranks.gather(checkpoint.rng_state())
-            if ranks.main:
-                checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(),
-                                keep=cfg.save_total_limit, rng_states=rngs)
+            saved = save_checkpoint(step)
+        if on_step is not None:  # every process asks the same question: only the main one runs on_step
+            go = on_step(StepReport(step, total, state.tokens, state.elapsed, history[logged_before:], saved)) \
+                if ranks.main else True
+            if ranks.sum([0.0 if go else 1.0])[0] > 0 and step < total and not state.stopped_early:
+                saved = saved or save_checkpoint(step)
+                bar.close()
+                trackers.close()
+                raise Stopped(step, saved)
         if state.stopped_early:
             break
     bar.close()
@@ -418,6 +458,8 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
         info["auto"] = p.auto
     if p.labels:
         info.update(task="classification", labels=p.labels)
+    if cfg.from_run:
+        info["parent"] = lineage.parent_info(cfg.from_run)
     write_json(out / "run.json", info)
     write_atomic_text(out / "README.md", model_card(cfg.model_dump(), info, p.data_info))
     shutil.rmtree(out / "best", ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Before training: should this data be fine-tuned at all (`advisor`), and what will it cost (`cost`)."""

@@ -1,0 +1,182 @@
+"""What a fine-tuning job trains: OpenAI's job fields → a tuneforge `TrainConfig`, the file checks that gate a
+job, and the names of what it produces.
+
+Hyperparameters are OpenAI's, each a number or "auto":
+- `n_epochs` "auto" follows OpenAI's rule: 3 epochs, adjusted so that examples × epochs stays within
+  100–25,000: n < 34 examples → ceil(100 / n) epochs (at most 25); n > 8,333 → floor(25,000 / n) (at least 1).
+- `batch_size` "auto" is tuneforge's default micro-batch (`per_device_train_batch_size`, 8).
+- `learning_rate_multiplier` multiplies the learning rate `tuneforge train` picks by itself (train/auto.py:
+  by method and base size, 1e-3 for LoRA on a base under 0.5B parameters); "auto" is 1.
+
+tuneforge's own choices come in a `tuneforge` object in the request body (openai SDK:
+`extra_body={"tuneforge": {"method": "qlora", "lora_r": 8}}`): any `tuneforge train` config key (`tuneforge
+train --help-config`) except those the job itself sets (JOB_KEYS). `method` is `lora` (default) or `qlora`, the
+methods whose result, a LoRA adapter, the server can add to the base it is already serving; `full` and
+`prompt-tuning` are for `tuneforge train`. One default differs from `tuneforge train`: logging_steps=1, a metrics
+event per step as OpenAI reports them. Without a validation_file the recipe holds out `val_split` (10%) of the
+training file for validation and keeps the best weights, as `tuneforge train` does (`"val_split": 0` turns it off).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tuneforge.config import TrainConfig
+from tuneforge.errors import ConfigError
+
+TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 1, 25
+MIN_EXAMPLES = 10  # OpenAI refuses smaller training files (code invalid_n_examples); so do we
+JOB_KEYS = ("base", "data", "val_data", "output", "num_train_epochs", "per_device_train_batch_size",
+            "learning_rate", "learning_rate_multiplier", "seed")
+SERVABLE_METHODS = ("lora", "qlora")
+JOB_DEFAULTS = {"logging_steps": 1, "method": "lora"}
+LIMITS = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (0.0, 10.0)}
+
+
+class SpecError(Exception):
+    """A bad job request: the API answers 400 naming `param`."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's "auto": 3 epochs, unless examples × 3 falls outside 100–25,000 (see the module docstring)."""
+    n = max(1, n_examples)
+    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_AUTO_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n))
+    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_AUTO_EPOCHS, MAX_TARGET_EXAMPLES // n)
+    return TARGET_EPOCHS
+
+
+def hyperparameters_from(body: dict) -> tuple[dict, bool]:
+    """The request's hyperparameters (top level or `method.supervised`), checked; "auto" where not given.
+    Returns (hyperparameters, whether they came through `method`)."""
+    method = body.get("method")
+    top = body.get("hyperparameters")
+    if top is not None and not isinstance(top, dict):
+        raise SpecError("hyperparameters: expected an object", "hyperparameters")
+    given_in_method = method is not None
+    if given_in_method:
+        if not isinstance(method, dict) or method.get("type") != "supervised":
+            kind = method.get("type") if isinstance(method, dict) else method
+            raise SpecError(f"method.type: only 'supervised' fine-tuning is supported here (got {kind!r})",
+                            "method.type")
+        sup = method.get("supervised") or {}
+        inner = sup.get("hyperparameters") if isinstance(sup, dict) else None
+        if inner is not None and not isinstance(inner, dict):
+            raise SpecError("method.supervised.hyperparameters: expected an object",
+                            "method.supervised.hyperparameters")
+        if top and inner and top != inner:
+            raise SpecError("give hyperparameters either at the top level or in method.supervised, not both",
+                            "hyperparameters")
+        top = inner or top
+    where = "method.supervised.hyperparameters" if given_in_method else "hyperparameters"
+    hp = dict(top or {})
+    unknown = sorted(set(hp) - set(LIMITS))
+    if unknown:
+        raise SpecError(f"{where}.{unknown[0]}: unknown hyperparameter (expected n_epochs, batch_size, "
+                        "learning_rate_multiplier)", f"{where}.{unknown[0]}")
+    return {k: _checked(k, hp.get(k), where) for k in LIMITS}, given_in_method
+
+
+def _checked(key: str, v, where: str):
+    """"auto" (or absent), or a number in LIMITS[key]: epochs and batch size whole, the multiplier above 0."""
+    if v is None or v == "auto":
+        return "auto"
+    lo, hi = LIMITS[key]
+    integral = key != "learning_rate_multiplier"
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if integral and number and float(v).is_integer() and lo <= v <= hi:
+        return int(v)
+    if not integral and number and lo < v <= hi:
+        return float(v)
+    want = f"an integer in [{lo}, {hi}]" if integral else f"a number in ({lo}, {hi}]"
+    raise SpecError(f"{where}.{key}: expected \"auto\" or {want}, got {v!r}", f"{where}.{key}")
+
+
+def options_from(body: dict) -> dict:
+    """The `tuneforge` object: TrainConfig keys the job does not set itself, checked by building a config."""
+    opts = body.get("tuneforge")
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise SpecError("tuneforge: expected an object of `tuneforge train` config keys", "tuneforge")
+    for k in opts:
+        if k in JOB_KEYS:
+            raise SpecError(f"tuneforge.{k}: set by the job itself (model, training_file, validation_file, "
+                            "hyperparameters, seed), not here", f"tuneforge.{k}")
+    method = opts.get("method", "lora")
+    if method not in SERVABLE_METHODS:
+        raise SpecError(f"tuneforge.method: '{method}' is not available through the jobs API (lora or qlora: "
+                        "their adapter is served next to the base; run `tuneforge train --method "
+                        f"{method}` and serve the run instead)", "tuneforge.method")
+    try:
+        TrainConfig(**{**JOB_DEFAULTS, **opts})
+    except (ConfigError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        errs = getattr(e, "errors", None)
+        first = errs()[0] if callable(errs) else {}
+        key = ".".join(str(x) for x in first.get("loc", ())) or "tuneforge"
+        msg = first.get("msg", str(e))
+        if first.get("type") == "extra_forbidden":
+            msg = "unknown config key (see `tuneforge train --help-config`)"
+        raise SpecError(f"tuneforge.{key}: {msg}", f"tuneforge.{key}") from None
+    return dict(opts)
+
+
+def resolve_hyperparameters(hp: dict, n_examples: int) -> dict:
+    """"auto" → the number this job will use (see the module docstring)."""
+    default_bs = TrainConfig.model_fields["per_device_train_batch_size"].default
+    return {"n_epochs": auto_epochs(n_examples) if hp["n_epochs"] == "auto" else hp["n_epochs"],
+            "batch_size": default_bs if hp["batch_size"] == "auto" else hp["batch_size"],
+            "learning_rate_multiplier": 1.0 if hp["learning_rate_multiplier"] == "auto"
+            else hp["learning_rate_multiplier"]}
+
+
+def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, seed: int,
+                 hyperparameters: dict, options: dict) -> TrainConfig:
+    """The run a job trains: resolved hyperparameters mapped onto TrainConfig, plus the `tuneforge` options."""
+    cfg = {**JOB_DEFAULTS, **options}
+    return TrainConfig(**cfg, base=base, data=str(data), val_data=str(val_data) if val_data else None,
+                       output=str(output), seed=seed, num_train_epochs=hyperparameters["n_epochs"],
+                       per_device_train_batch_size=hyperparameters["batch_size"],
+                       learning_rate_multiplier=hyperparameters["learning_rate_multiplier"])
+
+
+def check_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES) -> tuple[int, dict | None]:
+    """tuneforge's data checks on an uploaded file: (valid examples, None) or (n, OpenAI job error) where the
+    error's code is the first problem's data-check code and its message names the line and field."""
+    from tuneforge.data.validate import check_file as check
+
+    rep = check(path)
+    if rep.errors:
+        e = rep.errors[0]
+        line = f"line {e['line']}" if e["line"] is not None else "the file"
+        field = f" [{e['field']}]" if e["field"] else ""
+        more = f" ({len(rep.errors) - 1} more error(s))" if len(rep.errors) > 1 else ""
+        return rep.n_valid, {"code": e["code"], "param": param,
+                             "message": f"{param} {line}{field}: {e['message']}{more}"}
+    if rep.n_valid < min_examples:
+        return rep.n_valid, {"code": "invalid_n_examples", "param": param,
+                             "message": f"{param} has {rep.n_valid} example(s), but must have at least "
+                                        f"{min_examples} examples"}
+    return rep.n_valid, None
+
+
+def model_label(model: str) -> str:
+    """The base's name inside `ft:BASE:...`: a path's last part (`/models/x` → `x`), other names as they are."""
+    return Path(model).name if model.startswith(("/", ".", "~")) else model
+
+
+def fine_tuned_model_name(model: str, suffix: str | None, job_id: str) -> str:
+    """`ft:BASE:SUFFIX:ID` (OpenAI's form, with an empty SUFFIX when none was given); ID is the job id's
+    random part, so names are unique."""
+    return f"ft:{model_label(model)}:{suffix or ''}:{job_id.split('-', 1)[-1]}"
+
+
+def checkpoint_model_name(fine_tuned_model: str, step: int) -> str:
+    return f"{fine_tuned_model}:ckpt-step-{step}"
