@@ -143,6 +143,7 @@ def test_eval_is_constrained_for_both_models_with_probabilities_and_calibration(
         res["models"]["tuned"]["metrics"]["accuracy"] - res["models"]["baseline"]["metrics"]["accuracy"])
 
 
+@pytest.mark.cli
 def test_free_flag_keeps_free_generation(cls_run):
     run, test = cls_run
     out = run.parent / "free.json"

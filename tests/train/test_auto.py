@@ -91,6 +91,7 @@ def test_learning_rate_multiplier_scales_only_the_auto_rate():
     assert cfg.learning_rate == 3e-4
 
 
+@pytest.mark.cli
 def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(40))
     run = tmp_path / "run"
