@@ -39,8 +39,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_model(tokenizer: PreTrainedTokenizerFast | None = None, *, seed: int = 0,
-               hidden_size: int = 64, layers: int = 2) -> LlamaForCausalLM:
-    """A deterministic random Llama with the same module names as SmolLM2 (q_proj, v_proj, ...)."""
+               hidden_size: int = 64, layers: int = 2, weight_scale: float = 1.0) -> LlamaForCausalLM:
+    """A deterministic random Llama with the same module names as SmolLM2 (q_proj, v_proj, ...).
+    `weight_scale` multiplies every matrix: at the default init a random model answers every prompt with
+    newlines; x5 gives varied text (servers and monitoring need answers that differ)."""
     tokenizer = tokenizer or tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
@@ -51,6 +53,11 @@ def tiny_model(tokenizer: PreTrainedTokenizerFast | None = None, *, seed: int = 
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).float()
+    if weight_scale != 1.0:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.mul_(weight_scale)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
