@@ -37,7 +37,8 @@ def measure_generation(target: str, batch: int, new_tokens: int = 32) -> float:
     """Generated tokens per second at this batch size, greedy, exactly `new_tokens` per sequence."""
     import torch
 
-    from tuneforge.eval.harness import load_for_inference, render_prompt
+    from tuneforge.data.tokenize import render_prompt
+    from tuneforge.eval.harness import load_for_inference
 
     loaded = load_for_inference(target)
     tok, model = loaded.tokenizer, loaded.model

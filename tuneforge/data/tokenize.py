@@ -70,3 +70,15 @@ def encode(sample: Sample, tokenizer, *, max_seq_len: int = 2048,
             labels.append(eos_id)
     truncated = len(ids) > max_seq_len
     return Encoded(ids[:max_seq_len], labels[:max_seq_len], truncated)
+
+
+def render_prompt(sample_or_messages, tokenizer) -> str:
+    """The text a model sees before it answers: the prompt turns through the chat template with the generation
+    prompt added (plain text as is). Eval, serving checks and export verification all render prompts here."""
+    if isinstance(sample_or_messages, Sample):
+        if sample_or_messages.messages is None:
+            return sample_or_messages.text or ""
+        msgs = sample_or_messages.prompt_messages
+    else:
+        msgs = sample_or_messages
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tuneforge.data.formats import Sample
+from tuneforge.data.tokenize import render_prompt
 from tuneforge.errors import TuneforgeError
 from tuneforge.run import is_run, read_run, write_json
 
@@ -80,16 +81,6 @@ def base_of(target: str | Path) -> str:
     if not is_run(target):
         raise TuneforgeError(f"{target}: --baseline base needs a run directory (to know its base)")
     return read_run(target).info["base"]
-
-
-def render_prompt(sample_or_messages, tokenizer) -> str:
-    if isinstance(sample_or_messages, Sample):
-        if sample_or_messages.messages is None:
-            return sample_or_messages.text or ""
-        msgs = sample_or_messages.prompt_messages
-    else:
-        msgs = sample_or_messages
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
 @torch.no_grad()

@@ -145,7 +145,7 @@ def golden_samples(run, data: str | Path | None = None) -> tuple[list, str]:
 
 
 def prompt_ids(sample, tokenizer) -> list[int]:
-    from tuneforge.eval.harness import render_prompt
+    from tuneforge.data.tokenize import render_prompt
 
     return tokenizer(render_prompt(sample, tokenizer), add_special_tokens=False)["input_ids"]
 

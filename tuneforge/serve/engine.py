@@ -27,7 +27,8 @@ from typing import Any, AsyncIterator, Callable
 
 import torch
 
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+from tuneforge.serve.loading import BASE_ADAPTER, ModelGroup, _same_base, attach_adapter, plan_adapter
+
 
 
 class QueueFull(Exception):
@@ -162,31 +163,6 @@ class Engine(ABC):
 
     def stats(self) -> dict:
         return {}
-
-
-# --- model groups: one base in memory and the adapters on it ---------------------------------------------------
-@dataclass
-class ModelGroup:
-    """A base model held once, the served names on it (the base itself and/or adapters) and its running batch."""
-
-    model: Any  # a transformers model, or a peft.PeftModel holding every adapter of this base
-    tokenizer: Any
-    base_path: str  # the directory (or hub id) the base was loaded from: adapters of the same base join it
-    max_model_len: int
-    eos_ids: set[int]
-    names: dict[str, str] = field(default_factory=dict)  # served name -> peft adapter name (BASE_ADAPTER = base)
-    defaults: dict[str, dict] = field(default_factory=dict)  # served name -> decoding defaults
-    batch: "Batch | None" = None
-
-    @property
-    def is_peft(self) -> bool:
-        return hasattr(self.model, "peft_config")
-
-    def forward(self, adapters: list[str], **kw) -> torch.Tensor:
-        """Logits of the last position of every row; each row through its own adapter."""
-        if self.is_peft:
-            kw["adapter_names"] = adapters
-        return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
 
 
 _CACHE_KW: str | None = None
@@ -361,7 +337,6 @@ class BuiltinEngine(Engine):
         """`path`: a finished run directory or a peft LoRA adapter directory. Blocks until the current decode
         step ends and the adapter is loaded (call it off the event loop, e.g. in an executor)."""
         from tuneforge.errors import TuneforgeError
-        from tuneforge.serve.loading import _same_base, attach_adapter, plan_adapter
 
         plan = plan_adapter(name, str(path))
         with self._model_lock:

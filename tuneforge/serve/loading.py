@@ -8,12 +8,39 @@ served as its own model next to its base. Adapters of the same base share one co
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tuneforge.errors import ModelError, TuneforgeError
 from tuneforge.run import is_run, read_run
-from tuneforge.serve.engine import BASE_ADAPTER, ModelGroup
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+# --- model groups: one base in memory and the adapters on it ---------------------------------------------------
+@dataclass
+class ModelGroup:
+    """A base model held once, the served names on it (the base itself and/or adapters) and its running batch."""
+
+    model: Any  # a transformers model, or a peft.PeftModel holding every adapter of this base
+    tokenizer: Any
+    base_path: str  # the directory (or hub id) the base was loaded from: adapters of the same base join it
+    max_model_len: int
+    eos_ids: set[int]
+    names: dict[str, str] = field(default_factory=dict)  # served name -> peft adapter name (BASE_ADAPTER = base)
+    defaults: dict[str, dict] = field(default_factory=dict)  # served name -> decoding defaults
+    batch: Any = None  # the engine's running Batch of this group, if any
+
+    @property
+    def is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def forward(self, adapters: list[str], **kw) -> "torch.Tensor":  # noqa: F821 - torch loads with the model
+        """Logits of the last position of every row; each row through its own adapter."""
+        if self.is_peft:
+            kw["adapter_names"] = adapters
+        return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
 
 
 @dataclass
