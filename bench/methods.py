@@ -70,6 +70,7 @@ def worker(args) -> dict:
 
     out = Path(tempfile.mkdtemp()) / "run"
     method, extra = ROWS.get(args.worker, (args.worker, {}))
+    extra = {"target_modules": ["q_proj", "v_proj"], **extra}  # the guide's LoRA targets: figures stay comparable
     cfg = TrainConfig(base=args.model, method=method, **extra, data=args.data, val_data=args.val, output=str(out),
                       max_steps=args.steps, per_device_train_batch_size=8, learning_rate=LR[args.worker],
                       eval_steps=args.steps, early_stopping_patience=0, logging_steps=5, seed=0,
