@@ -49,7 +49,7 @@ def test_quantized_export_reloads_with_plain_transformers_and_verifies(export_so
     w = model.model.layers[0].mlp.up_proj.weight
     assert type(w).__module__.startswith("torchao"), type(w)  # stored quantized, not dequantized fp32
     loss = next(c for c in done.verify["checks"] if c["name"] == "held-out loss")
-    assert abs(loss["detail"]["relative_change"]) <= {"int8": 0.03, "int4": 0.15}[fmt]
+    assert loss["detail"]["relative_change"] <= {"int8": 0.03, "int4": 0.15}[fmt]  # one-sided: better is fine
 
 
 ORT_SCRIPT = r'''

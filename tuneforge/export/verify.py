@@ -22,7 +22,8 @@ Checks and bounds (BOUNDS below):
   while still catching a wrong tensor layout (errors of several units). Quantized formats: reported only
   (their logits move by design: int8 moved SmolLM2's by up to 2.3); what matters is the task metric below.
 - held-out loss: mean cross-entropy per supervised token of the golden examples' reference answers.
-  Relative change allowed: int8 and GGUF q8_0 3% (8-bit weights with a scale per channel / per 32 weights),
+  The bound is one-sided: an export may be better than the run on 32 examples (quantization noise lowered
+  SmolLM2's int8 loss by 3.0% once), only worse is a defect. Relative rise allowed: int8 and GGUF q8_0 3% (8-bit weights with a scale per channel / per 32 weights),
   int4 15% (4-bit weights in groups of 32: a 135M model has little redundancy to absorb the error), GGUF f16 1%.
   These are acceptance bounds, chosen from the precision of each format; bench/export.py measures the actual
   changes on SmolLM2 (bench/RESULTS.md).
@@ -54,7 +55,7 @@ MAX_NEW_TOKENS = 32
 class Bounds:
     greedy: bool  # greedy answers must equal the reference's (near-ties excepted)
     logits_atol: float | None  # max |Δlogit|, None = reported only
-    loss_rel: float | None  # max |Δloss| / loss, None = reported only
+    loss_rel: float | None  # max (export loss - run loss) / run loss, None = reported only
     tie_atol: float  # a first divergence whose reference margin is at most this counts as a near-tie
 
 
@@ -289,8 +290,8 @@ def run_checks(run, export: Path, fmt: str, *, data=None, n_prompts: int = N_PRO
     loss = heldout_loss(runner, encoded)
     rel = (loss - ref_loss) / max(ref_loss, 1e-9)
     checks.append(Check("held-out loss", f"{ref_loss:.4f} → {loss:.4f} ({100 * rel:+.2f}%)",
-                        f"|Δ| ≤ {100 * bounds.loss_rel:g}%" if bounds.loss_rel is not None else "reported",
-                        None if bounds.loss_rel is None else abs(rel) <= bounds.loss_rel,
+                        f"Δ ≤ +{100 * bounds.loss_rel:g}%" if bounds.loss_rel is not None else "reported",
+                        None if bounds.loss_rel is None else rel <= bounds.loss_rel,
                         {"reference": ref_loss, "export": loss, "relative_change": rel,
                          "examples": len(encoded)}))
     del runner
