@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.cli
 
@@ -230,4 +231,5 @@ def test_report_to_tensorboard_and_mlflow_mirrors_the_training_metrics(tiny_dir,
     run = client.search_runs([exp.experiment_id])[0]
     hist = client.get_metric_history(run.info.run_id, "loss")
     assert [round(m.value, 5) for m in sorted(hist, key=lambda m: m.step)] == [round(v, 5) for v in losses]
-    assert run.data.params["learning_rate"] == "0.0002"
+    resolved = yaml.safe_load((out / "config.yaml").read_text())["learning_rate"]  # "auto", resolved by train
+    assert float(run.data.params["learning_rate"]) == resolved
