@@ -13,6 +13,7 @@ then a LoRA run on top of it, which is what gets served, like a real tuned adapt
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import random
@@ -69,9 +70,11 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def keep_artifact(path: Path, name: str, capsys) -> Path:
-    """Copy a test artifact out of pytest's tmp dir to $TUNEFORGE_ARTIFACTS (default: $TMP/tuneforge-artifacts)
+    """Copy a test artifact out of pytest's tmp dir to $TUNEFORGE_ARTIFACTS (default:
+    $TMP/tuneforge-artifacts-<user>: one per user, so another user's earlier run cannot make it unwritable)
     and say where, in the test output even when output is captured."""
-    dest_dir = Path(os.environ.get("TUNEFORGE_ARTIFACTS", Path(tempfile.gettempdir()) / "tuneforge-artifacts"))
+    default = Path(tempfile.gettempdir()) / f"tuneforge-artifacts-{getpass.getuser()}"
+    dest_dir = Path(os.environ.get("TUNEFORGE_ARTIFACTS", default))
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / name
     shutil.copy(path, dest)
