@@ -73,7 +73,7 @@ def cost(ctx: typer.Context,
     from tuneforge.advise.cost import estimate, remember, render
     from tuneforge.config import parse_overrides
     from tuneforge.errors import ConfigError
-    from tuneforge.train.sft import config_for
+    from tuneforge.train.recipe import config_for
 
     if data is None and config is None:
         raise ConfigError("tuneforge cost: give the training data (DATA or --config), or --serve")

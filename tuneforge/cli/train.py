@@ -36,8 +36,8 @@ def train(ctx: typer.Context,
     import os
 
     from tuneforge.config import config_help, parse_overrides
-    from tuneforge.train.sft import config_for
-    from tuneforge.train.sft import train as run_train
+    from tuneforge.train.recipe import config_for
+    from tuneforge.train.recipe import train as run_train
 
     if help_config:
         typer.echo(config_help())
