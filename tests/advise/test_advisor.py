@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
-from tests.test_cli import tf
+from tests.helpers import write_jsonl
+from tests.helpers import tf
 from tuneforge.advise.advisor import advise, recommend_hyperparameters
 from tuneforge.train import auto
 from tuneforge.config import TrainConfig, load_config
@@ -92,6 +92,7 @@ def ok_model(tiny_dir, tmp_path_factory) -> Path:
     return train(cfg, progress=False) / "model"
 
 
+@pytest.mark.integration  # trains a model in-process first (40 steps): out of the quick loop
 def test_task_already_solved_by_the_base_is_no_go(ok_model, tiny_dir, tmp_path):
     r = random.Random(1)
     rows = [{"prompt": f"acknowledge: {' '.join(r.sample(WORDS, 5))} {i}", "completion": "ok"} for i in range(1200)]
@@ -140,7 +141,7 @@ def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
     r = tf("advise", str(data), "--base", str(tiny_dir), "--sample", "4", "--json", "--write-config", str(cfg))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["verdict"] in ("go", "no-go", "maybe") and out["verdict"] == "maybe"
+    assert out["verdict"] == "maybe"
     assert out["method"]["value"] and out["method"]["reason"]
     assert all(set(v) == {"value", "reason"} for v in out["hyperparameters"].values())
     assert all({"check", "signal", "message", "evidence"} <= set(x) for x in out["reasons"])

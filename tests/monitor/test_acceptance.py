@@ -27,7 +27,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tests.monitor.conftest import monitored
 from tuneforge.monitor import query
 

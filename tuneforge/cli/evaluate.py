@@ -31,13 +31,11 @@ def generate(target: str = typer.Argument(..., help="Run dir, model dir, alias o
     A run trained on classification data answers with one of its labels (each label's likelihood is scored;
     the per-label probabilities go to stderr); --free generates text instead."""
     from tuneforge.eval.harness import answer, load_for_inference
-
-    from tuneforge.models.load import DEFAULT_MAX_NEW_TOKENS
-    from tuneforge.run import is_run, read_run
+    from tuneforge.run import default_answer_length
 
     loaded = load_for_inference(target)
     if max_new_tokens is None:
-        max_new_tokens = read_run(target).max_new_tokens if is_run(target) else DEFAULT_MAX_NEW_TOKENS
+        max_new_tokens = default_answer_length(target)
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     outs, _, probs = answer(loaded, [msgs], free=free, batch_size=1, max_new_tokens=max_new_tokens,
                             do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tuneforge.run import read_metrics, read_run, scalar_metrics, write_atomic_text
+from tuneforge.run import read_metrics, read_run, run_name, scalar_metrics, write_atomic_text
 from tuneforge.train.early_stop import overfitting_signal
 
 if TYPE_CHECKING:  # matplotlib is imported by the functions that draw (import tuneforge.eval.report stays fast)
@@ -290,7 +290,7 @@ def render_report(run_dir: str | Path) -> str:
     p = run.path
     rows = read_metrics(p)
     data = json.loads((p / "data.json").read_text()) if (p / "data.json").is_file() else {}
-    name = p.resolve().name
+    name = run_name(p)
     parts = [f"<h1>Run report: {_e(name)}</h1>",
              f'<p class="sub">{_e(run.config.get("method") or run.info.get("method"))} on '
              f'<code>{_e(run.config.get("base") or run.info.get("base"))}</code> &middot; <code>{_e(p)}</code></p>']

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ModelError, TuneforgeError
-from tuneforge.run import is_run, read_run
+from tuneforge.run import is_run, read_run, run_name
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -87,7 +87,7 @@ def plan_target(target: str, served_name: str | None = None) -> list[Plan]:
     """The served names for TARGET: a run (and its base), or one model."""
     if is_run(target):
         run = read_run(target)
-        name = served_name or Path(target).resolve().name
+        name = served_name or run_name(target)
         base = str(run.info["base"])
         if run.adapter is not None:
             check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
