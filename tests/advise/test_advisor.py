@@ -138,7 +138,7 @@ def test_hyperparameters_stay_in_the_guides_ranges_and_match_trains_own_rules(n,
 def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", sums(150))
     cfg = tmp_path / "advised.yaml"
-    r = tf("advise", str(data), "--base", str(tiny_dir), "--sample", "4", "--json", "--write-config", str(cfg))
+    r = tf("advise", str(data), "--base", str(tiny_dir), "--zero-shot-examples", "4", "--json", "--write-config", str(cfg))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["verdict"] == "maybe"
@@ -158,7 +158,7 @@ def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    r = tf("advise", str(bad), "--sample", "0")
+    r = tf("advise", str(bad), "--zero-shot-examples", "0")
     assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
-    r = tf("advise", str(tmp_path / "missing.jsonl"), "--sample", "0")
+    r = tf("advise", str(tmp_path / "missing.jsonl"), "--zero-shot-examples", "0")
     assert r.returncode == 2 and "missing.jsonl" in r.stderr

@@ -57,7 +57,8 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
              temperature: float = typer.Option(0.0, help="0 = greedy (default, reproducible)."),
              top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0."),
              seed: int = typer.Option(0, help="Sampling seed when temperature > 0."),
-             samples: int = typer.Option(5, help="Sample answers to print."),
+             samples: int = typer.Option(5, "--show-examples", "--samples", help="Answers to print after the table "
+                                      "(--samples: old spelling)."),
              free: bool = typer.Option(False, "--free", help="Classification data: generate free text and compare "
                                        "it with the label (default: constrained prediction over the label set)."),
              output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: "

@@ -49,7 +49,7 @@ import numpy as np
 from sqlalchemy import Boolean, Float, Integer, String, Text, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base
+from tuneforge.db import TableBase
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id
 from tuneforge.monitor import query
@@ -73,7 +73,7 @@ EMBED_MAX_TOKENS = 512
 __doc__ = __doc__.format(**{k: v for k, v in globals().items() if k.isupper()})
 
 
-class DriftCheckRow(Base):
+class DriftCheckRow(TableBase):
     """One drift check (table `drift_checks`): its window, verdict and every signal as JSON."""
 
     __tablename__ = "drift_checks"

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Float, ForeignKey, String, Text, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base
+from tuneforge.db import TableBase
 from tuneforge.ids import new_id
 from tuneforge.monitor.requests import RequestLog, RequestRow
 from tuneforge.serve import protocol as P
@@ -30,7 +30,7 @@ SCORE_RANGE = (0.0, 1.0)
 PENDING_WAIT_S = 10.0  # a request answered a moment ago may still be on the writer's queue
 
 
-class FeedbackRow(Base):
+class FeedbackRow(TableBase):
     __tablename__ = "feedback"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
