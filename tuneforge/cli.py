@@ -487,7 +487,10 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           drift_run: Optional[str] = typer.Option(None, "--drift-run", help="Run whose training data drift "
                                                   "compares with (default: TARGET when it is a run)."),
           drift_window: str = typer.Option("24h", "--drift-window", help="Traffic each scheduled drift check "
-                                           "looks at (30m, 24h, 7d).")):
+                                           "looks at (30m, 24h, 7d)."),
+          runs_dir: list[Path] = typer.Option([], "--runs-dir", help="Folders of run directories (`tuneforge "
+                                              "train` outputs) that /studio and /v1/tuneforge/runs list beside "
+                                              "the jobs' runs (repeatable).")):
     """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
     /v1/files, /v1/fine_tuning/jobs, /metrics, /health): point the openai SDK or LangChain's ChatOpenAI at
     http://HOST:PORT/v1.
@@ -502,6 +505,8 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
     from tuneforge.serve.app import OPEN_PATHS, create_app
     from tuneforge.serve.completions import Settings
     from tuneforge.serve.server import api_keys_from, build_engine, run
+    from tuneforge.studio import OPEN_PATHS as STUDIO_PATHS
+    from tuneforge.studio import attach as attach_studio
 
     monitor_settings = MonitorSettings(
         db=db, content=log_content, redact=redact, max_rows=log_max_rows, max_age_days=log_max_days,
@@ -518,10 +523,12 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                              response_cache_size=response_cache_size,
                              settings=Settings(default_max_tokens=default_max_tokens),
                              routers=[jobs.router], body_limits=jobs.body_limits,
-                             open_paths=OPEN_PATHS | DASHBOARD_PATHS)
+                             open_paths=OPEN_PATHS | DASHBOARD_PATHS | STUDIO_PATHS)
     attach(application, monitor_settings)
+    attach_studio(application, jobs, runs_dirs=runs_dir)
     names = ", ".join(f"{m.name}" + (f" (adapter on {m.parent})" if m.parent else "") for m in eng.models())
-    typer.echo(f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if keys else ""), err=True)
+    typer.echo(f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if keys else "")
+               + f"; studio: http://{host}:{port}/studio", err=True)
     run(application, host=host, port=port)
 
 
