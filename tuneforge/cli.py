@@ -532,6 +532,52 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
     run(application, host=host, port=port)
 
 
+@app.command()
+def studio(target: str = typer.Argument("smollm2-135m-instruct", help="What to serve (as `serve TARGET`): the "
+                                        "base the page trains and chats with."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+           port: int = typer.Option(8000, "--port"),
+           api_key: list[str] = typer.Option([], "--api-key", help="Require this key for the page's data "
+                                             "(repeatable; or TUNEFORGE_API_KEYS)."),
+           db: Optional[str] = typer.Option(None, "--db", help="Database URL (as `serve --db`)."),
+           runs_dir: list[Path] = typer.Option([], "--runs-dir", help="Folders of `tuneforge train` runs to list "
+                                               "beside the jobs' runs (repeatable)."),
+           open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in a browser.")):
+    """The studio: `tuneforge serve TARGET` with jobs, monitoring and the /studio page, then open the page."""
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
+
+    from typer.main import get_command
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/studio"
+
+    def announce() -> None:  # once the server answers /health: print the URL, open it
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url.replace("/studio", "/health"), timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            return
+        typer.echo(f"studio: {url}" + ("  (type the API key on the page)" if api_key else ""), err=True)
+        if open_browser:
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, daemon=True).start()
+    args = ["serve", target, "--host", host, "--port", str(port)]
+    for k in api_key:
+        args += ["--api-key", k]
+    if db:
+        args += ["--db", db]
+    for d in runs_dir:
+        args += ["--runs-dir", str(d)]
+    get_command(app).main(args=args, prog_name="tuneforge", standalone_mode=False)
+
+
 # --- jobs -------------------------------------------------------------------------------------------------
 jobs_app = typer.Typer(no_args_is_help=True, help="Fine-tuning jobs (OpenAI's jobs API on `tuneforge serve`).")
 app.add_typer(jobs_app, name="jobs")

@@ -164,6 +164,11 @@ def test_a_job_then_its_run_eval_and_exports(c, studio_base):
     assert all(d["low"] <= d["delta"] <= d["high"] for d in ev["delta"].values()) and "exact_match" in ev["delta"]
     assert ev["worst"] and all(w["similarity"] < 1 for w in ev["worst"])
     assert c.get(f"/v1/tuneforge/runs/{job['id']}/eval").json()["n_examples"] == 6
+    broken = upload(c, ['{"messages": ['] + chat_rows(3), name="held-out.jsonl")
+    task = c.post(f"/v1/tuneforge/runs/{job['id']}/evals", json={"file_id": broken}).json()
+    task = poll(c, f"/v1/tuneforge/tasks/{task['id']}", lambda t: t["status"] in ("succeeded", "failed"))
+    assert task["status"] == "failed" and "held-out.jsonl:1" in task["error"]["message"]
+    assert "files/" not in task["error"]["message"] and task["error"]["code"] == "invalid_json"
 
     assert_openai_error(c.post(f"/v1/tuneforge/runs/{job['id']}/exports", json={"format": "tflite"}), 400,
                         "format")

@@ -247,9 +247,23 @@ class StudioAPI:
                     return d
         raise P.not_found(f"No run with id '{run_id}'", param="run", code="run_not_found")
 
-    def _submit(self, kind: str, params: dict, fn):
+    def _submit(self, kind: str, params: dict, fn, names: dict[str, str] | None = None):
+        """Start `fn` as a task; `names` (stored path → upload's filename) keep server paths out of its error."""
+        def run() -> dict:
+            from tuneforge.errors import TuneforgeError
+
+            try:
+                return fn()
+            except TuneforgeError as e:
+                msg = str(e)
+                for stored, name in (names or {}).items():
+                    msg = msg.replace(stored, name)
+                err = TuneforgeError(msg)
+                err.code = getattr(e, "code", None)
+                raise err from None
+
         try:
-            return self.tasks.submit(kind, params, fn).to_dict()
+            return self.tasks.submit(kind, params, run).to_dict()
         except Busy:
             raise P.too_many_requests(30, f"{self.tasks.max_pending} tasks are already waiting; try again "
                                           "when one finishes") from None
@@ -428,7 +442,8 @@ class StudioAPI:
                 return eval_summary(res)
 
             return self._submit("eval", {"run": run_id, "file_id": body["file_id"], "baseline": baseline,
-                                         "limit": limit, "max_new_tokens": max_new_tokens}, run)
+                                         "limit": limit, "max_new_tokens": max_new_tokens}, run,
+                                names={str(path): filename})
 
         @router.get("/runs/{run_id}/eval")
         def run_eval(run_id: str):

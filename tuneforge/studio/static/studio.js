@@ -118,7 +118,7 @@ async function loadFiles() {
   state.files = r.data;
   const opts = r.data.map((f) => `<option value="${esc(f.id)}">${esc(f.filename)} (${esc(f.id)})</option>`).join("");
   for (const id of ["data-files", "t-file", "e-file"]) {
-    const sel = $(id), cur = sel.value || state.fileId;
+    const sel = $(id), cur = state.fileId || sel.value;  // the file last uploaded or checked
     sel.innerHTML = opts; if (cur) sel.value = cur;
   }
   $("t-vfile").innerHTML = '<option value="">(hold out val_split of the training file)</option>' + opts;
