@@ -147,7 +147,7 @@ def train_defaults(path: Path, base: str, options: dict) -> dict:
     from tuneforge.jobs import recipe
     from tuneforge.models.load import default_device, resolve
     from tuneforge.train import auto
-    from tuneforge.train.sft import holdout
+    from tuneforge.train.objectives.sft import holdout
 
     cfg = TrainConfig(**{**recipe.JOB_DEFAULTS, "method": "auto", **options, "base": base, "data": str(path)})
     samples = load_samples(path)
