@@ -180,7 +180,7 @@ def test_the_whole_path_in_the_browser(studio_base, files, browser, tmp_path, ca
         go(drv, "export")
         wait(drv, lambda d: d.find_elements("css selector", f'#x-run option[value="{job_id}"]'), 30, "the runs")
         Select(drv.find_element("id", "x-run")).select_by_value(job_id)
-        Select(drv.find_element("id", "x-fmt")).select_by_value("gguf-f16")
+        Select(drv.find_element("id", "x-fmt")).select_by_visible_text("gguf-f16")
         drv.find_element("id", "x-btn").click()
         wait(drv, lambda d: "verify passed" in text(d, "x-list"), 300, "verify to pass")
         assert drv.find_elements("css selector", "#x-list button.dl")
@@ -222,7 +222,7 @@ def test_the_page_says_when_the_server_is_gone_and_recovers(studio_base, browser
             fid = upload(c, chat_rows(24))
             job = c.post("/v1/fine_tuning/jobs", json={
                 "model": str(studio_base), "training_file": fid,
-                "tuneforge": {"max_steps": 400, "save_steps": 20, "eval_steps": 100, "max_seq_len": 64}}).json()
+                "tuneforge": {"max_steps": 40, "save_steps": 10, "eval_steps": 20, "max_seq_len": 64}}).json()
             poll(c, f"/v1/fine_tuning/jobs/{job['id']}", lambda j: j["status"] == "running", 120)
         drv.get(srv.url + "/studio#runs")
         set_key(drv, KEY)

@@ -110,9 +110,9 @@ def _duplicates(good: list) -> dict:
 
 
 def histogram(sorted_lens: list[int], max_seq_len: int, bins: int = 20) -> dict:
-    """Token lengths in `bins` equal-width bins from 0 to max(longest, max_seq_len): `edges` (bins + 1 values)
-    and `counts`; the bar that crosses `max_seq_len` shows how much truncation cuts (the studio draws it)."""
-    top = max(sorted_lens[-1], max_seq_len, 1)
+    """Token lengths in `bins` equal-width bins from 0 to the longest example: `edges` (bins + 1 values) and
+    `counts`; bins past `max_seq_len` are the truncated examples (the studio draws them red)."""
+    top = max(sorted_lens[-1], 1)
     width = max(1, -(-top // bins))
     counts = [0] * bins
     for n in sorted_lens:

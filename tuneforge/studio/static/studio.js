@@ -165,7 +165,8 @@ function histogramSvg(h, maxLen) {
     s += `<rect x="${P + i * bw + 1}" y="${H - bh + 5}" width="${bw - 2}" height="${bh}" fill="${over ? "#d62728" : "#1f77b4"}"><title>${h.edges[i]}–${h.edges[i + 1]} tokens: ${c}</title></rect>`;
   });
   const x = P + (maxLen / h.edges[n]) * (W - 2 * P);
-  s += `<line x1="${x}" x2="${x}" y1="0" y2="${H + 5}" stroke="#d62728" stroke-dasharray="4"/><text x="${x + 3}" y="12" font-size="11" fill="#d62728">max_seq_len ${maxLen}</text>`;
+  if (maxLen <= h.edges[n]) s += `<line x1="${x}" x2="${x}" y1="0" y2="${H + 5}" stroke="#d62728" stroke-dasharray="4"/><text x="${x + 3}" y="12" font-size="11" fill="#d62728">max_seq_len ${maxLen}</text>`;
+  else s += `<text x="${W - P}" y="12" font-size="11" text-anchor="end" fill="#1b7f3b">all under max_seq_len ${maxLen}</text>`;
   s += `<text x="${P}" y="${H + 22}" font-size="11">0</text><text x="${W - P}" y="${H + 22}" font-size="11" text-anchor="end">${h.edges[n]} tokens</text></svg>`;
   return s;
 }
