@@ -139,13 +139,21 @@ def test_runs_evals_exports_and_tasks_refuse_what_does_not_exist(c):
     assert c.get("/v1/tuneforge/runs").json()["object"] == "list"
 
 
-def test_a_job_then_its_run_eval_and_exports(c, studio_base):
+def test_the_whole_flow_over_http_alone(c, studio_base):
+    """What the page does, with httpx only: upload → check → defaults → job (learning rate x2) → succeeded →
+    chat with it → run, compare → eval task → export GGUF task → verify passed → download."""
     fid = upload(c, chat_rows(24))
-    job = c.post("/v1/fine_tuning/jobs", json={"model": str(studio_base), "training_file": fid,
-                                               "hyperparameters": {"learning_rate_multiplier": 2.0},
-                                               "tuneforge": TINY}).json()
+    assert c.post("/v1/tuneforge/data/check", json={"file_id": fid}).json()["ok"] is True
+    request = c.post("/v1/tuneforge/train/defaults", json={"file_id": fid}).json()["job"]
+    request["hyperparameters"]["learning_rate_multiplier"] = 2.0
+    request["tuneforge"].update(TINY)
+    assert c.post("/v1/tuneforge/train/validate", json=request).json()["ok"] is True
+    job = c.post("/v1/fine_tuning/jobs", json=request).json()
     job = poll(c, f"/v1/fine_tuning/jobs/{job['id']}", lambda j: j["status"] in ("succeeded", "failed"))
     assert job["status"] == "succeeded", job
+    chat = c.post("/v1/chat/completions", json={"model": job["fine_tuned_model"], "max_tokens": 4,
+                                                "messages": [{"role": "user", "content": "add 2 and 3"}]})
+    assert chat.status_code == 200 and chat.json()["model"] == job["fine_tuned_model"]
     run = c.get(f"/v1/tuneforge/runs/{job['id']}").json()
     assert run["id"] == job["id"] and run["config"]["learning_rate"] == pytest.approx(2e-3)
     assert any("train_loss" in row or "loss" in row for row in run["metrics_rows"])
@@ -164,6 +172,13 @@ def test_a_job_then_its_run_eval_and_exports(c, studio_base):
     assert all(d["low"] <= d["delta"] <= d["high"] for d in ev["delta"].values()) and "exact_match" in ev["delta"]
     assert ev["worst"] and all(w["similarity"] < 1 for w in ev["worst"])
     assert c.get(f"/v1/tuneforge/runs/{job['id']}/eval").json()["n_examples"] == 6
+    sheet = c.get(f"/v1/tuneforge/runs/{job['id']}/human-eval")
+    assert sheet.status_code == 200 and sheet.content[:2] == b"PK"
+    import io
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(sheet.content)).namelist()
+    assert any(n.endswith(".csv") for n in names) and any(n.endswith(".html") for n in names)
     broken = upload(c, ['{"messages": ['] + chat_rows(3), name="held-out.jsonl")
     task = c.post(f"/v1/tuneforge/runs/{job['id']}/evals", json={"file_id": broken}).json()
     task = poll(c, f"/v1/tuneforge/tasks/{task['id']}", lambda t: t["status"] in ("succeeded", "failed"))

@@ -21,6 +21,7 @@ Routes (bodies are JSON; `file_id` is an uploaded `/v1/files` id; `model` a serv
 | `GET /v1/tuneforge/runs/{a}/compare/{b}` | hyperparameters and metrics that differ | `runs diff` |
 | `POST /v1/tuneforge/runs/{run}/evals` `{file_id, baseline?="base", limit?, max_new_tokens?}` | a task: base vs tuned with CIs | `eval --baseline base` |
 | `GET /v1/tuneforge/runs/{run}/eval` | the run's eval.json summary: metrics, deltas with CIs, worst examples | `report` |
+| `GET /v1/tuneforge/runs/{run}/human-eval` | the blind A/B sheet of that eval: a zip of CSV, HTML form and key | `human-eval export` |
 | `POST /v1/tuneforge/runs/{run}/exports` `{format}` | a task: merged / int8 / int4 / onnx / gguf-f16 / gguf-q8_0, verified | `export ...` |
 | `GET /v1/tuneforge/runs/{run}/exports` | each export: manifest, verify table, download link | |
 | `GET /v1/tuneforge/runs/{run}/exports/{format}/content` | the export: the .gguf file, or a zip of the directory | |
@@ -454,6 +455,25 @@ class StudioAPI:
                 raise P.not_found(f"run '{run_id}' has no evaluation yet (POST {PREFIX}/runs/{run_id}/evals)",
                                   param="run", code="eval_not_found")
             return eval_summary(read_json(d / "eval.json"))
+
+        @router.get("/runs/{run_id}/human-eval")
+        def human_eval(run_id: str):
+            """The blind A/B sheet of the run's eval (`human-eval export`): a zip of the CSV, the HTML form
+            and the key (keep the key from the raters)."""
+            from tuneforge.eval.human import export_sheet
+
+            d = self.run_dir(run_id)
+            if not (d / "eval.json").is_file():
+                raise P.not_found(f"run '{run_id}' has no evaluation yet", param="run", code="eval_not_found")
+            tmp = Path(tempfile.mkdtemp(prefix="tuneforge-human-"))
+            try:
+                export_sheet(d / "eval.json", tmp / "sheet")
+            except TuneforgeError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise _tuneforge_error(e, "run") from None
+            archive = shutil.make_archive(str(tmp / f"{run_id}-human-eval"), "zip", tmp / "sheet")
+            return FileResponse(archive, media_type="application/zip", filename=Path(archive).name,
+                                background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
 
         @router.post("/runs/{run_id}/exports")
         async def start_export(run_id: str, request: Request):

@@ -486,7 +486,9 @@ function renderEval(r) {
   }
   h += `</tbody></table></div><h4>Worst examples</h4><div class="scroll"><table><thead><tr><th>where</th><th>prompt</th><th>reference</th><th>tuned</th><th>base</th></tr></thead><tbody>`;
   h += (r.worst || []).map((w) => `<tr><td>${esc(w.where)}</td><td>${esc(w.prompt)}</td><td>${esc(w.reference)}</td><td>${esc(w.tuned_prediction)}</td><td>${esc(w.baseline_prediction ?? "")}</td></tr>`).join("");
-  $("e-result").innerHTML = h + "</tbody></table></div>"; $("e-result").hidden = false;
+  h += `</tbody></table></div><p><button type="button" class="secondary" id="e-human">Download the blind A/B sheet (CSV, HTML form, key)</button> <span class="err" id="e-human-err"></span></p>`;
+  $("e-result").innerHTML = h; $("e-result").hidden = false;
+  $("e-human").addEventListener("click", () => download(`${T}/runs/${encodeURIComponent($("e-run").value)}/human-eval`, "e-human-err"));
 }
 async function showEval(run, quiet) {
   if (!run) return;
@@ -563,17 +565,18 @@ async function loadExports() {
   if (!run) { $("x-list").innerHTML = ""; return; }
   const r = await api("GET", `${T}/runs/${encodeURIComponent(run)}/exports`);
   $("x-list").innerHTML = r.data.map((x, i) => `<div class="card export" data-format="${esc(x.format)}"><h3>${esc(x.format)} <span class="pill ${x.passed ? "pass" : "FAIL"} verify-result">verify ${x.passed ? "passed" : x.passed === false ? "FAILED" : "not run"}</span></h3><p><code>${esc(x.path)}</code></p>${verifyTable(x)}<button type="button" class="secondary dl" data-url="${esc(x.download_url)}" id="dl-${i}">Download</button><span class="err" id="dl-err-${i}"></span></div>`).join("") || "<p>No exports of this run yet.</p>";
-  $("x-list").querySelectorAll("button.dl").forEach((b) => b.addEventListener("click", async () => {
-    const errId = "dl-err-" + b.id.slice(3);
-    showErr(errId, null);
-    try {
-      const resp = await api("GET", b.dataset.url, undefined, { raw: true });
-      const name = (/filename="?([^";]+)"?/.exec(resp.headers.get("content-disposition") || "") || [])[1] || "export";
-      const url = URL.createObjectURL(await resp.blob());
-      const a = document.createElement("a"); a.href = url; a.download = name; document.body.appendChild(a); a.click(); a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
-    } catch (e) { showErr(errId, e); }
-  }));
+  $("x-list").querySelectorAll("button.dl").forEach((b) => b.addEventListener("click", () => download(b.dataset.url, "dl-err-" + b.id.slice(3))));
+}
+// A download behind the API key: fetched with the header, saved from a blob URL.
+async function download(path, errId) {
+  showErr(errId, null);
+  try {
+    const resp = await api("GET", path, undefined, { raw: true });
+    const name = (/filename="?([^";]+)"?/.exec(resp.headers.get("content-disposition") || "") || [])[1] || "download";
+    const url = URL.createObjectURL(await resp.blob());
+    const a = document.createElement("a"); a.href = url; a.download = name; document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) { showErr(errId, e); }
 }
 loaders.export = async () => { await loadRuns(); await loadExports(); };
 $("x-run").addEventListener("change", () => loadExports().catch((e) => showErr("x-err", e)));
