@@ -86,6 +86,11 @@ def test_cost_estimates_time_and_money_for_the_file(c):
     assert r.status_code == 200, r.text
     est = r.json()
     assert est["object"] == "tuneforge.cost" and est["train_seconds"] > 0 and est["steps"] > 0
+    task = c.post("/v1/tuneforge/data/cost", json={"file_id": fid, "bench_steps": 1, "background": True}).json()
+    task = poll(c, f"/v1/tuneforge/tasks/{task['id']}", lambda t: t["status"] in ("succeeded", "failed"))
+    assert task["kind"] == "cost" and task["status"] == "succeeded" and task["result"]["train_seconds"] > 0
+    assert_openai_error(c.post("/v1/tuneforge/data/cost", json={"file_id": fid, "background": "yes"}), 400,
+                        "background")
 
 
 def test_schema_and_validation_speak_the_jobs_api_language(c):

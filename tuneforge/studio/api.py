@@ -12,7 +12,7 @@ Routes (bodies are JSON; `file_id` is an uploaded `/v1/files` id; `model` a serv
 |---|---|---|
 | `POST /v1/tuneforge/data/check` `{file_id, model?, max_seq_len?}` | the data-check report: errors with line numbers, token-length histogram, truncation, duplicates, label balance | `data check --json` |
 | `POST /v1/tuneforge/data/advise` `{file_id, model?, task?, sample?=0}` | go / no-go / maybe with reasons, method, hyperparameters | `advise --json` |
-| `POST /v1/tuneforge/data/cost` `{file_id, model?, hardware?="cpu", bench_steps?=2, config?}` | tokens, steps, FLOPs, memory, time and money | `cost --json` |
+| `POST /v1/tuneforge/data/cost` `{file_id, model?, hardware?="cpu", bench_steps?=2, config?, background?}` | tokens, steps, FLOPs, memory, time and money (`background: true`: a task, since measuring a real base on CPU takes minutes) | `cost --json` |
 | `GET /v1/tuneforge/train/schema` | every config key: type, default, description, choices, bounds; which keys a job sets itself | `train --help-config` |
 | `POST /v1/tuneforge/train/defaults` `{file_id, model?, tuneforge?}` | what a job (and `train`) would choose for this file, each with its reason, and the job request that launches it | `train`'s printed choices |
 | `POST /v1/tuneforge/train/validate` `{hyperparameters?, tuneforge?}` | `{ok, errors: [{param, message}]}`: every bad field, with the messages job creation would answer | `train --key value` |
@@ -64,6 +64,8 @@ def _body_field(body: dict, key: str, kind, default=None, *, required: bool = Fa
         raise P.bad_request(f"{key}: expected an integer, got {v!r}", param=key, code="invalid_value")
     if kind is str and not isinstance(v, str):
         raise P.bad_request(f"{key}: expected a string, got {v!r}", param=key, code="invalid_value")
+    if kind is bool and not isinstance(v, bool):
+        raise P.bad_request(f"{key}: expected true or false, got {v!r}", param=key, code="invalid_value")
     if kind is dict and not isinstance(v, dict):
         raise P.bad_request(f"{key}: expected an object", param=key, code="invalid_value")
     return v
@@ -353,6 +355,9 @@ class StudioAPI:
                 remember(est)
                 return {"object": "tuneforge.cost", "file_id": body["file_id"], **named(est, path, filename)}
 
+            if _body_field(body, "background", bool, False):  # minutes on a real base: poll the task
+                return self._submit("cost", {"file_id": body["file_id"], "hardware": hardware}, run,
+                                    names={str(path): filename})
             try:
                 return await run_in_threadpool(run)
             except TuneforgeError as e:

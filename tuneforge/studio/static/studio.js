@@ -219,8 +219,10 @@ $("advise-btn").addEventListener("click", advise);
 $("cost-btn").addEventListener("click", async () => {
   showErr("cost-err", null);
   try {
-    const c = await withProgress("data-progress", "Estimating (a short benchmark on this machine)", $("cost-btn"),
-      () => api("POST", `${T}/data/cost`, { file_id: state.fileId, hardware: $("cost-hw").value }));
+    const c = await withProgress("data-progress", "Estimating (a short benchmark on this machine)", $("cost-btn"), async () => {
+      const t = await api("POST", `${T}/data/cost`, { file_id: state.fileId, hardware: $("cost-hw").value, background: true });
+      return pollTask(t.id, "data-progress", "Estimating (a short benchmark on this machine)");
+    });
     const money = c.money || {};
     let h = `<h3>Cost on ${esc(c.hardware || $("cost-hw").value)}</h3><table id="cost-table"><tbody>`;
     for (const [k, v] of Object.entries(c)) {
