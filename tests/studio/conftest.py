@@ -35,24 +35,15 @@ def jsonl_bytes(rows: list) -> bytes:
 
 @contextmanager
 def studio_server(base: Path, root: Path, *, api_keys=(KEY,), runs_dirs=(), port: int | None = None):
-    """The app `tuneforge serve BASE --db sqlite:///ROOT/tuneforge.db --api-key KEY` builds; yields (srv, app)."""
-    from tuneforge.jobs.api import JobsAPI
-    from tuneforge.monitor.attach import MonitorSettings, attach
-    from tuneforge.monitor.dashboard import OPEN_PATHS as DASHBOARD_PATHS
-    from tuneforge.serve.app import OPEN_PATHS, create_app
-    from tuneforge.serve.server import BackgroundServer, build_engine
-    from tuneforge.studio import OPEN_PATHS as STUDIO_PATHS
-    from tuneforge.studio import attach as attach_studio
+    """The app `tuneforge serve BASE --db sqlite:///ROOT/tuneforge.db --api-key KEY` builds (service.build_server);
+    yields (srv, app)."""
+    from tuneforge.serve.server import BackgroundServer
+    from tuneforge.service import ServerOptions, build_server
 
-    db = f"sqlite:///{root / 'tuneforge.db'}"
-    engine = build_engine(str(base), device="cpu")
-    jobs = JobsAPI(engine, db, lease_s=30)
-    app = create_app(engine, api_keys=api_keys, routers=[jobs.router], body_limits=jobs.body_limits,
-                     response_cache_size=0, open_paths=OPEN_PATHS | DASHBOARD_PATHS | STUDIO_PATHS)
-    attach(app, MonitorSettings(db=db))
-    attach_studio(app, jobs, runs_dirs=runs_dirs)
-    with BackgroundServer(app, port=port) as srv:
-        yield srv, app
+    server = build_server(ServerOptions(str(base), api_keys=list(api_keys), device="cpu", response_cache_size=0,
+                                        db=f"sqlite:///{root / 'tuneforge.db'}", runs_dirs=list(runs_dirs)))
+    with BackgroundServer(server.app, port=port) as srv:
+        yield srv, server.app
 
 
 def api(srv, key: str = KEY) -> httpx.Client:

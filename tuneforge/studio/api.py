@@ -489,11 +489,11 @@ class StudioAPI:
                 raise P.bad_request(f"format: '{fmt}' is not one of {', '.join(EXPORT_FORMATS)}", param="format",
                                     code="invalid_value")
             try:
-                from tuneforge.export.merge import _require_mergeable
+                from tuneforge.export.merge import require_mergeable
                 from tuneforge.export.pipeline import check_installed
                 from tuneforge.run import read_run
 
-                _require_mergeable(read_run(d))
+                require_mergeable(read_run(d))
                 if fmt != "merged":
                     check_installed(fmt)
             except TuneforgeError as e:
