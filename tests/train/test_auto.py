@@ -73,7 +73,7 @@ def test_resolve_fills_only_what_is_auto():
     why = auto.resolve(cfg, n_train=200, n_params=135_000_000)
     assert cfg.learning_rate == auto.LORA_LR[0][1] and set(why) == {"learning_rate", "num_train_epochs",
                                                                     "lr_scheduler_type"}
-    cfg = TrainConfig(method="lora", learning_rate=3e-4, num_train_epochs=2)
+    cfg = TrainConfig(method="lora", learning_rate=3e-4, num_train_epochs=2, lr_scheduler_type="cosine")
     assert auto.resolve(cfg, n_train=200, n_params=135_000_000) == {}
     assert (cfg.learning_rate, cfg.num_train_epochs) == (3e-4, 2)
     cfg = TrainConfig(method="lora", max_steps=50)  # max_steps decides; epochs records what it amounts to

@@ -1,13 +1,13 @@
 """Validation bookkeeping for the training loop: the typed loop state, early stopping, the overfitting signal.
 
-Pure functions over `LoopState` and the metrics rows already in memory; the loop (sft.py) does the I/O.
+Pure functions over `LoopState` and the metrics rows already in memory; the loop (recipe.py) does the I/O.
 
 What counts (issue 23): an evaluation makes *progress* when the validation loss beats its best by IMPROVEMENT or
-the validation exact match (train/validation.py; None when not measured) beats its best; patience counts
-evaluations in a row without progress, and the "plateau" schedule halves the rate at each of them. The weights
-kept are the *best* by exact match first, then validation loss: on short-answer tasks the loss often bottoms out
-(the model grows confident on its mistakes) while exact match still climbs, and exact match is what `eval`
-reports. Without a metric it is the loss alone, as before.
+the objective's validation metric (SFT: the exact match of train/validation.py; None when not measured) beats its
+best; patience counts evaluations in a row without progress, and the "plateau" schedule halves the rate at each
+of them. The weights kept are the *best* by the metric first, then validation loss: on short-answer tasks the loss
+often bottoms out (the model grows confident on its mistakes) while exact match still climbs, and exact match is
+what `eval` reports. Without a metric it is the loss alone, as before.
 """
 
 from __future__ import annotations

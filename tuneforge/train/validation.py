@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tuneforge.data.tokenize import IGNORE
 from tuneforge.train.loss import CHUNK, _fast_path_ok
 
-METRIC = "exact_match"  # the name in metrics.jsonl (as val_exact_match), run.json and the stop reason
+METRIC_MAX_ANSWER = 64  # measured only where the median answer is this short (tokens): long answers are rarely
+# exact, and choosing the best weights by it would be noise
 
 
 def _example_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:
