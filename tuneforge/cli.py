@@ -79,24 +79,21 @@ def train(ctx: typer.Context,
     if cv:
         from tuneforge.train.cv import cross_validate
 
-        res = cross_validate(cfg, cv, progress=progress)
+        from tuneforge.finish import finish_run
+
+        res = cross_validate(cfg, cv, progress=progress, finish=finish_run)
         folds = ", ".join(f"{r['best_val_loss']:.4f}" for r in res["folds"])
         typer.echo(f"{cv}-fold cross-validation: val loss {res['val_loss_mean']:.4f} ± {res['val_loss_std']:.4f} "
                    f"(folds: {folds})")
         return
-    from tuneforge.advise.cost import attach, plan_key
+    from tuneforge.finish import finish_run
     from tuneforge.run import run_status
 
     already = resume and run_status(cfg.output) == "finished"
-    key = None if resume else plan_key(cfg)  # before training: the recipe resolves method auto in cfg
     out = run_train(cfg, resume=resume, progress=progress)
-    if already or int(os.environ.get("RANK", "0")) != 0:  # one process writes the report: rank 0
+    if already or int(os.environ.get("RANK", "0")) != 0:  # one process finishes the run: rank 0
         return
-    if key:
-        attach(key, out)  # the estimate `tuneforge cost` made for this exact plan, if any → RUN/estimate.json
-    from tuneforge.eval.report import write_report
-
-    write_report(out)
+    finish_run(out)  # report.html, model card, estimate.json (when `tuneforge cost` estimated this plan)
     typer.echo(f"run: {out}\nnext: tuneforge eval {out} --data TEST.jsonl --baseline base   |   "
                f"tuneforge export merge {out}   |   tuneforge report {out}")
 
@@ -656,7 +653,8 @@ def cost(ctx: typer.Context,
         res = serving_cost(base or DEFAULT_BASE, hardware=hardware, prices=table, measured=measured)
         typer.echo(json.dumps(res, indent=1) if as_json else render_serving(res, spot=spot))
         return
-    from tuneforge.advise.cost import estimate, remember, render
+    from tuneforge.advise.cost import estimate, render
+    from tuneforge.finish import remember
     from tuneforge.config import parse_overrides
     from tuneforge.errors import ConfigError
     from tuneforge.train.recipe import config_for
