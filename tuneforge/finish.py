@@ -19,7 +19,7 @@ from tuneforge.run import model_card, read_json, read_run, write_atomic_text, wr
 
 
 def estimates_dir() -> Path:
-    from tuneforge.models.gguf import home
+    from tuneforge.paths import home
 
     return home() / "estimates"
 

@@ -20,7 +20,6 @@ The output layer counts supervised positions only because tuneforge computes it 
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
