@@ -185,7 +185,8 @@ def test_cross_validation_reports_mean_and_std_over_folds(tiny_dir, tmp_path):
     assert len(res["folds"]) == 3 and "±" in r.stdout
     losses = [f["best_val_loss"] for f in res["folds"]]
     assert abs(res["val_loss_mean"] - sum(losses) / 3) < 1e-9
-    assert all((out / f"fold-{i}" / "adapter").is_dir() for i in (1, 2, 3))
+    assert all((out / f"fold-{i}" / "adapter").is_dir() and (out / f"fold-{i}" / "report.html").is_file()
+               for i in (1, 2, 3))  # each fold is finished like any run
 
 
 def test_data_check_json_report_and_exit_code(tmp_path):

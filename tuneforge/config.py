@@ -183,6 +183,21 @@ def save_config(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
 
+def plan_key(cfg: TrainConfig) -> str:
+    """Names a training plan: the data files' content and every setting but the output directory. The recipe
+    records it in data.json; `tuneforge cost` remembers its estimate under it, so the finished run finds the
+    estimate made for exactly this plan (`finish.finish_run`)."""
+    import hashlib
+    import json
+
+    from tuneforge.run import file_sha256
+
+    files = [file_sha256(f) if f and Path(f).is_file() else None for f in (cfg.data, cfg.val_data)]
+    settings = {k: v for k, v in cfg.model_dump().items() if k not in ("output", "data", "val_data", "report_to")}
+    blob = json.dumps({"files": files, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 def config_help() -> str:
     """One line per field: name, default, description (the same text the schema carries)."""
     rows = []

@@ -253,6 +253,9 @@ def model_card(cfg: dict, info: dict, data: dict) -> str:
             ".\n`tuneforge eval` and `tuneforge generate` answer with the most likely label (constrained "
             "prediction: each label's likelihood, end-of-turn token included, is scored given the prompt); "
             "`--free` generates text instead. Plain `transformers` generation is free text.\n") if labels else ""
+    parent = info.get("distilled_from") or info.get("derived_from")
+    derived = (f"\nDerived from `{parent}` ({'distilled' if info.get('distilled_from') else 'pruned'}).\n"
+               if parent else "")
     chosen = info.get("auto") or {}
     auto = ("\n## Settings chosen by tuneforge\n" + "\n".join(f"- {why}" for why in chosen.values()) + "\n"
             if chosen else "")
@@ -264,7 +267,7 @@ tags: [tuneforge, {cfg.get('method')}]
 # {Path(info.get('run_dir', 'run')).name}
 
 Fine-tuned with tuneforge {info.get('tuneforge_version')} from `{cfg.get('base')}` by **{cfg.get('method')}**.
-
+{derived}
 ## Data
 {files}
 - train/val examples used: {data.get('train_examples')} / {data.get('val_examples')} (split seed {cfg.get('seed')})

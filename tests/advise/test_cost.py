@@ -13,8 +13,8 @@ from tests.helpers import arithmetic_rows, write_jsonl
 from tests.helpers import tf
 from tuneforge import methods
 from tuneforge.advise.cost import (Counts, batch_counts, estimate, example_counts, load_prices, model_shape,
-                                   plan_from, plan_key, step_flops, tensor_counts, trainable_params)
-from tuneforge.config import TrainConfig
+                                   plan_from, step_flops, tensor_counts, trainable_params)
+from tuneforge.config import TrainConfig, plan_key
 from tuneforge.errors import ConfigError
 from tuneforge.train.recipe import micro_batch, prepare, schedule
 

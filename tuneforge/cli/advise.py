@@ -72,7 +72,8 @@ def cost(ctx: typer.Context,
         res = serving_cost(base or DEFAULT_BASE, hardware=hardware, prices=table, measured=measured)
         typer.echo(json.dumps(res, indent=1) if as_json else render_serving(res, spot=spot))
         return
-    from tuneforge.advise.cost import estimate, remember, render
+    from tuneforge.advise.cost import estimate, render
+    from tuneforge.finish import remember
     from tuneforge.config import parse_overrides
     from tuneforge.errors import ConfigError
     from tuneforge.train.recipe import config_for

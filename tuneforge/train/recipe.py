@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 import tuneforge
 from tuneforge import methods
-from tuneforge.config import TrainConfig, load_config, save_config
+from tuneforge.config import TrainConfig, load_config, plan_key, save_config
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
@@ -97,6 +97,9 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepare
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
     objective = objectives.create(cfg)  # holds this copy of cfg: it sees every value resolved below
+    # the plan as asked ("auto" unresolved): `tuneforge cost` remembers its estimate under this key; a fold or a
+    # distillation (`split` given) trains on other rows than cfg.data, so it is no such plan
+    key = plan_key(cfg) if split is None else None
     if cfg.from_run:
         lineage.inherit(cfg)  # base, method and adapter shape come from the parent run
     if cfg.method != "auto":
@@ -140,6 +143,8 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepare
             **objective.data_info(train), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if labels:
         info["label_counts"] = {lab: sum(s.label == lab for s in train_s) for lab in labels}
+    if key:
+        info["plan_key"] = key
     return Prepared(cfg, base, model, train, val, info, labels, chosen, objective)
 
 

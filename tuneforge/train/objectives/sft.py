@@ -38,6 +38,10 @@ def label_set(samples: list[Sample]) -> list[str] | None:
     return sorted({s.label for s in samples})
 
 
+def supervised_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["targets"] != IGNORE).sum())
+
+
 class SFT(Objective):
     name = "sft"
     count_key = "supervised_tokens"
@@ -75,7 +79,7 @@ class SFT(Objective):
         return collate(items, packing=p.cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
 
     def count(self, batch) -> int:
-        return int((batch["targets"] != IGNORE).sum())
+        return supervised_tokens(batch)
 
     def tokens(self, batch) -> int:
         return input_tokens(batch)
@@ -98,4 +102,4 @@ class SFT(Objective):
             loss, em = validate_batches(model, batches)
             return {"val_loss": loss, "val_exact_match": em}
         # token-weighted mean CE; `evaluate` takes (sum, n supervised, n tokens) per batch
-        return {"val_loss": evaluate(model, batches, forward=lambda b: (forward(b)[0], self.count(b), 0))}
+        return {"val_loss": evaluate(model, batches, forward=lambda b: (forward(b)[0], supervised_tokens(b), 0))}
