@@ -8,12 +8,11 @@ from typing import Optional
 
 import typer
 
-from tuneforge.cli import app
+from tuneforge.cli import DB_HELP, app
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Production monitoring from the server's request log: "
                           "drift, HTML report, feedback export.")
 app.add_typer(monitor_app, name="monitor")
-DB_HELP = "The server's database URL (as `tuneforge serve --db`; default sqlite:///$TUNEFORGE_HOME/tuneforge.db)."
 SINCE_HELP = "Only requests from this time on: 30m, 24h, 7d, an ISO date/time (UTC) or unix seconds."
 
 
