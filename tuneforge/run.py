@@ -243,6 +243,8 @@ def model_card(cfg: dict, info: dict, data: dict) -> str:
     hp = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if k not in ("data", "val_data", "output"))
     res = info.get("results", {})
     results = "\n".join(f"- {k}: {v}" for k, v in res.items()) or "- (none recorded)"
+    if info.get("stop_reason"):
+        results += f"\n- training stopped: {info['stop_reason']}"
     files = "\n".join(f"- `{d['path']}`: {d['examples']} examples, sha256 `{d['sha256'][:16]}…`"
                       for d in data.get("files", []))
     how = use_snippet(info.get("run_dir", "."), adapter=bool(info.get("adapter")))

@@ -132,6 +132,7 @@ def test_hyperparameters_stay_in_the_guides_ranges_and_match_trains_own_rules(n,
     auto.resolve(cfg, n_train=n, n_params=135_000_000)
     assert (cfg.learning_rate, cfg.num_train_epochs) == (hp["learning_rate"]["value"],
                                                          hp["num_train_epochs"]["value"])
+    assert cfg.lr_scheduler_type == hp["lr_scheduler_type"]["value"]  # issue 23: the schedule by the same rule
 
 
 @pytest.mark.cli
