@@ -62,7 +62,7 @@ def monitor_export_feedback(output: Path = typer.Option(..., "--output", help="J
                                                             "this (0-1; thumbs up = 1) are kept as they are; "
                                                             "corrected answers are kept whatever the score.")):
     """Well-rated and corrected answers → chat-format training rows with provenance (`metadata`), ready for
-    `tuneforge data check` and `tuneforge train --from RUN --data FILE`."""
+    `tuneforge data check` and `tuneforge train --from-run RUN --data FILE`."""
     from tuneforge.db import connect
     from tuneforge.monitor.export import export_feedback
     from tuneforge.monitor.query import parse_since

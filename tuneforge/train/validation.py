@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.tokenize import IGNORE
-from tuneforge.train.loss import CHUNK, _fast_path_ok
+from tuneforge.train.loss import CHUNK, fast_path_ok
 
 METRIC_MAX_ANSWER = 64  # measured only where the median answer is this short (tokens): long answers are rarely
 # exact, and choosing the best weights by it would be noise
@@ -40,7 +40,7 @@ def _scores(model, batch: dict[str, torch.Tensor]) -> tuple[float, int, torch.Te
               attention_mask=None if batch["attention_mask"] is None else batch["attention_mask"].to(device),
               use_cache=False)
     t = tgt.reshape(-1)[sup]
-    if _fast_path_ok(model):  # the output layer on supervised positions only, in chunks (as loss_sum)
+    if fast_path_ok(model):  # the output layer on supervised positions only, in chunks (as loss_sum)
         hidden = model.get_decoder()(**kw).last_hidden_state
         h = hidden.reshape(-1, hidden.shape[-1])[sup]
         weight = model.get_output_embeddings().weight
