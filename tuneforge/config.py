@@ -39,7 +39,7 @@ class TrainConfig(BaseModel):
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
     output: str | None = Field(None, description="Run directory to create.")
-    from_run: str | None = Field(None, description="Continue from this finished run (`--from RUN`): its adapter "
+    from_run: str | None = Field(None, description="Continue from this finished run (`--from-run RUN`): its adapter "
                                  "(or full weights) is loaded before the first step, and base, method and adapter "
                                  "shape are taken from it. Recorded as the new run's parent.")
     # the guide's TrainingArguments

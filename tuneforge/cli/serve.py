@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from tuneforge.cli import app
+from tuneforge.cli import DB_HELP, app
 from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
 
@@ -37,9 +37,8 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                                  "when a request sets no max_tokens and the model saved no "
                                                  "answer budget."),
           device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
-          db: Optional[str] = typer.Option(None, "--db", help="Database URL for fine-tuning jobs (and the request "
-                                           "log): sqlite:///PATH or postgresql+psycopg://... (default: "
-                                           "sqlite:///$TUNEFORGE_HOME/tuneforge.db)."),
+          db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " Holds the "
+                                           "fine-tuning jobs and the request log."),
           jobs_worker: bool = typer.Option(True, "--jobs-worker/--no-jobs-worker", help="Train fine-tuning jobs "
                                            "in this process (one at a time); --no-jobs-worker leaves them to "
                                            "`tuneforge jobs worker` processes on the same --db."),

@@ -21,6 +21,8 @@ def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, tgt: torch.Tensor) -> torch
 
 
 def fast_path_ok(model) -> bool:
+    """Can the loss skip full logits (output layer on supervised positions only)? Not for soft-capped or
+    scaled logits, or models that must use their own loss (`_tf_generic_loss`)."""
     cfg = getattr(model, "config", None)
     return (hasattr(model, "get_decoder") and not getattr(model, "_tf_generic_loss", False)
             and not getattr(cfg, "final_logit_softcapping", None) and not getattr(cfg, "logit_scale", None))
