@@ -26,7 +26,7 @@ from typing import Any, AsyncIterator, Callable
 
 import torch
 
-from tuneforge.models.decode import Batch, sample
+from tuneforge.models.decode import Batch, prompt_logprobs, sample, top_logprobs
 from tuneforge.serve.loading import BASE_ADAPTER, ModelGroup, _same_base, attach_adapter, plan_adapter
 
 
@@ -47,6 +47,10 @@ class SamplingParams:
     seed: int | None = None
     ignore_eos: bool = False
     min_tokens: int = 0
+    # None: no log-probabilities; k >= 0: each sampled token's logprob and its k most likely alternatives
+    logprobs: int | None = None
+    # a fresh per-choice token constraint (`serve.structured.Constraint`: a JSON schema / grammar), or None
+    constraint: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -75,6 +79,10 @@ class Handle:
         self.id = next(self._ids)
         self.model, self.prompt_ids, self.params = model, list(prompt_ids), params
         self.tokens_out: list[int] = []
+        # with params.logprobs: (logprob, [(id, logprob) of the k most likely]) per token of tokens_out,
+        # appended before the token is posted, so a consumer holding token i can read logprobs_out[i]
+        self.logprobs_out: list[tuple[float, list[tuple[int, float]]]] = []
+        self.constraint = params.constraint() if params.constraint is not None else None
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.submitted = time.perf_counter()
@@ -157,6 +165,13 @@ class Engine(ABC):
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
         """Serve a LoRA adapter under `name` from now on (e.g. a fine-tuning job that just finished)."""
 
+    def score_prompt(self, model: str, prompt_ids: list[int], k: int) -> list[tuple[float | None, list]]:
+        """Per prompt token: its logprob given the tokens before it and the k most likely (id, logprob) there
+        (`echo` + `logprobs` on /v1/completions). Blocking: call it in an executor."""
+        from tuneforge.serve.protocol import bad_request
+
+        raise bad_request("prompt logprobs (echo with logprobs) are not supported by this engine", param="echo")
+
     def start(self) -> None: ...
 
     def shutdown(self) -> None: ...
@@ -238,6 +253,16 @@ class BuiltinEngine(Engine):
             adapter, tokenizer = attach_adapter(group, name, plan.adapter)
             group.defaults[name] = plan.defaults or group.defaults.get(BASE_ADAPTER, {})
             return self._register(group, name, adapter, tokenizer)
+
+    @torch.no_grad()
+    def score_prompt(self, model: str, prompt_ids: list[int], k: int) -> list[tuple[float | None, list]]:
+        """One full forward of the prompt through the model's adapter, between decode steps (the model lock)."""
+        g, adapter, _ = self._served[model]
+        with self._model_lock:
+            ids = torch.tensor([prompt_ids], device=g.model.device)
+            kw = {"adapter_names": [adapter]} if g.is_peft else {}
+            logits = g.model(input_ids=ids, use_cache=False, **kw).logits[0]
+        return prompt_logprobs(logits, prompt_ids, k)
 
     def start(self) -> None:
         if self._thread is None:
@@ -346,8 +371,18 @@ class BuiltinEngine(Engine):
             g.batch = None
 
     def _advance(self, g: ModelGroup, batch: Batch, logits: torch.Tensor) -> None:
-        """Sample one token per row, hand it to its requester, and drop the rows that finished."""
+        """Sample one token per row, hand it to its requester, and drop the rows that finished.
+
+        Rows asking for logprobs get the model's log-softmax (taken before `sample` masks the logits) of the
+        token they drew and of the k most likely ones."""
+        want = [i for i, h in enumerate(batch.seqs) if h.params.logprobs is not None]
+        if want:
+            lp, tops = top_logprobs(logits, want, [batch.seqs[i].params.logprobs for i in want])
         toks = sample(logits, batch.seqs, self._generators, g.eos_ids)
+        token_lp: dict[int, tuple[float, list]] = {}
+        if want:
+            chosen = lp.gather(-1, torch.tensor([toks[i] for i in want], device=lp.device)[:, None])[:, 0].tolist()
+            token_lp = {i: (chosen[j], tops[j]) for j, i in enumerate(want)}
         keep = []
         for i, (h, t) in enumerate(zip(batch.seqs, toks)):
             if h.cancelled:
@@ -355,6 +390,8 @@ class BuiltinEngine(Engine):
                 continue
             is_eos = t in g.eos_ids and not h.params.ignore_eos
             if not is_eos:
+                if i in token_lp:
+                    h.logprobs_out.append(token_lp[i])
                 h._emit(t)
                 self._counts["generated_tokens"] += 1
             if is_eos:
