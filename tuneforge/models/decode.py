@@ -18,6 +18,8 @@ import math
 
 import torch
 
+SAMPLING_EPS = 1e-5  # temperatures below this are greedy (vLLM's rule): logits / 1e-300 overflow to inf and nan
+
 
 _CACHE_KW: str | None = None
 
@@ -133,7 +135,7 @@ def sample(logits: torch.Tensor, seqs: list, generators: dict[int, torch.Generat
     out = logits.argmax(-1).tolist()
     for i, s in enumerate(seqs):
         p = s.params
-        if p.temperature <= 0:
+        if p.temperature < SAMPLING_EPS:
             continue
         probs = torch.softmax(logits[i] / p.temperature, dim=-1)
         if p.top_p < 1.0:
