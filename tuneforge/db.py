@@ -8,7 +8,6 @@ workers and `tuneforge monitor` can share one file across processes.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -26,8 +25,9 @@ class Base(DeclarativeBase):
 
 def default_db_url() -> str:
     """`sqlite:///$TUNEFORGE_HOME/tuneforge.db`: the same file for `serve`, `jobs worker` and `monitor`."""
-    home = Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".cache" / "tuneforge"))  # as models.gguf
-    return f"sqlite:///{home / 'tuneforge.db'}"
+    from tuneforge.paths import home
+
+    return f"sqlite:///{home() / 'tuneforge.db'}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -42,10 +42,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.ids import new_id
 from tuneforge.jobs import recipe
 from tuneforge.jobs.files import MULTIPART_OVERHEAD, PURPOSES, STALE_PART_S, FileStore, receive_upload
 from tuneforge.jobs.store import SUCCEEDED, VALIDATING, EventRow, CheckpointRow, FileRow, InvalidState, JobRow, \
-    Page, Store, new_id
+    Page, Store
 from tuneforge.serve import protocol as P
 
 log = logging.getLogger("tuneforge.jobs")

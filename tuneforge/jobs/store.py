@@ -16,9 +16,6 @@ resumed job be claimed again: the old worker must have let go before a new one m
 
 from __future__ import annotations
 
-import os
-import secrets
-import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,26 +25,20 @@ from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Tex
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuneforge.db import Base, connect, session_factory
+from tuneforge.ids import new_id
+from tuneforge.paths import home
 
 VALIDATING, QUEUED, RUNNING, PAUSED = "validating_files", "queued", "running", "paused"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 ACTIVE = (VALIDATING, QUEUED, RUNNING, PAUSED)  # not finished: its files must stay
 MAX_RESTARTS = 3  # take-overs of a job whose worker died, before it fails with `worker_lost`
 
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_id(prefix: str, n: int = 24) -> str:
-    """`prefix-` + n random letters/digits (OpenAI's id shape: `file-…`, `ftjob-…`); never user input."""
-    return f"{prefix}-" + "".join(secrets.choice(_ALPHABET) for _ in range(n))
-
-
 def storage_root(db_url: str) -> Path:
     """Where uploads (`files/`) and job run directories (`runs/`) live: beside a SQLite database file, else in
     $TUNEFORGE_HOME (PostgreSQL: every worker must see this directory, e.g. on a shared disk)."""
     if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
         return Path(db_url.removeprefix("sqlite:///")).expanduser().resolve().parent
-    return Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".cache" / "tuneforge"))
+    return home()
 
 
 # --- tables ---------------------------------------------------------------------------------------------------

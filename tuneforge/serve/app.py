@@ -31,10 +31,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneforge.ids import new_id
 from tuneforge.serve import protocol as P
 from tuneforge.serve.cache import ResponseCache
 from tuneforge.serve.completions import Generation, RequestRecord, Settings, run_stream, run_unary
-from tuneforge.serve.engine import Engine
+from tuneforge.serve.engine_api import Engine
 from tuneforge.serve.metrics import ServeMetrics
 
 log = logging.getLogger("tuneforge.serve")
@@ -251,7 +252,7 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
 
     async def generate(request: Request, kind: str):
         endpoint = "chat.completions" if kind == "chat" else "completions"
-        rec = RequestRecord(P.new_id("chatcmpl" if kind == "chat" else "cmpl"), endpoint, None, time.time(), 200)
+        rec = RequestRecord(new_id("chatcmpl" if kind == "chat" else "cmpl"), endpoint, None, time.time(), 200)
         gen: Generation | None = None
         try:
             body = P.parse_json_body(await request.body())

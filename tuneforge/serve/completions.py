@@ -14,7 +14,7 @@ from typing import AsyncIterator, Callable
 
 from tuneforge.serve import protocol as P
 from tuneforge.serve.cache import CachedChoice, ResponseCache
-from tuneforge.serve.engine import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
 from tuneforge.serve.text import TextStream, TokenText
 
 

@@ -90,7 +90,7 @@ def plan_target(target: str, served_name: str | None = None) -> list[Plan]:
         name = served_name or Path(target).resolve().name
         base = str(run.info["base"])
         if run.adapter is not None:
-            _check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
+            check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
             return [Plan(base, base), Plan(name, base, str(run.adapter), run_defaults(run))]
         if run.model is not None:
             return [Plan(base, base), Plan(name, str(run.model), defaults=run_defaults(run))]
@@ -108,13 +108,14 @@ def plan_adapter(name: str, path: str) -> Plan:
         if run.adapter is None:
             raise TuneforgeError(f"--lora-modules {name}={path}: the run has no adapter/ (method "
                                  f"{run.info.get('method')}); serve it as TARGET instead")
-        _check_lora(run.adapter, f"--lora-modules {name}={path}")
+        check_lora(run.adapter, f"--lora-modules {name}={path}")
         return Plan(name, str(run.info["base"]), str(run.adapter), run_defaults(run))
-    cfg = _check_lora(Path(path), f"--lora-modules {name}={path}")
+    cfg = check_lora(Path(path), f"--lora-modules {name}={path}")
     return Plan(name, str(cfg.get("base_model_name_or_path") or ""), path)
 
 
-def _check_lora(adapter_dir: Path, where: str) -> dict:
+def check_lora(adapter_dir: Path, where: str) -> dict:
+    """The adapter_config.json of a servable (LoRA) adapter; a one-line error naming `where` otherwise."""
     f = Path(adapter_dir) / "adapter_config.json"
     if not f.is_file():
         raise TuneforgeError(f"{where}: not a run directory or a peft adapter (no {f})")
@@ -125,7 +126,8 @@ def _check_lora(adapter_dir: Path, where: str) -> dict:
     return cfg
 
 
-def _same_base(a: str, b: str) -> bool:
+def same_base(a: str, b: str) -> bool:
+    """Do two base references (alias, dir, hub id) name the same model files?"""
     from tuneforge.models.load import resolve
 
     if a == b:
@@ -148,7 +150,7 @@ def load_groups(plans: list[Plan], *, device: str | None = None, max_model_len: 
         seen.add(p.name)
     groups: list[tuple[str, ModelGroup]] = []
     for p in plans:
-        group = next((g for key, g in groups if _same_base(key, p.base)), None)
+        group = next((g for key, g in groups if same_base(key, p.base)), None)
         if group is None:
             if not p.base:
                 raise TuneforgeError(f"{p.name}: the adapter does not name its base (base_model_name_or_path)")
@@ -174,7 +176,7 @@ def attach_adapter(group: ModelGroup, name: str, path: str):
     The tokenizer saved with the adapter (tuneforge saves one) carries the chat template the run trained with."""
     from peft import PeftModel
 
-    cfg = _check_lora(Path(path), f"adapter {name}")
+    cfg = check_lora(Path(path), f"adapter {name}")
     adapter = f"a{len([a for a in group.names.values() if a != BASE_ADAPTER])}"
     while adapter in getattr(group.model, "peft_config", {}):
         adapter += "_"
