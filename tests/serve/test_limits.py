@@ -108,8 +108,9 @@ def test_fields_we_cannot_honour_are_400_not_ignored(small, lively_base):
         chat(small, str(lively_base), "hi", tools=[tool])
     assert e.value.body["param"] == "tools"
     with pytest.raises(openai.BadRequestError) as e:
-        chat(small, str(lively_base), "hi", response_format={"type": "json_object"})
-    assert e.value.body["param"] == "response_format"
+        chat(small, str(lively_base), "hi", response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "if": {"type": "object"}, "then": {}}}})
+    assert e.value.body["param"] == "response_format.json_schema.schema" and "if" in e.value.body["message"]
     c = openai.OpenAI(base_url=small.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as e:
         c.completions.create(model=str(lively_base), prompt="a", suffix="b", max_tokens=2)

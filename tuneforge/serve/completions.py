@@ -152,11 +152,13 @@ class Generation:
 
     def _constraint(self):
         """A per-choice token constraint from the request's response format, or None (free text)."""
-        fmt = getattr(self.req, "response_format", None)
-        if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-            raise P.bad_request(f"response_format {fmt.get('type')!r} is not supported (text only)",
-                                param="response_format")
-        return None
+        from tuneforge.serve.structured import json_constraint, schema_of
+
+        schema, param = schema_of(getattr(self.req, "response_format", None), self.req.model_extra)
+        if schema is None:
+            return None
+        tok = self.served.tokenizer
+        return json_constraint(schema, tok, len(tok), param)
 
     # --- running ---
     def start(self, loop: asyncio.AbstractEventLoop) -> bool:
