@@ -101,6 +101,33 @@ class BuiltinEngine(Engine):
             group.defaults[name] = plan.defaults or group.defaults.get(BASE_ADAPTER, {})
             return self._register(group, name, adapter, tokenizer)
 
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter `name` and free its LoRA weights (vLLM's /v1/unload_lora_adapter). Refused while
+        a request for it is waiting or running: unloading under a running row would change its answer."""
+        from tuneforge.errors import TuneforgeError
+
+        with self._model_lock:
+            entry = self._served.get(name)
+            if entry is None:
+                raise KeyError(name)
+            g, adapter, _ = entry
+            if adapter == BASE_ADAPTER:
+                raise TuneforgeError(f"'{name}' is a base model, not a LoRA adapter")
+            with self._cv:
+                busy = any(h.model == name for h in self._waiting) or \
+                    any(h.model == name for grp in self.groups for h in (grp.batch.seqs if grp.batch else []))
+            if busy:
+                raise TuneforgeError(f"adapter '{name}' has requests in flight; retry when they finish")
+            others = [a for n, a in g.names.items() if a not in (BASE_ADAPTER, adapter)]
+            if others:
+                g.model.delete_adapter(adapter)
+                g.model.set_adapter(others[0])  # peft keeps an active adapter; it must still exist
+            else:  # the last adapter: back to the plain base (no LoRA layers left to route around)
+                g.model = g.model.unload()
+            del g.names[name]
+            g.defaults.pop(name, None)
+            del self._served[name]
+
     @torch.no_grad()
     def score_prompt(self, model: str, prompt_ids: list[int], k: int) -> list[tuple[float | None, list]]:
         """One full forward of the prompt through the model's adapter, between decode steps (the model lock)."""

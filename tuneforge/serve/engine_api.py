@@ -152,6 +152,10 @@ class Engine(ABC):
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
         """Serve a LoRA adapter under `name` from now on (e.g. a fine-tuning job that just finished)."""
 
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter `name` (KeyError if it is not served)."""
+        raise NotImplementedError("this engine cannot unload adapters")
+
     def score_prompt(self, model: str, prompt_ids: list[int], k: int) -> list[tuple[float | None, list]]:
         """Per prompt token: its logprob given the tokens before it and the k most likely (id, logprob) there
         (`echo` + `logprobs` on /v1/completions). Blocking: call it in an executor."""
