@@ -108,11 +108,13 @@ def test_fields_we_cannot_honour_are_400_not_ignored(small, lively_base):
         chat(small, str(lively_base), "hi", tools=[tool])
     assert e.value.body["param"] == "tools"
     with pytest.raises(openai.BadRequestError) as e:
-        chat(small, str(lively_base), "hi", response_format={"type": "json_object"})
-    assert e.value.body["param"] == "response_format"
+        chat(small, str(lively_base), "hi", response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "if": {"type": "object"}, "then": {}}}})
+    assert e.value.body["param"] == "response_format.json_schema.schema" and "if" in e.value.body["message"]
+    c = openai.OpenAI(base_url=small.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as e:
-        chat(small, str(lively_base), "hi", logprobs=True)
-    assert e.value.body["param"] == "logprobs"
+        c.completions.create(model=str(lively_base), prompt="a", suffix="b", max_tokens=2)
+    assert e.value.body["param"] == "suffix"
 
 
 def test_unknown_harmless_fields_and_the_newer_max_completion_tokens_are_accepted(small, lively_base):

@@ -59,8 +59,10 @@ ORGANIZATION = "org-tuneforge"
 
 # --- OpenAI objects ---------------------------------------------------------------------------------------------
 def file_object(f: FileRow) -> dict:
+    """OpenAI's file object. Files here never expire, so `expires_at` (an integer when present) and the
+    deprecated `status_details` (a string when present) are left out rather than sent as null."""
     return {"id": f.id, "object": "file", "bytes": f.bytes, "created_at": f.created_at, "filename": f.filename,
-            "purpose": f.purpose, "status": "processed", "expires_at": None, "status_details": None}
+            "purpose": f.purpose, "status": "processed"}
 
 
 def job_object(j: JobRow) -> dict:
@@ -88,9 +90,9 @@ def checkpoint_object(c: CheckpointRow) -> dict:
 
 def list_object(page: Page, render, *, ids: bool = False) -> dict:
     out = {"object": "list", "data": [render(r) for r in page.rows], "has_more": page.has_more}
-    if ids:
-        out.update(first_id=page.rows[0].id if page.rows else None,
-                   last_id=page.rows[-1].id if page.rows else None)
+    if ids:  # required strings in OpenAI's ListFilesResponse: an empty page has "" (not null)
+        out.update(first_id=page.rows[0].id if page.rows else "",
+                   last_id=page.rows[-1].id if page.rows else "")
     return out
 
 

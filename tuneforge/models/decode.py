@@ -6,7 +6,9 @@ batching; GRPO (`train`) samples groups of completions with it. It lives here, i
 
 A "group" is anything with `.model`, `.tokenizer` and `.forward(adapters, **model_kwargs) -> last-position
 logits` (`serve.loading.ModelGroup` is one); a "seq" is anything with `.prompt_ids`, `.tokens_out`, `.params`
-(`max_tokens`, `temperature`, `top_p`, `min_tokens`) and an integer `.id`.
+(`max_tokens`, `temperature`, `top_p`, `min_tokens`) and an integer `.id`; optionally a `.constraint` (an
+object with `allowed(vocab_size) -> bool tensor | None` and `advance(token)`, e.g. a JSON-schema grammar:
+`serve.structured`) restricting which tokens it may sample.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import inspect
 import math
 
 import torch
+
+SAMPLING_EPS = 1e-5  # temperatures below this are greedy (vLLM's rule): logits / 1e-300 overflow to inf and nan
 
 
 _CACHE_KW: str | None = None
@@ -115,14 +119,23 @@ class Batch:
 def sample(logits: torch.Tensor, seqs: list, generators: dict[int, torch.Generator],
            eos_ids: set[int]) -> list[int]:
     """Next token per row: argmax for temperature 0, else temperature + nucleus (top_p) sampling with the
-    row's own generator (so a seeded request gives the same answer whatever else shares its batch)."""
+    row's own generator (so a seeded request gives the same answer whatever else shares its batch).
+
+    A row with a `constraint` samples only among the tokens it allows (the grammar's mask is applied before
+    temperature and top_p, as vLLM does), and the constraint is advanced by the chosen token. Rows without
+    one are untouched, so constrained and free rows share a batch. `logits` is modified in place."""
     for i, s in enumerate(seqs):
         if len(s.tokens_out) < s.params.min_tokens:
             logits[i, list(eos_ids)] = -math.inf
+        c = getattr(s, "constraint", None)
+        if c is not None:
+            allowed = c.allowed(logits.shape[-1])
+            if allowed is not None:
+                logits[i].masked_fill_(~allowed.to(logits.device), -math.inf)
     out = logits.argmax(-1).tolist()
     for i, s in enumerate(seqs):
         p = s.params
-        if p.temperature <= 0:
+        if p.temperature < SAMPLING_EPS:
             continue
         probs = torch.softmax(logits[i] / p.temperature, dim=-1)
         if p.top_p < 1.0:
@@ -131,4 +144,41 @@ def sample(logits: torch.Tensor, seqs: list, generators: dict[int, torch.Generat
             sp[drop] = 0
             probs = torch.zeros_like(probs).scatter_(0, si, sp)
         out[i] = int(torch.multinomial(probs, 1, generator=generators[s.id]))
+    for s, t in zip(seqs, out):
+        c = getattr(s, "constraint", None)
+        if c is not None:
+            c.advance(t)
+    return out
+
+
+def top_logprobs(logits: torch.Tensor, rows: list[int], ks: list[int]) -> tuple[torch.Tensor, list]:
+    """The model's own log-probabilities (log-softmax of the raw logits: before temperature, top_p or a
+    grammar's mask, as OpenAI and vLLM report them) of `rows`, and each row's `k` most likely (id, logprob).
+    Call it before `sample`, which masks `logits` in place. Returns (logprobs [len(rows), vocab], tops)."""
+    lp = torch.log_softmax(logits[rows].float(), dim=-1)
+    k = max(ks, default=0)
+    tops: list = [[] for _ in rows]
+    if k:
+        vals, ids = lp.topk(k, dim=-1)
+        vals, ids = vals.tolist(), ids.tolist()
+        tops = [list(zip(ids[j][:kk], vals[j][:kk])) for j, kk in enumerate(ks)]
+    return lp, tops
+
+
+@torch.no_grad()
+def prompt_logprobs(logits: torch.Tensor, ids: list[int], k: int) -> list[tuple[float | None, list]]:
+    """Per prompt token: (its logprob given the tokens before it, the k most likely (id, logprob) there).
+    `logits`: [len(ids), vocab], position t predicting token t + 1. The first token has nothing before it
+    (None, [])."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    out: list[tuple[float | None, list]] = [(None, [])]
+    if len(ids) < 2:
+        return out
+    target = torch.tensor(ids[1:], device=lp.device)
+    chosen = lp[:-1].gather(-1, target[:, None])[:, 0].tolist()
+    tops = [[] for _ in chosen]
+    if k:
+        vals, tid = lp[:-1].topk(k, dim=-1)
+        tops = [list(zip(a, b)) for a, b in zip(tid.tolist(), vals.tolist())]
+    out += list(zip(chosen, tops))
     return out

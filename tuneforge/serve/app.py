@@ -327,6 +327,9 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
     async def completions(request: Request):
         return await generate(request, "completion")
 
+    from tuneforge.serve.adapters import adapters_router
+
+    app.include_router(adapters_router(engine))  # vLLM's /v1/load_lora_adapter, /v1/unload_lora_adapter
     for r in routers:
         app.include_router(r)
 

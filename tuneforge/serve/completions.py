@@ -16,7 +16,7 @@ from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 from tuneforge.serve import protocol as P
 from tuneforge.serve.cache import CachedChoice, ResponseCache
 from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
-from tuneforge.serve.text import TextStream
+from tuneforge.serve.text import TextStream, TokenText
 
 
 @dataclass
@@ -60,6 +60,7 @@ class _Choice:
     finish_reason: str | None = None
     final_text: str = ""
     tokens: int = 0
+    lp_sent: int = 0  # tokens whose logprobs were already handed out (streaming)
 
 
 class Generation:
@@ -79,7 +80,10 @@ class Generation:
         self.choices: list[_Choice] = []
         n = req.n
         self.cache_key = None
-        if self.params.temperature == 0:
+        self.token_text = TokenText(self.served.tokenizer)
+        self.prompt_scores: list[list[tuple[float | None, list]]] | None = None  # echo + logprobs
+        if self.params.temperature == 0 and self.params.logprobs is None and self.params.constraint is None \
+                and self.params.max_tokens > 0:
             self.cache_key = ("chat" if kind == "chat" else "text",) + ResponseCache.key(
                 self.served.name, [t for p in self.prompts for t in p + [-1]], max_tokens=self.params.max_tokens,
                 stop=self.stop, n=n, ignore_eos=self.params.ignore_eos, min_tokens=self.params.min_tokens)
@@ -128,7 +132,7 @@ class Generation:
     def _params(self) -> SamplingParams:
         r = self.req
         ctx, longest = self.served.max_model_len, max(len(p) for p in self.prompts)
-        asked = r.max_completion_tokens or r.max_tokens
+        asked = r.max_completion_tokens if r.max_completion_tokens is not None else r.max_tokens
         if asked is not None:
             if longest + asked > ctx:
                 param = "max_completion_tokens" if r.max_completion_tokens else "max_tokens"
@@ -145,7 +149,18 @@ class Generation:
         temperature = r.temperature if r.temperature is not None else d.get("temperature", 1.0)
         top_p = r.top_p if r.top_p is not None else d.get("top_p", 1.0)
         return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=r.seed,
-                              ignore_eos=r.ignore_eos, min_tokens=min(r.min_tokens, max_tokens))
+                              ignore_eos=r.ignore_eos, min_tokens=min(r.min_tokens, max_tokens),
+                              logprobs=r.logprobs_k(), constraint=self._constraint())
+
+    def _constraint(self):
+        """A per-choice token constraint from the request's response format, or None (free text)."""
+        from tuneforge.serve.structured import json_constraint, schema_of
+
+        schema, param = schema_of(getattr(self.req, "response_format", None), self.req.model_extra)
+        if schema is None:
+            return None
+        tok = self.served.tokenizer
+        return json_constraint(schema, tok, len(tok), param)
 
     # --- running ---
     def start(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -156,6 +171,10 @@ class Generation:
             self.choices = [_Choice(i, None, None, c.finish_reason, c.text, c.completion_tokens)
                             for i, c in enumerate(cached)]
             return False
+        if self.params.max_tokens == 0:  # echo only: the prompt is the answer (scored in `score_prompts`)
+            self.choices = [_Choice(i * self.req.n + j, None, None, "length")
+                            for i in range(len(self.prompts)) for j in range(self.req.n)]
+            return True
         try:
             for i, p in enumerate(self.prompts):
                 for j in range(self.req.n):
@@ -174,8 +193,19 @@ class Generation:
             if c.handle is not None and c.handle.finish_reason is None:
                 c.handle.cancel(reason)
 
+    async def score_prompts(self) -> None:
+        """echo + logprobs on /v1/completions: every prompt token's logprob, from one forward per prompt."""
+        k = self.params.logprobs
+        if self.kind != "completion" or not self.req.echo or k is None or self.prompt_scores is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self.prompt_scores = [await loop.run_in_executor(None, self.engine.score_prompt, self.served.name, p, k)
+                              for p in self.prompts]
+
     async def deltas(self, c: _Choice) -> AsyncIterator[str]:
         """Text deltas of one choice; sets its finish_reason when done."""
+        if c.handle is None:  # nothing to generate (echo with max_tokens 0)
+            return
         h, ts = c.handle, c.text
         async for tok in h.tokens():
             d = ts.push(tok)
@@ -215,6 +245,43 @@ class Generation:
     def usage(self) -> dict:
         return P.usage(self.record.prompt_tokens, sum(c.tokens for c in self.choices))
 
+    # --- log-probabilities ---
+    def _generated_lp(self, c: _Choice, start: int, end: int) -> list[tuple[int, float, list]]:
+        """(token id, logprob, top) of generated tokens [start, end) of choice c."""
+        if c.handle is None or self.params.logprobs is None:
+            return []
+        h = c.handle
+        return [(h.tokens_out[i], *h.logprobs_out[i]) for i in range(start, min(end, len(h.logprobs_out)))]
+
+    def chat_logprobs(self, c: _Choice, start: int = 0, end: int | None = None) -> list[dict] | None:
+        if self.params.logprobs is None:
+            return None
+        tt = self.token_text
+        end = c.tokens if end is None else end
+        return [P.token_logprob(tt(t), lp, [(tt(i), v) for i, v in top])
+                for t, lp, top in self._generated_lp(c, start, end)]
+
+    def completion_logprobs(self, c: _Choice, *, with_prompt: bool, start: int = 0, end: int | None = None,
+                            text_start: int = 0) -> dict | None:
+        if self.params.logprobs is None:
+            return None
+        tt = self.token_text
+        toks: list[str] = []
+        lps: list[float | None] = []
+        tops: list = []
+        if with_prompt and self.prompt_scores is not None:
+            prompt = self.prompts[c.index // self.req.n]
+            for t, (lp, top) in zip(prompt, self.prompt_scores[c.index // self.req.n]):
+                toks.append(tt(t)[0])
+                lps.append(lp)
+                tops.append(None if lp is None else [(tt(i)[0], v) for i, v in top])
+        end = c.tokens if end is None else end
+        for t, lp, top in self._generated_lp(c, start, end):
+            toks.append(tt(t)[0])
+            lps.append(lp)
+            tops.append([(tt(i)[0], v) for i, v in top])
+        return P.completion_logprobs(toks, lps, tops, text_start)
+
     def _text(self, c: _Choice) -> str:
         if self.kind == "completion" and self.req.echo:
             prompt = self.req.prompts()[c.index // self.req.n]
@@ -222,13 +289,18 @@ class Generation:
         return c.final_text
 
     def response(self) -> dict:
-        choices = [(self._text(c), c.finish_reason) for c in self.choices]
-        build = P.chat_completion if self.kind == "chat" else P.completion
-        return build(self.id, self.served.name, self.created, choices, self.usage())
+        if self.kind == "chat":
+            choices = [P.chat_choice(c.index, self._text(c), c.finish_reason, logprobs=self.chat_logprobs(c))
+                       for c in self.choices]
+            return P.chat_completion(self.id, self.served.name, self.created, choices, self.usage())
+        choices = [P.completion_choice(c.index, self._text(c), c.finish_reason,
+                                       self.completion_logprobs(c, with_prompt=True)) for c in self.choices]
+        return P.completion(self.id, self.served.name, self.created, choices, self.usage())
 
 
 async def run_unary(gen: Generation, is_disconnected: Callable[[], "asyncio.Future"]) -> dict:
     """Generate every choice (after `gen.start`); a client that goes away meanwhile cancels them."""
+    await gen.score_prompts()
     if not gen.record.cached:
         work = asyncio.ensure_future(asyncio.gather(*(gen.collect(c) for c in gen.choices)))
         try:
@@ -250,24 +322,37 @@ async def run_unary(gen: Generation, is_disconnected: Callable[[], "asyncio.Futu
 async def run_stream(gen: Generation) -> AsyncIterator[bytes]:
     """SSE chunks of every choice as tokens arrive, then usage (if asked) and `data: [DONE]`.
 
+    With logprobs, each content chunk carries the entries of the tokens consumed since the previous chunk.
     Closing this generator early (the client disconnected) cancels the generations."""
     chat = gen.kind == "chat"
-    mk = (lambda c, **kw: P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, **kw)) if chat else \
-        (lambda c, content="", finish_reason=None, **kw: P.completion_chunk(
-            gen.id, gen.served.name, gen.created, c.index, content or "", finish_reason))
+
+    def mk(c: _Choice, content: str | None = None, *, role: str | None = None,
+           finish_reason: str | None = None, echo: bool = False) -> dict:
+        lp_start, c.lp_sent = c.lp_sent, c.tokens
+        if chat:
+            lps = gen.chat_logprobs(c, lp_start, c.tokens) if content is not None else None
+            return P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, content=content, role=role,
+                                finish_reason=finish_reason, logprobs=lps)
+        lps = gen.completion_logprobs(c, with_prompt=echo, start=lp_start, end=c.tokens) \
+            if content is not None or echo else None
+        return P.completion_chunk(gen.id, gen.served.name, gen.created, c.index, content or "", finish_reason, lps)
+
     try:
+        await gen.score_prompts()
         if chat:
             for c in gen.choices:
                 yield P.sse(mk(c, role="assistant", content=""))
-        if gen.choices and gen.choices[0].handle is None:  # cache hit: replay
+        if gen.choices and gen.choices[0].handle is None:  # cache hit or echo only: replay
             for c in gen.choices:
-                yield P.sse(mk(c, content=gen._text(c)))
+                yield P.sse(mk(c, gen._text(c), echo=True))
         elif len(gen.choices) == 1:
             c = gen.choices[0]
             if not chat and gen.req.echo:
-                yield P.sse(mk(c, content=gen._text(_Choice(0, None, None))))
+                yield P.sse(mk(c, gen._text(_Choice(0, None, None)), echo=True))
             async for d in gen.deltas(c):
-                yield P.sse(mk(c, content=d))
+                yield P.sse(mk(c, d))
+            if c.tokens > c.lp_sent and gen.params.logprobs is not None:  # tokens held back (a stop cut them)
+                yield P.sse(mk(c, ""))
         else:
             queue: asyncio.Queue = asyncio.Queue()
 
@@ -289,7 +374,7 @@ async def run_stream(gen: Generation) -> AsyncIterator[bytes]:
                     if d is None:
                         left -= 1
                     else:
-                        yield P.sse(mk(c, content=d))
+                        yield P.sse(mk(c, d))
             finally:
                 for t in tasks:
                     t.cancel()

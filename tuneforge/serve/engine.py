@@ -22,7 +22,7 @@ from collections import deque
 
 import torch
 
-from tuneforge.models.decode import Batch, sample
+from tuneforge.models.decode import Batch, prompt_logprobs, sample, top_logprobs
 from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
 from tuneforge.serve.loading import BASE_ADAPTER, ModelGroup, same_base, attach_adapter, plan_adapter
 
@@ -100,6 +100,43 @@ class BuiltinEngine(Engine):
             adapter, tokenizer = attach_adapter(group, name, plan.adapter)
             group.defaults[name] = plan.defaults or group.defaults.get(BASE_ADAPTER, {})
             return self._register(group, name, adapter, tokenizer)
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter `name` and free its LoRA weights (vLLM's /v1/unload_lora_adapter). Refused while
+        a request for it is waiting or running: unloading under a running row would change its answer."""
+        from tuneforge.errors import TuneforgeError
+
+        with self._model_lock:
+            entry = self._served.get(name)
+            if entry is None:
+                raise KeyError(name)
+            g, adapter, _ = entry
+            if adapter == BASE_ADAPTER:
+                raise TuneforgeError(f"'{name}' is a base model, not a LoRA adapter")
+            with self._cv:
+                busy = any(h.model == name for h in self._waiting) or \
+                    any(h.model == name for grp in self.groups for h in (grp.batch.seqs if grp.batch else []))
+            if busy:
+                raise TuneforgeError(f"adapter '{name}' has requests in flight; retry when they finish")
+            others = [a for n, a in g.names.items() if a not in (BASE_ADAPTER, adapter)]
+            if others:
+                g.model.delete_adapter(adapter)
+                g.model.set_adapter(others[0])  # peft keeps an active adapter; it must still exist
+            else:  # the last adapter: back to the plain base (no LoRA layers left to route around)
+                g.model = g.model.unload()
+            del g.names[name]
+            g.defaults.pop(name, None)
+            del self._served[name]
+
+    @torch.no_grad()
+    def score_prompt(self, model: str, prompt_ids: list[int], k: int) -> list[tuple[float | None, list]]:
+        """One full forward of the prompt through the model's adapter, between decode steps (the model lock)."""
+        g, adapter, _ = self._served[model]
+        with self._model_lock:
+            ids = torch.tensor([prompt_ids], device=g.model.device)
+            kw = {"adapter_names": [adapter]} if g.is_peft else {}
+            logits = g.model(input_ids=ids, use_cache=False, **kw).logits[0]
+        return prompt_logprobs(logits, prompt_ids, k)
 
     def start(self) -> None:
         if self._thread is None:
@@ -208,8 +245,18 @@ class BuiltinEngine(Engine):
             g.batch = None
 
     def _advance(self, g: ModelGroup, batch: Batch, logits: torch.Tensor) -> None:
-        """Sample one token per row, hand it to its requester, and drop the rows that finished."""
+        """Sample one token per row, hand it to its requester, and drop the rows that finished.
+
+        Rows asking for logprobs get the model's log-softmax (taken before `sample` masks the logits) of the
+        token they drew and of the k most likely ones."""
+        want = [i for i, h in enumerate(batch.seqs) if h.params.logprobs is not None]
+        if want:
+            lp, tops = top_logprobs(logits, want, [batch.seqs[i].params.logprobs for i in want])
         toks = sample(logits, batch.seqs, self._generators, g.eos_ids)
+        token_lp: dict[int, tuple[float, list]] = {}
+        if want:
+            chosen = lp.gather(-1, torch.tensor([toks[i] for i in want], device=lp.device)[:, None])[:, 0].tolist()
+            token_lp = {i: (chosen[j], tops[j]) for j, i in enumerate(want)}
         keep = []
         for i, (h, t) in enumerate(zip(batch.seqs, toks)):
             if h.cancelled:
@@ -217,6 +264,8 @@ class BuiltinEngine(Engine):
                 continue
             is_eos = t in g.eos_ids and not h.params.ignore_eos
             if not is_eos:
+                if i in token_lp:
+                    h.logprobs_out.append(token_lp[i])
                 h.emit(t)
                 self._counts["generated_tokens"] += 1
             if is_eos:

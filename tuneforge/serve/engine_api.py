@@ -32,6 +32,10 @@ class SamplingParams:
     seed: int | None = None
     ignore_eos: bool = False
     min_tokens: int = 0
+    # None: no log-probabilities; k >= 0: each sampled token's logprob and its k most likely alternatives
+    logprobs: int | None = None
+    # a fresh per-choice token constraint (`serve.structured.Constraint`: a JSON schema grammar), or None
+    constraint: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -60,6 +64,10 @@ class Handle:
         self.id = next(self._ids)
         self.model, self.prompt_ids, self.params = model, list(prompt_ids), params
         self.tokens_out: list[int] = []
+        # with params.logprobs: (logprob, [(id, logprob) of the k most likely]) per token of tokens_out,
+        # appended before the token is posted, so a consumer holding token i can read logprobs_out[i]
+        self.logprobs_out: list[tuple[float, list[tuple[int, float]]]] = []
+        self.constraint = params.constraint() if params.constraint is not None else None
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.submitted = time.perf_counter()
@@ -143,6 +151,17 @@ class Engine(ABC):
     @abstractmethod
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
         """Serve a LoRA adapter under `name` from now on (e.g. a fine-tuning job that just finished)."""
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving adapter `name` (KeyError if it is not served)."""
+        raise NotImplementedError("this engine cannot unload adapters")
+
+    def score_prompt(self, model: str, prompt_ids: list[int], k: int) -> list[tuple[float | None, list]]:
+        """Per prompt token: its logprob given the tokens before it and the k most likely (id, logprob) there
+        (`echo` + `logprobs` on /v1/completions). Blocking: call it in an executor."""
+        from tuneforge.serve.protocol import bad_request
+
+        raise bad_request("prompt logprobs (echo with logprobs) are not supported by this engine", param="echo")
 
     def start(self) -> None: ...
 

@@ -139,17 +139,26 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict | None = None
 
     def template_messages(self) -> list[dict]:
         """Messages as the chat template wants them; OpenAI's `developer` role is the template's `system`."""
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                 for m in self.messages]
 
+    def logprobs_k(self) -> int | None:
+        """None: no logprobs; k >= 0: the sampled token's logprob and its k most likely alternatives."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_request("top_logprobs: requires logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(_Request):
     prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0)  # 0 with echo: score the prompt only (evaluation harnesses)
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
     suffix: str | None = None
 
     def prompts(self) -> list[str | list[int]]:
@@ -162,20 +171,21 @@ class CompletionRequest(_Request):
             return [list(p)]
         return list(p)
 
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
+
 
 def reject_unsupported(req: _Request) -> None:
     """Fields we accept by name but cannot honour are an explicit 400, not a silent wrong answer."""
-    if getattr(req, "logprobs", None):
-        raise bad_request("logprobs are not supported by this server", param="logprobs")
     if isinstance(req, CompletionRequest) and req.suffix:
         raise bad_request("suffix (insertion) is not supported by this server", param="suffix")
+    if isinstance(req, CompletionRequest) and req.max_tokens == 0 and not req.echo:
+        raise bad_request("max_tokens: 0 is only meaningful with echo: true (prompt scoring)", param="max_tokens")
     extra = req.model_extra or {}
     if extra.get("tools") or extra.get("functions"):
         raise bad_request("tools / function calling are not supported by this server", param="tools")
-    fmt = extra.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise bad_request(f"response_format {fmt.get('type')!r} is not supported (text only)",
-                          param="response_format")
+    if isinstance(req, CompletionRequest) and extra.get("response_format"):
+        raise bad_request("response_format is a chat completions parameter", param="response_format")
 
 
 # --- responses ----------------------------------------------------------------------------------------------
@@ -184,39 +194,81 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
-def chat_completion(id: str, model: str, created: int, choices: list[tuple[str, str]], usage_: dict) -> dict:
-    """`choices`: (text, finish_reason) per choice, in index order."""
-    return {"id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
-                         "finish_reason": fr, "logprobs": None} for i, (text, fr) in enumerate(choices)],
+def chat_choice(index: int, text: str | None, finish_reason: str | None, *, logprobs: list[dict] | None = None,
+                tool_calls: list[dict] | None = None) -> dict:
+    """One choice of a chat completion. `refusal` is required (nullable) by OpenAI's schema; this server
+    never refuses, so it is always null. `logprobs`: the `content` entries (see `token_logprob`) or None."""
+    message: dict = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {"index": index, "message": message, "finish_reason": finish_reason,
+            "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None}}
+
+
+def chat_completion(id: str, model: str, created: int, choices: list[dict], usage_: dict) -> dict:
+    """`choices`: built with `chat_choice`, in index order."""
+    return {"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices,
             "usage": usage_}
 
 
 def chat_chunk(id: str, model: str, created: int, index: int, *, content: str | None = None,
-               role: str | None = None, finish_reason: str | None = None) -> dict:
+               role: str | None = None, finish_reason: str | None = None,
+               logprobs: list[dict] | None = None, tool_calls: list[dict] | None = None) -> dict:
     delta: dict = {}
     if role:
         delta["role"] = role
     if content is not None:
         delta["content"] = content
+    if tool_calls:
+        delta["tool_calls"] = tool_calls
     return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason,
+                         "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None}}]}
 
 
-def completion(id: str, model: str, created: int, choices: list[tuple[str, str]], usage_: dict) -> dict:
-    return {"id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": i, "text": text, "finish_reason": fr, "logprobs": None}
-                        for i, (text, fr) in enumerate(choices)],
+def completion_choice(index: int, text: str, finish_reason: str | None, logprobs: dict | None = None) -> dict:
+    """`logprobs`: the legacy `{tokens, token_logprobs, top_logprobs, text_offset}` (see `completion_logprobs`)."""
+    return {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": logprobs}
+
+
+def completion(id: str, model: str, created: int, choices: list[dict], usage_: dict) -> dict:
+    return {"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices,
             "usage": usage_}
 
 
 def completion_chunk(id: str, model: str, created: int, index: int, text: str,
-                     finish_reason: str | None = None) -> dict:
+                     finish_reason: str | None = None, logprobs: dict | None = None) -> dict:
     return {"id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}]}
+            "choices": [completion_choice(index, text, finish_reason, logprobs)]}
+
+
+# --- log-probabilities ----------------------------------------------------------------------------------------
+def token_logprob(token: tuple[str, list[int]], logprob: float, top: list[tuple[tuple[str, list[int]], float]]) -> dict:
+    """One entry of a chat choice's `logprobs.content`: the token as (text, bytes), its logprob and the most
+    likely alternatives at that position (most likely first), each as ((text, bytes), logprob)."""
+    return {"token": token[0], "logprob": logprob, "bytes": token[1],
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": b} for (t, b), lp in top]}
+
+
+def completion_logprobs(tokens: list[str], logprobs: list[float | None], tops: list[list[tuple[str, float]] | None],
+                        start: int = 0) -> dict:
+    """The legacy completions shape. `logprobs[i]` is None for the first token of an echoed prompt (nothing
+    precedes it: OpenAI's API and vLLM send null there too); `text_offset` counts characters from `start`."""
+    offsets, at = [], start
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+
+    def as_dict(top: list[tuple[str, float]]) -> dict:
+        d: dict = {}
+        for t, lp in top:  # most likely first: two tokens with the same text (e.g. halves of a character) keep it
+            d.setdefault(t, lp)
+        return d
+    return {"tokens": tokens, "token_logprobs": logprobs,
+            "top_logprobs": [None if top is None else as_dict(top) for top in tops], "text_offset": offsets}
 
 
 def usage_chunk(id: str, model: str, created: int, obj: str, usage_: dict) -> dict:

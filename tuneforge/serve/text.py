@@ -55,3 +55,34 @@ class TextStream:
         if self.stopped:
             return full[:self.sent]
         return full
+
+
+class TokenText:
+    """A token id as logprobs report it: its text and its exact bytes (`bytes` in OpenAI's logprobs).
+
+    Byte-level BPE tokenizers (GPT-2 style, SmolLM2's) spell each byte as one printable character; undoing that
+    map gives the token's real bytes, so a multi-byte character split over tokens still has each token's part.
+    Other tokenizers fall back to the UTF-8 of the decoded token."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._cache: dict[int, tuple[str, list[int]]] = {}
+        try:
+            from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+            self._byte_of = {c: b for b, c in bytes_to_unicode().items()}
+        except ImportError:  # pragma: no cover - very old transformers
+            self._byte_of = {}
+
+    def __call__(self, token_id: int) -> tuple[str, list[int]]:
+        hit = self._cache.get(token_id)
+        if hit is None:
+            piece = self.tokenizer.convert_ids_to_tokens(int(token_id)) or ""
+            if piece and all(ch in self._byte_of for ch in piece):
+                raw = bytes(self._byte_of[ch] for ch in piece)
+                hit = (raw.decode("utf-8", errors="replace"), list(raw))
+            else:
+                text = self.tokenizer.decode([int(token_id)])
+                hit = (text, list(text.encode("utf-8")))
+            self._cache[token_id] = hit
+        return hit
