@@ -453,8 +453,10 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           port: int = typer.Option(8000, "--port"),
           api_key: list[str] = typer.Option([], "--api-key", help="Require 'Authorization: Bearer KEY' on every "
                                             "route but /health (repeatable; or TUNEFORGE_API_KEYS=k1,k2)."),
-          engine: str = typer.Option("builtin", "--engine", help="builtin (CPU/one GPU, continuous batching) or "
-                                     "vllm (CUDA, needs `pip install vllm`)."),
+          engine: str = typer.Option("builtin", "--engine", help="builtin (CPU/one GPU, continuous batching, "
+                                     "merged-adapter and prefix-cache fast paths), llama.cpp (a run's GGUF export or "
+                                     "a .gguf on CPU; pip install 'tuneforge[llamacpp]') or vllm (CUDA, needs "
+                                     "`pip install vllm`)."),
           max_num_seqs: int = typer.Option(16, "--max-num-seqs", help="Sequences decoded together per step."),
           max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting for a batch slot; beyond "
                                         "this the server answers 429 with Retry-After."),

@@ -28,6 +28,15 @@ def build_engine(target: str, *, lora_modules: list[str] | None = None, served_m
     """The engine serving TARGET and the --lora-modules adapters."""
     from tuneforge.serve.loading import load_groups, parse_lora_module, plan_adapter, plan_target
 
+    if engine == "llama.cpp":
+        from tuneforge.serve.llamacpp_engine import LlamaCppEngine, resolve_target
+
+        if lora_modules:
+            raise TuneforgeError("--engine llama.cpp serves one model (llama.cpp applies LoRA per context, not per "
+                                 "request): serve each run's GGUF export, or use --engine builtin for --lora-modules")
+        gguf, name, tok, defaults = resolve_target(target, served_model_name)
+        return LlamaCppEngine(gguf, name, tok, defaults=defaults, max_num_seqs=max_num_seqs, max_queue=max_queue,
+                              max_model_len=max_model_len)
     plans = plan_target(target, served_model_name)
     for spec in lora_modules or []:
         plans.append(plan_adapter(*parse_lora_module(spec)))
@@ -36,7 +45,7 @@ def build_engine(target: str, *, lora_modules: list[str] | None = None, served_m
 
         return VLLMEngine(plans, max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len)
     if engine != "builtin":
-        raise TuneforgeError(f"--engine {engine}: expected builtin or vllm")
+        raise TuneforgeError(f"--engine {engine}: expected builtin, llama.cpp or vllm")
     from tuneforge.serve.engine import BuiltinEngine
 
     groups = load_groups(plans, device=device, max_model_len=max_model_len)
