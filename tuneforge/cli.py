@@ -458,6 +458,13 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                      "a .gguf on CPU; pip install 'tuneforge[llamacpp]') or vllm (CUDA, needs "
                                      "`pip install vllm`)."),
           max_num_seqs: int = typer.Option(16, "--max-num-seqs", help="Sequences decoded together per step."),
+          enable_prefix_caching: bool = typer.Option(True, "--enable-prefix-caching/--no-enable-prefix-caching",
+                                                     help="builtin: compute a prompt prefix shared by requests "
+                                                          "(system prompt, template header) once per adapter."),
+          merged_copies: Optional[int] = typer.Option(None, "--merged-copies", help="builtin: adapters that may "
+                                                      "hold a merged copy of the base for batches of that adapter "
+                                                      "alone (base speed; each costs the base's size); default: as "
+                                                      "many as fit in a quarter of free memory; 0: never."),
           max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting for a batch slot; beyond "
                                         "this the server answers 429 with Retry-After."),
           max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context limit (prompt + "
@@ -512,7 +519,8 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
         drift_window_s=parse_duration(drift_window, flag="--drift-window"))
     monitor_settings.check()  # before the model loads: a bad flag fails in a second
     eng = build_engine(target, lora_modules=lora_modules, served_model_name=served_model_name, engine=engine,
-                       max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, device=device)
+                       max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, device=device,
+                       prefix_caching=enable_prefix_caching, merged_copies=merged_copies)
     keys = api_keys_from(api_key)
     jobs = JobsAPI(eng, db, worker=jobs_worker, max_file_bytes=max_file_bytes,
                    bases=served_bases(target, served_model_name))
