@@ -42,6 +42,7 @@ class ModelGroup:
     merged: dict[str, Any] = field(default_factory=dict)  # peft adapter name -> plain model with it merged in
     prefix_cache: Any = None  # a models.decode.PrefixCache, or None (off)
     path_counts: Counter = field(default_factory=Counter)  # forwards run per path (merged/base/mixed/plain)
+    _budget: int | None = field(default=None, repr=False)
 
     @property
     def is_peft(self) -> bool:
@@ -78,6 +79,8 @@ class ModelGroup:
         memory available now (at most 4) — a copy costs the base's size (SmolLM2-135M fp32: ~540 MB)."""
         if self.merged_copies is not None:
             return self.merged_copies
+        if self._budget is not None:
+            return self._budget
         import psutil
 
         size = sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -88,7 +91,8 @@ class ModelGroup:
             free = torch.cuda.mem_get_info(device)[0]
         else:
             free = psutil.virtual_memory().available
-        return max(0, min(4, int(0.25 * free // max(size, 1))))
+        self._budget = max(0, min(4, int(0.25 * free // max(size, 1))))  # decided once, not at every step
+        return self._budget
 
     def ensure_merged(self, adapter: str) -> bool:
         """A merged copy for `adapter` exists (building it if the budget allows); False: run the peft path."""
