@@ -15,18 +15,34 @@ pytestmark = [pytest.mark.integration,
                                  reason="llama-cpp-python is not installed (pip install 'tuneforge[llamacpp]')")]
 
 
-@pytest.fixture(scope="module")
-def gguf_dir(lively_base, tmp_path_factory):
-    """The lively tiny base written as an f16 GGUF by our exporter, its tokenizer beside it."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def tokenizer_with_a_merge():
+    """The tiny byte tokenizer plus one BPE merge: llama.cpp refuses a BPE vocab without merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
+    from tuneforge.models.tiny import CHATML_TEMPLATE, SPECIALS
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["\u0120t"] = len(vocab)  # " t"
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("\u0120", "t")]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIALS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>", unk_token=None)
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="module")
+def gguf_dir(tmp_path_factory):
+    """A lively tiny model written as an f16 GGUF by our exporter, its tokenizer beside it."""
     from tuneforge.export.gguf import write_gguf
+    from tuneforge.models.tiny import tiny_model
 
     out = tmp_path_factory.mktemp("gguf")
-    model = AutoModelForCausalLM.from_pretrained(lively_base, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(lively_base)
-    write_gguf(model, tok, out / "model-f16.gguf", "f16")
+    tok = tokenizer_with_a_merge()
+    write_gguf(tiny_model(tok, weight_scale=5.0), tok, out / "model-f16.gguf", "f16")
     tok.save_pretrained(out)
     return out
 
