@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.engine import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
 
 INSTALL = "pip install 'tuneforge[llamacpp]' (builds llama-cpp-python from source: cmake and a C++ compiler, minutes)"
 GGUF_TYPES = ("q8_0", "f16")  # a run's exports, in order of preference (q8_0: ~2x faster on CPU, within verify)
