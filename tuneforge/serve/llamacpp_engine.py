@@ -166,7 +166,7 @@ class LlamaCppEngine(Engine):
             self._thread.join(timeout=30)
             self._thread = None
         for h in list(self._waiting) + [r.h for r in self._rows]:
-            h._finish("cancelled")
+            h.finish("cancelled")
         self._waiting.clear()
         self._rows = []
         L = self._L
@@ -268,7 +268,7 @@ class LlamaCppEngine(Engine):
                 continue
             is_eos = t in self.eos_ids and not h.params.ignore_eos
             if not is_eos:
-                h._emit(t)
+                h.emit(t)
                 self._counts["generated_tokens"] += 1
             if is_eos:
                 self._done(r, h, "stop")
@@ -285,7 +285,7 @@ class LlamaCppEngine(Engine):
         self._generators.pop(h.id, None)
         key = "cancelled" if reason == "cancelled" else "errors" if reason == "error" else "finished"
         self._counts[key] += 1
-        h._finish(reason, error)
+        h.finish(reason, error)
         if reason in ("stop", "length"):
             self._recent.append(h.finished - h.submitted)
 
