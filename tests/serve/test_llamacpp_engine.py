@@ -48,7 +48,7 @@ def gguf_dir(tmp_path_factory):
 
 
 def test_llamacpp_engine_serves_behind_auth_limits_metrics_and_the_request_log(gguf_dir, tmp_path):
-    from tuneforge.monitor.attach import MonitorSettings, attach
+    from tuneforge.monitor.attach import MonitorSettings, attach_monitoring
     from tuneforge.serve.app import OPEN_PATHS, create_app
     from tuneforge.serve.server import BackgroundServer, build_engine
 
@@ -56,7 +56,7 @@ def test_llamacpp_engine_serves_behind_auth_limits_metrics_and_the_request_log(g
     app = create_app(engine, api_keys=["sk-test"], open_paths=OPEN_PATHS, response_cache_size=0,
                      max_body_bytes=4096)
     db = f"sqlite:///{tmp_path / 'log.db'}"
-    attach(app, MonitorSettings(db=db))
+    attach_monitoring(app, MonitorSettings(db=db))
     prompts = [f"question {i}: add {i} and {i + 1}" for i in range(6)]
     with BackgroundServer(app) as srv:
         url = srv.url + "/v1"
