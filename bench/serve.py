@@ -1,10 +1,17 @@
 """Serving throughput and latency: the guide's `pipeline("text-generation")` called sequentially vs `tuneforge serve`
-with 1, 4 and 16 concurrent openai-SDK clients, on the same model, prompts and answer lengths.
+(each engine) and llama-cpp-python's own server, with 1, 4 and 16 concurrent openai-SDK clients, on the same model,
+prompts and answer lengths.
 
-Run: `python bench/serve.py` (SmolLM2-135M-Instruct, 64 prompts x 64 tokens), `--quick` for a short check,
-`--tiny` to test the plumbing only, `--run RUN` for a run (pipeline on RUN/model, the server on RUN's adapter),
-`--engines` to add in-process rows for transformers' own continuous batching (`generate_batch`).
-Every answer is exactly --max-tokens tokens (min = max), greedy, so each row does the same work.
+Rows (`--rows`): pipeline; builtin-unmerged (`tuneforge serve --merged-copies 0 --no-enable-prefix-caching`, how
+a run was served before the fast paths); builtin (the default `tuneforge serve RUN`); llama.cpp (`tuneforge serve
+RUN --engine llama.cpp` on the run's GGUF export); llama-cpp-python (`python -m llama_cpp.server` on the same
+file, one request at a time). Answer lengths (`--max-tokens 32,64`): up to 32 tokens is the short workload (each
+answer ends where the model stops, as a fine-tuned run's short answers do); above 32 every answer is exactly that
+long (min_tokens / a banned EOS), so each row does the same work.
+
+Run: `python bench/serve.py --run RUN` (a LoRA run with `export merge` and `export gguf --type q8_0` done; 64
+prompts), `--quick` for a short check, `--tiny` to test the plumbing only, `--engines` to add in-process rows for
+transformers' own continuous batching (`generate_batch`).
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ class Load:
 
 
 # --- (a) the guide's pipeline, one prompt at a time ------------------------------------------------------------
-def run_pipeline(model_dir: str, ps: list[str], max_tokens: int) -> dict:
+def run_pipeline(model_dir: str, ps: list[str], max_tokens: int, exact: bool = True) -> dict:
     import torch
     from transformers import pipeline
     from transformers.generation.streamers import BaseStreamer
@@ -95,7 +102,7 @@ def run_pipeline(model_dir: str, ps: list[str], max_tokens: int) -> dict:
             pass
 
     pipe = pipeline("text-generation", model=model_dir, dtype=torch.float32)
-    kw = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
+    kw = dict(max_new_tokens=max_tokens, min_new_tokens=max_tokens if exact else 0, do_sample=False)
     pipe([{"role": "user", "content": ps[0]}], **kw)  # warm-up, as the server gets one
     lat, ttft, toks = [], [], []
     with Load([os.getpid()]) as load:
@@ -107,35 +114,45 @@ def run_pipeline(model_dir: str, ps: list[str], max_tokens: int) -> dict:
             lat.append(time.perf_counter() - t0)
             ttft.append((st.first or time.perf_counter()) - t0)
             answer = out[0]["generated_text"][-1]["content"]
-            toks.append(max_tokens if answer is not None else 0)
+            toks.append(max_tokens if exact else len(pipe.tokenizer(answer, add_special_tokens=False)["input_ids"]))
         wall = time.perf_counter() - t_all
     del pipe
     gc.collect()
     return summary("(a) pipeline, sequential", lat, ttft, toks, wall, load.others)
 
 
-# --- (b) tuneforge serve + openai SDK clients ------------------------------------------------------------------
-def start_server(target: str, port: int, max_num_seqs: int) -> subprocess.Popen:
+# --- (b) servers (tuneforge serve with each engine, llama-cpp-python's own) + openai SDK clients -----------------
+def start_server(cmd: list[str], port: int) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "serve", target, "--port", str(port),
-                             "--response-cache-size", "0", "--max-num-seqs", str(max_num_seqs),
-                             "--max-queue", "1024"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"tuneforge serve {target} exited ({proc.returncode})")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise SystemExit("server did not start in 300 s")
+            raise SystemExit(f"{' '.join(cmd)} exited ({proc.returncode})")
+        for path in ("/health", "/v1/models"):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+        time.sleep(0.5)
+    raise SystemExit("server did not start in 600 s")
 
 
-async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tokens: int):
+def tuneforge_cmd(target: str, port: int, max_num_seqs: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tuneforge.cli", "serve", target, "--port", str(port), "--response-cache-size",
+            "0", "--max-num-seqs", str(max_num_seqs), "--max-queue", "1024", "--no-jobs-worker", *extra]
+
+
+def llama_cpp_python_cmd(gguf: str, port: int) -> list[str]:
+    """llama-cpp-python's bundled OpenAI server (one request at a time) on the same GGUF file."""
+    return [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "bench", "--port", str(port),
+            "--n_ctx", "4096", "--verbose", "False"]
+
+
+async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tokens: int, extra: dict):
     import openai
 
     queue: asyncio.Queue = asyncio.Queue()
@@ -151,10 +168,12 @@ async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tok
             first, n = None, 0
             stream = await c.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0,
-                stream=True, stream_options={"include_usage": True}, extra_body={"min_tokens": max_tokens})
+                stream=True, stream_options={"include_usage": True}, **extra)
             async for ch in stream:
                 if ch.choices and ch.choices[0].delta.content and first is None:
                     first = time.perf_counter()
+                if ch.choices and ch.choices[0].delta.content:
+                    n += 1  # streamed pieces: the token count where a server sends no usage
                 if ch.usage:
                     n = ch.usage.completion_tokens
             lat.append(time.perf_counter() - t0)
@@ -167,24 +186,31 @@ async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tok
     return lat, ttft, toks, time.perf_counter() - t0
 
 
-def run_server_rows(target: str, model: str, ps: list[str], max_tokens: int, clients: list[int]) -> list[dict]:
+def run_server_rows(label: str, cmd, model: str, ps: list[str], max_tokens: int, clients: list[int],
+                    extra: dict) -> list[dict]:
+    """Start one server (`cmd(port)`), warm it up, then one row per client count."""
     from tuneforge.serve.server import free_port
 
     port = free_port()
-    proc = start_server(target, port, max(clients))
+    proc = start_server(cmd(port), port)
     url = f"http://127.0.0.1:{port}/v1"
     rows = []
     try:
-        asyncio.run(_client_row(url, model, ps[:2], 2, max_tokens))  # warm-up
+        asyncio.run(_client_row(url, model, ps[:2], 2, max_tokens, extra))  # warm-up
         for c in clients:
             with Load([os.getpid(), proc.pid]) as load:
-                lat, ttft, toks, wall = asyncio.run(_client_row(url, model, ps, c, max_tokens))
-            rows.append(summary(f"(b) tuneforge serve, {c} client{'s' if c > 1 else ''}", lat, ttft, toks, wall,
-                                load.others))
+                lat, ttft, toks, wall = asyncio.run(_client_row(url, model, ps, c, max_tokens, extra))
+            rows.append(summary(f"{label}, {c} client{'s' if c > 1 else ''}", lat, ttft, toks, wall, load.others))
+            print_row(rows[-1])
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     return rows
+
+
+def print_row(r: dict) -> None:
+    print(f"  {r['row']}: {r['tok_s']:.1f} tok/s, p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s, "
+          f"TTFT p50 {r['ttft_p50_s']:.2f} s, others {r['others_cores']:.2f}", flush=True)
 
 
 # --- (engines) transformers' continuous batching vs ours, in process, no HTTP -----------------------------------
@@ -232,17 +258,17 @@ def run_engines(model_dir: str, ps: list[str], max_tokens: int) -> list[dict]:
 
 
 def print_table(rows: list[dict], base: dict | None) -> None:
-    print(f"\n{'row':<34}{'req':>5}{'tokens':>8}{'tok/s':>9}{'x (a)':>7}{'p50 s':>8}{'p95 s':>8}"
+    print(f"\n{'row':<40}{'req':>5}{'tokens':>8}{'tok/s':>9}{'x (a)':>7}{'p50 s':>8}{'p95 s':>8}"
           f"{'TTFT p50':>9}{'ms/tok':>8}{'x (a)':>7}{'others':>7}")
     for r in rows:
         ratio = f"{r['tok_s'] / base['tok_s']:.2f}" if base and "p50_s" in r else ""
         lat_ratio = f"{r['tpot_p50_ms'] / base['tpot_p50_ms']:.2f}" if base and "tpot_p50_ms" in r else ""
         if "p50_s" in r:
-            print(f"{r['row']:<34}{r['requests']:>5}{r['tokens']:>8}{r['tok_s']:>9.1f}{ratio:>7}{r['p50_s']:>8.2f}"
+            print(f"{r['row']:<40}{r['requests']:>5}{r['tokens']:>8}{r['tok_s']:>9.1f}{ratio:>7}{r['p50_s']:>8.2f}"
                   f"{r['p95_s']:>8.2f}{r['ttft_p50_s']:>9.2f}{r['tpot_p50_ms']:>8.1f}{lat_ratio:>7}"
                   f"{r['others_cores']:>7.2f}")
         else:
-            print(f"{r['row']:<34}{r['requests']:>5}{r['tokens']:>8}{r['tok_s']:>9.1f}{'':>7}{'':>8}{'':>8}{'':>9}"
+            print(f"{r['row']:<40}{r['requests']:>5}{r['tokens']:>8}{r['tok_s']:>9.1f}{'':>7}{'':>8}{'':>8}{'':>9}"
                   f"{'':>8}{'':>7}{r['others_cores']:>7.2f}")
     print("\ntok/s: output tokens per second of wall time for the whole row; x (a): ratio to the pipeline row; "
           "p50/p95: request latency; TTFT: time to first token; ms/tok: median time per output token after the "
@@ -252,14 +278,22 @@ def print_table(rows: list[dict], base: dict | None) -> None:
         print("WARNING: other processes used the CPU during this run; the figures are not comparable.")
 
 
+ENGINES = ("pipeline", "builtin-unmerged", "builtin", "llama.cpp", "llama-cpp-python")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="Alias or model dir (pipeline and server).")
-    ap.add_argument("--run", help="A run dir: pipeline on RUN/model (run `tuneforge export merge RUN` first), "
-                                  "server on the run (its adapter on its base).")
+    ap.add_argument("--run", help="A LoRA run dir: pipeline on RUN/model (`tuneforge export merge RUN` first), "
+                                  "tuneforge serve on the run (its adapter on its base), the llama.cpp rows on its "
+                                  "GGUF export (`tuneforge export gguf RUN --type q8_0` first).")
+    ap.add_argument("--gguf", help="GGUF file for the llama.cpp rows (default: the run's q8_0 export).")
+    ap.add_argument("--rows", default=",".join(ENGINES), help=f"Engines to measure, of {', '.join(ENGINES)} "
+                    "(builtin-unmerged: --merged-copies 0 --no-enable-prefix-caching, how a run was served before).")
     ap.add_argument("--prompts", type=int, default=64, help="Requests per row.")
-    ap.add_argument("--max-tokens", type=int, default=64, help="Exact answer length (min = max tokens).")
-    ap.add_argument("--clients", default="1,4,16", help="Concurrent SDK clients per (b) row.")
+    ap.add_argument("--max-tokens", default="32,64", help="Answer lengths: ≤ 32 is short (the answer ends "
+                    "where the model stops); above 32 every answer is exactly that long (min = max tokens).")
+    ap.add_argument("--clients", default="1,4,16", help="Concurrent SDK clients per server row.")
     ap.add_argument("--quick", action="store_true", help="16 prompts x 16 tokens, clients 1,16.")
     ap.add_argument("--tiny", action="store_true", help="A tiny random model: tests the plumbing, not speed.")
     ap.add_argument("--engines", action="store_true", help="Add transformers' generate_batch vs our engine.")
@@ -268,7 +302,7 @@ def main() -> None:
     ap.add_argument("--json", help="Save every figure to this file.")
     a = ap.parse_args()
     if a.quick:
-        a.prompts, a.max_tokens, a.clients = 16, 16, "1,16"
+        a.prompts, a.max_tokens, a.clients = 16, "16", "1,16"
     if a.threads:
         import torch
 
@@ -282,6 +316,7 @@ def main() -> None:
         from tuneforge.models.tiny import save_tiny
 
         a.model = str(save_tiny(Path(tempfile.mkdtemp()) / "tiny"))
+    gguf = a.gguf
     if a.run:
         from tuneforge.run import read_run
 
@@ -289,20 +324,60 @@ def main() -> None:
         if run.model is None:
             raise SystemExit(f"{a.run}: no model/ (run `tuneforge export merge {a.run}` first)")
         pipe_dir, target, served = str(run.model), a.run, Path(a.run).resolve().name
+        found = sorted((Path(a.run) / "exports" / "gguf-q8_0").glob("*.gguf"))
+        gguf = gguf or (str(found[0]) if found else None)
     else:
         pipe_dir, target, served = str(resolve(a.model)), a.model, a.model
+    engines = [e for e in a.rows.split(",") if e]
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise SystemExit(f"--rows: unknown {sorted(unknown)} (expected {', '.join(ENGINES)})")
+    import importlib.util
+
+    for e in ("llama.cpp", "llama-cpp-python"):
+        if e in engines and (gguf is None or importlib.util.find_spec("llama_cpp") is None):
+            print(f"skipping {e}: " + ("no GGUF (--gguf or the run's q8_0 export)" if gguf is None else
+                                      "llama-cpp-python is not installed"))
+            engines.remove(e)
     ps = prompts(a.prompts)
     clients = [int(c) for c in a.clients.split(",")]
-    print(f"model {pipe_dir}; {len(ps)} prompts x {a.max_tokens} tokens, greedy; clients {clients}; "
-          f"torch threads: {a.threads or 'default'}", flush=True)
-    rows = [run_pipeline(pipe_dir, ps, a.max_tokens)]
-    print_table(rows, rows[0])
-    rows += run_server_rows(target, served, ps, a.max_tokens, clients)
-    if a.engines:
-        rows += run_engines(pipe_dir, ps[:16], a.max_tokens)
-    print_table(rows, rows[0])
+    n_seqs = max(clients)
+    all_rows = []
+    for max_tokens in [int(t) for t in str(a.max_tokens).split(",")]:
+        exact = max_tokens > 32
+        ours = {"extra_body": {"min_tokens": max_tokens}} if exact else {}
+        print(f"\nmodel {pipe_dir}; {len(ps)} prompts, answers {'exactly' if exact else 'up to'} {max_tokens} "
+              f"tokens, greedy; clients {clients}; engines {engines}; torch threads: {a.threads or 'default'}",
+              flush=True)
+        rows = []
+        if "pipeline" in engines:
+            rows.append(run_pipeline(pipe_dir, ps, max_tokens, exact))
+            print_row(rows[-1])
+        if "builtin-unmerged" in engines:
+            rows += run_server_rows("serve builtin unmerged", lambda port: tuneforge_cmd(
+                target, port, n_seqs, "--merged-copies", "0", "--no-enable-prefix-caching"), served, ps,
+                max_tokens, clients, ours)
+        if "builtin" in engines:
+            rows += run_server_rows("serve builtin (default)", lambda port: tuneforge_cmd(target, port, n_seqs),
+                                    served, ps, max_tokens, clients, ours)
+        if "llama.cpp" in engines:
+            rows += run_server_rows("serve --engine llama.cpp", lambda port: tuneforge_cmd(
+                a.run or gguf, port, n_seqs, "--engine", "llama.cpp", "--served-model-name", served), served, ps,
+                max_tokens, clients, ours)
+        if "llama-cpp-python" in engines:
+            from transformers import AutoTokenizer
+
+            eos = AutoTokenizer.from_pretrained(pipe_dir).eos_token_id
+            extra = {"logit_bias": {str(eos): -100}} if exact else {}  # its way to keep answering
+            rows += run_server_rows("llama-cpp-python server", lambda port: llama_cpp_python_cmd(gguf, port),
+                                    "bench", ps, max_tokens, clients, extra)
+        if a.engines:
+            rows += run_engines(pipe_dir, ps[:16], max_tokens)
+        base = next((r for r in rows if r["row"].startswith("(a)")), None)
+        print_table(rows, base)
+        all_rows.append({"max_tokens": max_tokens, "exact": exact, "rows": rows})
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+        Path(a.json).write_text(json.dumps(all_rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ class ServerOptions:
     lora_modules: list[str] = field(default_factory=list)  # NAME=RUN_OR_ADAPTER_DIR
     served_model_name: str | None = None
     api_keys: list[str] = field(default_factory=list)  # empty: TUNEFORGE_API_KEYS, else no auth
-    engine: str = "builtin"  # builtin | vllm
+    engine: str = "builtin"  # builtin | llama.cpp | vllm
     max_num_seqs: int = 16
+    enable_prefix_caching: bool = True  # builtin: shared prompt prefixes computed once per adapter
+    merged_copies: int | None = None  # builtin: adapters with a merged copy of the base (None: what fits; 0: none)
     max_queue: int = 64
     max_model_len: int | None = None
     max_body_bytes: int = 1 << 20
@@ -83,7 +85,8 @@ def build_server(opts: ServerOptions, *, routers: list | None = None) -> Server:
     monitor.check()  # before the model loads: a bad flag fails in a second
     eng = build_engine(opts.target, lora_modules=opts.lora_modules, served_model_name=opts.served_model_name,
                        engine=opts.engine, max_num_seqs=opts.max_num_seqs, max_queue=opts.max_queue,
-                       max_model_len=opts.max_model_len, device=opts.device)
+                       max_model_len=opts.max_model_len, device=opts.device,
+                       prefix_caching=opts.enable_prefix_caching, merged_copies=opts.merged_copies)
     keys = api_keys_from(opts.api_keys)
     jobs = JobsAPI(eng, opts.db, worker=opts.jobs_worker, max_file_bytes=opts.max_file_bytes,
                    bases=served_bases(opts.target, opts.served_model_name))

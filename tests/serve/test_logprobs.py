@@ -127,7 +127,9 @@ def test_streamed_logprobs_equal_the_unary_ones(server, lively_base):
     full = c.chat.completions.create(**kw).choices[0].logprobs.content
     streamed = [e for ch in c.chat.completions.create(**kw, stream=True) if ch.choices and ch.choices[0].logprobs
                 for e in ch.choices[0].logprobs.content or []]
-    assert [(e.token, round(e.logprob, 5)) for e in streamed] == [(e.token, round(e.logprob, 5)) for e in full]
+    # the second request may reuse the first one's cached prompt prefix (a different summation order): 1e-4
+    assert [e.token for e in streamed] == [e.token for e in full]
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(streamed, full)) < 1e-4
     assert len(full) == 10
 
 

@@ -23,9 +23,18 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           port: int = typer.Option(8000, "--port"),
           api_key: list[str] = typer.Option([], "--api-key", help="Require 'Authorization: Bearer KEY' on every "
                                             "route but /health (repeatable; or TUNEFORGE_API_KEYS=k1,k2)."),
-          engine: str = typer.Option("builtin", "--engine", help="builtin (CPU/one GPU, continuous batching) or "
-                                     "vllm (CUDA, needs `pip install vllm`)."),
+          engine: str = typer.Option("builtin", "--engine", help="builtin (CPU/one GPU, continuous batching, "
+                                     "merged-adapter and prefix-cache fast paths), llama.cpp (a run's GGUF export or "
+                                     "a .gguf on CPU; pip install 'tuneforge[llamacpp]') or vllm (CUDA, needs "
+                                     "`pip install vllm`)."),
           max_num_seqs: int = typer.Option(16, "--max-num-seqs", help="Sequences decoded together per step."),
+          enable_prefix_caching: bool = typer.Option(True, "--enable-prefix-caching/--no-enable-prefix-caching",
+                                                     help="builtin: compute a prompt prefix shared by requests "
+                                                          "(system prompt, template header) once per adapter."),
+          merged_copies: Optional[int] = typer.Option(None, "--merged-copies", help="builtin: adapters that may "
+                                                      "hold a merged copy of the base for batches of that adapter "
+                                                      "alone (base speed; each costs the base's size); default: as "
+                                                      "many as fit in a quarter of free memory; 0: never."),
           max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting for a batch slot; beyond "
                                         "this the server answers 429 with Retry-After."),
           max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Context limit (prompt + "
@@ -73,7 +82,8 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
 
     opts = ServerOptions(
         target, lora_modules=lora_modules, served_model_name=served_model_name, api_keys=api_key, engine=engine,
-        max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, max_body_bytes=max_body_bytes,
+        max_num_seqs=max_num_seqs, enable_prefix_caching=enable_prefix_caching, merged_copies=merged_copies,
+        max_queue=max_queue, max_model_len=max_model_len, max_body_bytes=max_body_bytes,
         response_cache_size=response_cache_size, default_max_tokens=default_max_tokens, device=device, db=db,
         jobs_worker=jobs_worker, max_file_bytes=max_file_bytes, runs_dirs=runs_dir,
         monitor=MonitorSettings(content=log_content, redact=redact, max_rows=log_max_rows,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -50,21 +51,35 @@ class Batch:
     @classmethod
     @torch.no_grad()
     def prefill(cls, group, seqs: list, adapters: list[str]) -> tuple["Batch", torch.Tensor]:
-        """Run the prompts of `seqs` together (left-padded); returns the batch and the next-token logits."""
+        """Run the prompts of `seqs` together (left-padded); returns the batch and the next-token logits.
+
+        With a prefix cache on the group (`group.prefix_cache`), each row's longest cached prompt prefix for its
+        adapter is copied into the row's cache instead of being recomputed: the cache starts with the prefixes
+        (left-padded to the longest), the forward runs only the rest of each prompt (left-padded too), and the
+        mask has a hole between a short prefix and its row's padded remainder. Keys carry their rotary position,
+        so a prefix's KV is the same wherever its columns sit."""
         from transformers import DynamicCache
 
         device = group.model.device
-        width = max(len(s.prompt_ids) for s in seqs)
+        pc = getattr(group, "prefix_cache", None)
+        hits = pc.lookup(group, seqs, adapters) if pc is not None else [None] * len(seqs)
+        plen = [0 if h is None else h.length for h in hits]
+        pw = max(plen)
+        width = max(len(s.prompt_ids) - n for s, n in zip(seqs, plen))
         pad = group.tokenizer.pad_token_id or 0
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), pw + width), dtype=torch.long)
         for i, s in enumerate(seqs):
-            n = len(s.prompt_ids)
-            ids[i, width - n:] = torch.tensor(s.prompt_ids)
-            mask[i, width - n:] = 1
+            rest = s.prompt_ids[plen[i]:]
+            ids[i, width - len(rest):] = torch.tensor(rest)
+            mask[i, pw - plen[i]:pw] = 1
+            mask[i, pw + width - len(rest):] = 1
         ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, pw:]
         cache = DynamicCache(config=group.model.config)
+        if pw:
+            for layer, (k, v) in enumerate(_stack_prefixes(hits, pw)):
+                cache.update(k.to(device), v.to(device), layer)
         logits = group.forward(adapters, input_ids=ids, attention_mask=mask, position_ids=positions,
                                **{cache_kw(group.model): cache})
         batch = cls(list(seqs), list(adapters), cache, mask, mask.sum(-1), ids[:, -1])
@@ -114,6 +129,117 @@ class Batch:
         self.last = torch.cat([self.last, other.last])
         self.seqs += other.seqs
         self.adapters += other.adapters
+
+
+def _stack_prefixes(hits: list, width: int):
+    """Per layer, (keys, values) of every row's cached prefix left-padded with zeros to `width` columns."""
+    some = next(h for h in hits if h is not None)
+    for layer in range(len(some.keys)):
+        k0, v0 = some.keys[layer], some.values[layer]
+        ks = k0.new_zeros((len(hits), k0.shape[1], width, k0.shape[3]))
+        vs = v0.new_zeros((len(hits), v0.shape[1], width, v0.shape[3]))
+        for i, h in enumerate(hits):
+            if h is not None:
+                ks[i, :, width - h.length:] = h.keys[layer][0]
+                vs[i, :, width - h.length:] = h.values[layer][0]
+        yield ks, vs
+
+
+@dataclass
+class Prefix:
+    """One cached prompt prefix of one adapter: its token ids and each layer's keys/values [1, heads, len, dim]."""
+
+    adapter: str
+    ids: tuple[int, ...]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    hits: int = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+class PrefixCache:
+    """Prompt prefixes computed once per adapter and copied into each row that starts with them (vLLM's automatic
+    prefix caching, llama.cpp's prompt cache, reduced to whole prefixes).
+
+    Which prefixes: learned from traffic. When a prompt finds no cached prefix, its longest common prefix with
+    the adapter's recent prompts (the chat template's system prompt and role header, a client's own system
+    prompt, a few-shot block) becomes an entry if it is at least `min_tokens` long; entries are computed by one
+    forward of the prefix alone and kept in LRU order, at most `max_entries`. A prefix never covers a whole
+    prompt (the last prompt token must run to give the first answer token). `drop(adapter)` forgets an adapter's
+    entries when its weights change (an adapter (re)loaded under that name)."""
+
+    def __init__(self, max_entries: int = 32, min_tokens: int = 16, history: int = 8):
+        self.max_entries, self.min_tokens, self.history = max_entries, min_tokens, history
+        self.entries: dict[tuple[str, tuple[int, ...]], Prefix] = {}
+        self.recent: dict[str, list[list[int]]] = {}
+        self.stats = {"hits": 0, "misses": 0, "hit_tokens": 0, "built": 0}
+
+    def drop(self, adapter: str) -> None:
+        for key in [k for k in self.entries if k[0] == adapter]:
+            del self.entries[key]
+        self.recent.pop(adapter, None)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.recent.clear()
+
+    def _best(self, adapter: str, ids: list[int]) -> Prefix | None:
+        best = None
+        for (a, pre), e in self.entries.items():
+            if a == adapter and len(pre) < len(ids) and (best is None or len(pre) > best.length) \
+                    and tuple(ids[:len(pre)]) == pre:
+                best = e
+        return best
+
+    def lookup(self, group, seqs: list, adapters: list[str]) -> list[Prefix | None]:
+        """Each row's cached prefix (building new entries from shared prefixes first), or None."""
+        out: list[Prefix | None] = []
+        for s, a in zip(seqs, adapters):
+            ids = list(s.prompt_ids)
+            best = self._best(a, ids)
+            recent = self.recent.setdefault(a, [])
+            lcp = max((_common(ids, r) for r in recent), default=0)
+            lcp = min(lcp, len(ids) - 1)
+            if lcp >= self.min_tokens and lcp >= (best.length if best else 0) + self.min_tokens:
+                best = self._build(group, a, ids[:lcp])
+            recent.append(ids)
+            del recent[:-self.history]
+            if best is None:
+                self.stats["misses"] += 1
+            else:
+                best.hits += 1
+                self.stats["hits"] += 1
+                self.stats["hit_tokens"] += best.length
+                self.entries[(a, best.ids)] = self.entries.pop((a, best.ids))  # most recently used last
+            out.append(best)
+        return out
+
+    @torch.no_grad()
+    def _build(self, group, adapter: str, ids: list[int]) -> Prefix:
+        from transformers import DynamicCache
+
+        device = group.model.device
+        cache = DynamicCache(config=group.model.config)
+        t = torch.tensor([ids], dtype=torch.long, device=device)
+        group.forward([adapter], input_ids=t, attention_mask=torch.ones_like(t),
+                      position_ids=torch.arange(len(ids), device=device)[None], **{cache_kw(group.model): cache})
+        e = Prefix(adapter, tuple(ids), [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers])
+        self.entries[(adapter, e.ids)] = e
+        self.stats["built"] += 1
+        while len(self.entries) > self.max_entries:
+            del self.entries[next(iter(self.entries))]
+        return e
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def sample(logits: torch.Tensor, seqs: list, generators: dict[int, torch.Generator],

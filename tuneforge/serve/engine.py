@@ -22,7 +22,7 @@ from collections import deque
 
 import torch
 
-from tuneforge.models.decode import Batch, prompt_logprobs, sample, top_logprobs
+from tuneforge.models.decode import Batch, PrefixCache, prompt_logprobs, sample, top_logprobs
 from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
 from tuneforge.serve.loading import BASE_ADAPTER, ModelGroup, same_base, attach_adapter, plan_adapter
 
@@ -32,11 +32,19 @@ class BuiltinEngine(Engine):
 
     max_num_seqs: rows decoded together (vLLM's name). max_queue: requests waiting for a row; beyond it,
     submit raises QueueFull (→ 429). prefill_tokens: prompt tokens prefilled in one forward when many requests
-    arrive together (bounds the activation memory of a burst)."""
+    arrive together (bounds the activation memory of a burst, and how long running rows wait for a decode step:
+    a larger burst is admitted over several steps). prefix_caching: reuse the KV of prompt prefixes shared by
+    requests of one adapter (`models.decode.PrefixCache`). merged_copies: adapters that may hold a merged copy of
+    the base for batches of that adapter alone (None: as many as fit in a quarter of free memory; 0: never)."""
 
     def __init__(self, groups: list[ModelGroup], *, max_num_seqs: int = 16, max_queue: int = 64,
-                 prefill_tokens: int = 4096):
+                 prefill_tokens: int = 4096, prefix_caching: bool = True, merged_copies: int | None = None):
         self.groups = groups
+        for g in groups:
+            g.merged_copies = merged_copies
+            g.prefix_cache = PrefixCache() if prefix_caching else None
+            for adapter in g.names.values():  # build the merged copies now, not during a first request
+                g.ensure_merged(adapter)
         self.max_num_seqs, self.max_queue, self.prefill_tokens = max_num_seqs, max_queue, prefill_tokens
         self._served: dict[str, tuple[ModelGroup, str, ServedModel]] = {}
         for g in groups:
@@ -98,6 +106,7 @@ class BuiltinEngine(Engine):
                 if group is None:
                     raise TuneforgeError(f"{path}: its base {plan.base} is not loaded by this server")
             adapter, tokenizer = attach_adapter(group, name, plan.adapter)
+            group.ensure_merged(adapter)
             group.defaults[name] = plan.defaults or group.defaults.get(BASE_ADAPTER, {})
             return self._register(group, name, adapter, tokenizer)
 
@@ -118,6 +127,7 @@ class BuiltinEngine(Engine):
                     any(h.model == name for grp in self.groups for h in (grp.batch.seqs if grp.batch else []))
             if busy:
                 raise TuneforgeError(f"adapter '{name}' has requests in flight; retry when they finish")
+            g.invalidate(adapter)  # its merged copy and cached prefixes go with it
             others = [a for n, a in g.names.items() if a not in (BASE_ADAPTER, adapter)]
             if others:
                 g.model.delete_adapter(adapter)
@@ -160,7 +170,15 @@ class BuiltinEngine(Engine):
 
     def stats(self) -> dict:
         running = sum(len(g.batch) for g in self.groups if g.batch)
-        return {**self._counts, "running": running, "waiting": len(self._waiting)}
+        paths: dict[str, int] = {}
+        prefix: dict[str, int] = {}
+        for g in self.groups:
+            for k, v in g.path_counts.items():
+                paths[k] = paths.get(k, 0) + v
+            for k, v in (g.prefix_cache.stats.items() if g.prefix_cache is not None else ()):
+                prefix[k] = prefix.get(k, 0) + v
+        return {**self._counts, "running": running, "waiting": len(self._waiting), "forward_paths": paths,
+                "prefix_cache": prefix}
 
     # --- the loop ---
     def _retry_after(self) -> int:
@@ -178,13 +196,16 @@ class BuiltinEngine(Engine):
                 if self._stop:
                     return
                 free = self.max_num_seqs - self._running()
-                admitted = []
+                admitted, tokens = [], 0
                 while self._waiting and len(admitted) < free:
+                    if admitted and self._running() and tokens + len(self._waiting[0].prompt_ids) > self.prefill_tokens:
+                        break  # the rest of a large burst joins after the next decode step
                     h = self._waiting.popleft()
                     if h.cancelled:
                         self._done(h, h.cancel_reason)
                     else:
                         admitted.append(h)
+                        tokens += len(h.prompt_ids)
             try:
                 with self._model_lock:
                     if admitted:

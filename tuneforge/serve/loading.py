@@ -8,6 +8,7 @@ served as its own model next to its base. Adapters of the same base share one co
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,13 @@ BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 # --- model groups: one base in memory and the adapters on it ---------------------------------------------------
 @dataclass
 class ModelGroup:
-    """A base model held once, the served names on it (the base itself and/or adapters) and its running batch."""
+    """A base model held once, the served names on it (the base itself and/or adapters) and its running batch.
+
+    Which weights a forward runs depends on the rows' adapters (`path_for`): a batch of one adapter runs a merged
+    copy of the weights (the adapter folded in: base speed, as `tuneforge generate` runs a LoRA run) when the
+    group holds one for it; a batch of base rows runs the base with the adapters switched off; a mixed batch runs
+    peft's per-row path (`adapter_names`), which costs each adapter's LoRA matmuls on its rows. The batch's KV
+    cache carries over between paths: the weights are the same function either way (up to float rounding)."""
 
     model: Any  # a transformers model, or a peft.PeftModel holding every adapter of this base
     tokenizer: Any
@@ -31,16 +38,90 @@ class ModelGroup:
     names: dict[str, str] = field(default_factory=dict)  # served name -> peft adapter name (BASE_ADAPTER = base)
     defaults: dict[str, dict] = field(default_factory=dict)  # served name -> decoding defaults
     batch: Any = None  # the engine's running Batch of this group, if any
+    merged_copies: int | None = None  # adapters that may hold a merged copy; None: as many as fit (merged_budget)
+    merged: dict[str, Any] = field(default_factory=dict)  # peft adapter name -> plain model with it merged in
+    prefix_cache: Any = None  # a models.decode.PrefixCache, or None (off)
+    path_counts: Counter = field(default_factory=Counter)  # forwards run per path (merged/base/mixed/plain)
+    _budget: int | None = field(default=None, repr=False)
 
     @property
     def is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
 
+    def path_for(self, adapters: list[str]) -> str:
+        """"plain" (no peft), "base" (all rows on the base), "merged" (one adapter with a merged copy) or "mixed"."""
+        if not self.is_peft:
+            return "plain"
+        kinds = set(adapters)
+        if kinds == {BASE_ADAPTER}:
+            return "base"
+        if len(kinds) == 1 and self.ensure_merged(adapters[0]):
+            return "merged"
+        return "mixed"
+
     def forward(self, adapters: list[str], **kw) -> "torch.Tensor":  # noqa: F821 - torch loads with the model
         """Logits of the last position of every row; each row through its own adapter."""
-        if self.is_peft:
+        path = self.path_for(adapters)
+        self.path_counts[path] += 1
+        if path == "merged":
+            model = self.merged[adapters[0]]
+            self.merged[adapters[0]] = self.merged.pop(adapters[0])  # most recently used last
+            return model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+        if path == "base":
+            with self.model.disable_adapter():
+                return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+        if path == "mixed":
             kw["adapter_names"] = adapters
         return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+
+    def merged_budget(self) -> int:
+        """How many merged copies to hold: `merged_copies` if set, else as many as fit in a quarter of the
+        memory available now (at most 4) — a copy costs the base's size (SmolLM2-135M fp32: ~540 MB)."""
+        if self.merged_copies is not None:
+            return self.merged_copies
+        if self._budget is not None:
+            return self._budget
+        import psutil
+
+        size = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":
+            import torch
+
+            free = torch.cuda.mem_get_info(device)[0]
+        else:
+            free = psutil.virtual_memory().available
+        self._budget = max(0, min(4, int(0.25 * free // max(size, 1))))  # decided once, not at every step
+        return self._budget
+
+    def ensure_merged(self, adapter: str) -> bool:
+        """A merged copy for `adapter` exists (building it if the budget allows); False: run the peft path."""
+        if adapter in self.merged:
+            return True
+        if adapter == BASE_ADAPTER or adapter not in getattr(self.model, "peft_config", {}):
+            return False
+        if len(self.merged) >= self.merged_budget():
+            return False
+        self.merged[adapter] = merged_copy(self.model, adapter)
+        return True
+
+    def invalidate(self, adapter: str) -> None:
+        """Forget what was computed with `adapter`'s weights (its merged copy, its cached prefixes): call it when
+        an adapter is (re)loaded or unloaded under this peft name."""
+        self.merged.pop(adapter, None)
+        if self.prefix_cache is not None:
+            self.prefix_cache.drop(adapter)
+
+
+def merged_copy(model, adapter: str):
+    """A plain transformers model with `adapter` folded into a copy of the base weights (peft's
+    merge_and_unload on a deep copy; the served PeftModel is untouched)."""
+    import copy
+
+    import torch
+
+    with torch.no_grad():
+        return copy.deepcopy(model).merge_and_unload(adapter_names=[adapter]).eval()
 
 
 @dataclass
@@ -188,6 +269,7 @@ def attach_adapter(group: ModelGroup, name: str, path: str):
     except Exception as e:  # noqa: BLE001 - a mismatched adapter is the user's input problem
         raise ModelError(f"{path}: cannot load adapter '{name}' onto {group.base_path} "
                          f"(base {cfg.get('base_model_name_or_path')}): {str(e).splitlines()[0]}") from None
+    group.invalidate(adapter)  # the peft name may be reused after an unload: nothing computed with old weights
     group.names[name] = adapter
     tokenizer = group.tokenizer
     if (Path(path) / "tokenizer_config.json").is_file():

@@ -23,10 +23,20 @@ def api_keys_from(flags: list[str] | None) -> list[str]:
 
 def build_engine(target: str, *, lora_modules: list[str] | None = None, served_model_name: str | None = None,
                  engine: str = "builtin", max_num_seqs: int = 16, max_queue: int = 64,
-                 max_model_len: int | None = None, device: str | None = None):
+                 max_model_len: int | None = None, device: str | None = None, prefix_caching: bool = True,
+                 merged_copies: int | None = None):
     """The engine serving TARGET and the --lora-modules adapters."""
     from tuneforge.serve.loading import load_groups, parse_lora_module, plan_adapter, plan_target
 
+    if engine == "llama.cpp":
+        from tuneforge.serve.llamacpp_engine import LlamaCppEngine, resolve_target
+
+        if lora_modules:
+            raise TuneforgeError("--engine llama.cpp serves one model (llama.cpp applies LoRA per context, not per "
+                                 "request): serve each run's GGUF export, or use --engine builtin for --lora-modules")
+        gguf, name, tok, defaults = resolve_target(target, served_model_name)
+        return LlamaCppEngine(gguf, name, tok, defaults=defaults, max_num_seqs=max_num_seqs, max_queue=max_queue,
+                              max_model_len=max_model_len)
     plans = plan_target(target, served_model_name)
     for spec in lora_modules or []:
         plans.append(plan_adapter(*parse_lora_module(spec)))
@@ -35,11 +45,12 @@ def build_engine(target: str, *, lora_modules: list[str] | None = None, served_m
 
         return VLLMEngine(plans, max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len)
     if engine != "builtin":
-        raise TuneforgeError(f"--engine {engine}: expected builtin or vllm")
+        raise TuneforgeError(f"--engine {engine}: expected builtin, llama.cpp or vllm")
     from tuneforge.serve.engine import BuiltinEngine
 
     groups = load_groups(plans, device=device, max_model_len=max_model_len)
-    return BuiltinEngine(groups, max_num_seqs=max_num_seqs, max_queue=max_queue)
+    return BuiltinEngine(groups, max_num_seqs=max_num_seqs, max_queue=max_queue, prefix_caching=prefix_caching,
+                         merged_copies=merged_copies)
 
 
 def run(app, *, host: str = "127.0.0.1", port: int = 8000) -> None:
