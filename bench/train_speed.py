@@ -258,7 +258,7 @@ def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
     if ablation == "tf-all-logits":
         from tuneforge.train import loss  # loss.py's generic path: full logits, standard CE
 
-        loss.uses_fast_path = lambda model: False
+        loss.fast_path_ok = lambda model: False
     if ablation == "tf-mask-attn":  # plain SDPA: transformers detects the packed row from position_ids
         recipe.packed_attention = lambda model, enabled=True: contextlib.nullcontext(model)
     rss0, c0 = rss_now(), cpu_s()

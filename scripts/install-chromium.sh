@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Headless Chromium (Debian's package) for the browser tests, where apt can install it without a password:
+# Headless Chromium and chromedriver (Debian's packages; the studio test drives it with Selenium) for the browser tests, where apt can install it without a password:
 # as root, or with passwordless sudo. Anywhere else it says why and the browser tests skip with that reason.
 # Never fails the caller: the browser is for tests only.
-if [ -x /usr/bin/chromium ]; then
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -18,6 +18,6 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 0
   fi
 fi
-$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
   || echo "install-chromium: apt-get install chromium failed; browser tests will be skipped" >&2
 exit 0

@@ -1,6 +1,7 @@
-"""The whole server `tuneforge serve` runs: an engine, the OpenAI routes, the jobs API and monitoring on one app.
+"""The whole server `tuneforge serve` runs: an engine, the OpenAI routes, the jobs API, monitoring and the studio
+on one app.
 
-It sits above `serve/`, `jobs/` and `monitor/` (each imports only what is below it; this module wires them), so
+It sits above `serve/`, `jobs/`, `monitor/` and `studio/` (each imports only what is below it; this module wires them), so
 the CLI only parses flags and calls `build_server` then `run_server`; tests and benches can build the same app.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.monitor.attach import MonitorSettings
+from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
 
 @dataclass
@@ -27,12 +29,13 @@ class ServerOptions:
     max_model_len: int | None = None
     max_body_bytes: int = 1 << 20
     response_cache_size: int = 1024
-    default_max_tokens: int = 1024
+    default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
     device: str | None = None
     db: str | None = None  # jobs and the request log; None = tuneforge.db.default_db_url()
     jobs_worker: bool = True  # train jobs in this process (else `tuneforge jobs worker` processes do)
     max_file_bytes: int = 512 << 20
     monitor: MonitorSettings = field(default_factory=MonitorSettings)  # its `db` defaults to `db`
+    runs_dirs: list[str] = field(default_factory=list)  # more run folders /studio lists beside the jobs' runs
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Server:
     def describe(self, host: str, port: int) -> str:
         """One line: what is served where."""
         names = ", ".join(m.name + (f" (adapter on {m.parent})" if m.parent else "") for m in self.engine.models())
-        return f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if self.api_keys else "")
+        return (f"serving {names} on http://{host}:{port}/v1" + (" (API key required)" if self.api_keys else "")
+                + f"; studio: http://{host}:{port}/studio")
 
 
 def monitor_settings_for(opts: ServerOptions) -> MonitorSettings:
@@ -72,6 +76,8 @@ def build_server(opts: ServerOptions, *, routers: list | None = None) -> Server:
     from tuneforge.serve.app import OPEN_PATHS, create_app
     from tuneforge.serve.completions import Settings
     from tuneforge.serve.server import api_keys_from, build_engine
+    from tuneforge.studio import OPEN_PATHS as STUDIO_PATHS
+    from tuneforge.studio import attach as attach_studio
 
     monitor = monitor_settings_for(opts)
     monitor.check()  # before the model loads: a bad flag fails in a second
@@ -85,8 +91,9 @@ def build_server(opts: ServerOptions, *, routers: list | None = None) -> Server:
                      response_cache_size=opts.response_cache_size,
                      settings=Settings(default_max_tokens=opts.default_max_tokens),
                      routers=[jobs.router, *(routers or [])], body_limits=jobs.body_limits,
-                     open_paths=OPEN_PATHS | DASHBOARD_PATHS)
+                     open_paths=OPEN_PATHS | DASHBOARD_PATHS | STUDIO_PATHS)
     attach_monitoring(app, monitor)
+    attach_studio(app, jobs, runs_dirs=opts.runs_dirs)
     return Server(app, eng, keys)
 
 

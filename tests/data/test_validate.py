@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.data.formats import Sample
 from tuneforge.data.tokenize import encode
 from tuneforge.data.validate import check_file
@@ -64,7 +64,8 @@ def test_report_json_has_the_stable_keys(tmp_path):
     f.write_text(json.dumps(_pc("a", "b")) + "\n{}\n")
     d = check_file(f, tokenizer=tiny_tokenizer()).to_dict()
     assert KEYS <= set(d) and json.loads(json.dumps(d)) == d
-    assert set(d["tokens"]) == {"min", "max", "mean", "p50", "p95", "total"}
+    assert set(d["tokens"]) == {"min", "max", "mean", "p50", "p95", "total", "histogram"}
+    assert sum(d["tokens"]["histogram"]["counts"]) == d["n_valid"]
     assert set(d["duplicates"]) == {"exact", "near"}
     assert d["errors"] == [{"where": f"{f}:2", "line": 2, "field": None, "code": "unknown_format",
                             "message": d["errors"][0]["message"]}]
@@ -143,3 +144,11 @@ def test_render_is_plain_readable_text(tmp_path):
 def test_fewer_than_1000_examples_is_warned(n, warned, tmp_path):
     rep = check_file(write_jsonl(tmp_path / "d.jsonl", [_pc(f"p{i}", "c") for i in range(n)]))
     assert any("< 1000 examples" in w for w in rep.warnings) == warned
+
+
+def test_the_token_histogram_counts_every_example_and_marks_truncation():
+    from tuneforge.data.validate import histogram
+
+    h = histogram([1, 5, 5, 39, 40], max_seq_len=20, bins=4)
+    assert h == {"edges": [0, 10, 20, 30, 40], "counts": [3, 0, 0, 2]}
+    assert sum(c for c, lo in zip(h["counts"], h["edges"]) if lo >= 20) == 2  # the truncated ones

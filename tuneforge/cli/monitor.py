@@ -47,10 +47,10 @@ def monitor_report(output: Path = typer.Option(..., "--output", help="HTML file 
                    since: Optional[str] = typer.Option(None, "--since", help=SINCE_HELP + " Default: all.")):
     """Write the dashboard (latency, errors, requests and tokens per model, feedback, drift) as one HTML file."""
     from tuneforge.db import connect
-    from tuneforge.monitor.dashboard import write_report
+    from tuneforge.monitor.dashboard import write_dashboard
     from tuneforge.monitor.query import parse_since
 
-    typer.echo(str(write_report(connect(db), output, since=parse_since(since))))
+    typer.echo(str(write_dashboard(connect(db), output, since=parse_since(since))))
 
 
 @monitor_app.command("export-feedback")

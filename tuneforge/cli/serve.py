@@ -1,4 +1,5 @@
-"""`tuneforge serve`: the OpenAI-compatible server (engine + jobs API + monitoring)."""
+"""`tuneforge serve`: the OpenAI-compatible server (engine + jobs API + monitoring + studio); `tuneforge studio`:
+the same, with the page opened."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Optional
 import typer
 
 from tuneforge.cli import app
+from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
 
 @app.command()
@@ -31,8 +33,9 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
           response_cache_size: int = typer.Option(1024, "--response-cache-size", help="Answers kept for "
                                                   "repeated temperature-0 requests (0 = off)."),
-          default_max_tokens: int = typer.Option(1024, "--default-max-tokens", help="Chat answer length cap "
-                                                 "when a request sets no max_tokens."),
+          default_max_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--default-max-tokens", help="Chat answer length cap "
+                                                 "when a request sets no max_tokens and the model saved no "
+                                                 "answer budget."),
           device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
           db: Optional[str] = typer.Option(None, "--db", help="Database URL for fine-tuning jobs (and the request "
                                            "log): sqlite:///PATH or postgresql+psycopg://... (default: "
@@ -55,7 +58,10 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           drift_run: Optional[str] = typer.Option(None, "--drift-run", help="Run whose training data drift "
                                                   "compares with (default: TARGET when it is a run)."),
           drift_window: str = typer.Option("24h", "--drift-window", help="Traffic each scheduled drift check "
-                                           "looks at (30m, 24h, 7d).")):
+                                           "looks at (30m, 24h, 7d)."),
+          runs_dir: list[str] = typer.Option([], "--runs-dir", help="Folders of run directories (`tuneforge "
+                                             "train` outputs) that /studio and /v1/tuneforge/runs list beside "
+                                             "the jobs' runs (repeatable).")):
     """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models,
     /v1/files, /v1/fine_tuning/jobs, /metrics, /health): point the openai SDK or LangChain's ChatOpenAI at
     http://HOST:PORT/v1.
@@ -70,10 +76,56 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
         target, lora_modules=lora_modules, served_model_name=served_model_name, api_keys=api_key, engine=engine,
         max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len, max_body_bytes=max_body_bytes,
         response_cache_size=response_cache_size, default_max_tokens=default_max_tokens, device=device, db=db,
-        jobs_worker=jobs_worker, max_file_bytes=max_file_bytes,
+        jobs_worker=jobs_worker, max_file_bytes=max_file_bytes, runs_dirs=runs_dir,
         monitor=MonitorSettings(content=log_content, redact=redact, max_rows=log_max_rows,
                                 max_age_days=log_max_days, drift_run=drift_run, drift_interval_s=drift_interval,
                                 drift_window_s=parse_duration(drift_window, flag="--drift-window")))
     server = build_server(opts)
     typer.echo(server.describe(host, port), err=True)
     run_server(server, host=host, port=port)
+
+
+@app.command()
+def studio(target: str = typer.Argument("smollm2-135m-instruct", help="What to serve (as `serve TARGET`): the "
+                                        "base the page trains and chats with."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+           port: int = typer.Option(8000, "--port"),
+           api_key: list[str] = typer.Option([], "--api-key", help="Require this key for the page's data "
+                                             "(repeatable; or TUNEFORGE_API_KEYS)."),
+           db: Optional[str] = typer.Option(None, "--db", help="Database URL (as `serve --db`)."),
+           runs_dir: list[str] = typer.Option([], "--runs-dir", help="Folders of `tuneforge train` runs to list "
+                                               "beside the jobs' runs (repeatable)."),
+           open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in a browser.")):
+    """The studio: `tuneforge serve TARGET` with jobs, monitoring and the /studio page, then open the page."""
+    import threading
+    import time
+    import urllib.request
+    import webbrowser
+
+    from typer.main import get_command
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/studio"
+
+    def announce() -> None:  # once the server answers /health: print the URL, open it
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url.replace("/studio", "/health"), timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            return
+        typer.echo(f"studio: {url}" + ("  (type the API key on the page)" if api_key else ""), err=True)
+        if open_browser:
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, daemon=True).start()
+    args = ["serve", target, "--host", host, "--port", str(port)]
+    for k in api_key:
+        args += ["--api-key", k]
+    if db:
+        args += ["--db", db]
+    for d in runs_dir:
+        args += ["--runs-dir", str(d)]
+    get_command(app).main(args=args, prog_name="tuneforge", standalone_mode=False)

@@ -27,9 +27,10 @@ def train(ctx: typer.Context,
           cv: int = typer.Option(0, "--cv", help="K-fold cross-validation: K runs, mean ± std of val loss."),
           nproc: int = typer.Option(1, "--nproc", help="Train with N local processes (torchrun; gloo on CPU, "
                                     "nccl on GPU). Same run, same run directory; see README for multi-node."),
-          from_run: Optional[str] = typer.Option(None, "--from", help="Continue from this finished run's adapter "
-                                                 "(or full weights); base, method and adapter shape come from it. "
-                                                 "`runs show` names it as the parent.")):
+          from_run: Optional[str] = typer.Option(None, "--from-run", "--from", help="Continue from this finished "
+                                                 "run's adapter (or full weights); base, method and adapter shape "
+                                                 "come from it. `runs show` names it as the parent (config key "
+                                                 "from_run; --from: old spelling).")):
     """Fine-tune a base model; writes a run directory. Any config key is also a flag
     (--learning_rate 2e-4 --lora_r 16 ...): `tuneforge train --help-config` lists them all."""
     import os

@@ -109,6 +109,17 @@ def _duplicates(good: list) -> dict:
     return {"exact": ex, "near": [v for v in near.values() if len(v) > 1 and tuple(v) not in ex_sets]}
 
 
+def histogram(sorted_lens: list[int], max_seq_len: int, bins: int = 20) -> dict:
+    """Token lengths in `bins` equal-width bins from 0 to the longest example: `edges` (bins + 1 values) and
+    `counts`; bins past `max_seq_len` are the truncated examples (the studio draws them red)."""
+    top = max(sorted_lens[-1], 1)
+    width = max(1, -(-top // bins))
+    counts = [0] * bins
+    for n in sorted_lens:
+        counts[min(bins - 1, n // width)] += 1
+    return {"edges": [i * width for i in range(bins + 1)], "counts": counts}
+
+
 def _token_stats(rep: Report, good: list, tokenizer, max_seq_len: int) -> None:
     lens, sup, trunc, lost = [], 0, 0, 0
     for _, s in good:
@@ -120,7 +131,8 @@ def _token_stats(rep: Report, good: list, tokenizer, max_seq_len: int) -> None:
         lost += kept == 0
     srt = sorted(lens)
     rep.tokens = {"min": srt[0], "max": srt[-1], "mean": round(sum(srt) / len(srt), 1),
-                  "p50": _percentile(srt, 0.5), "p95": _percentile(srt, 0.95), "total": sum(srt)}
+                  "p50": _percentile(srt, 0.5), "p95": _percentile(srt, 0.95), "total": sum(srt),
+                  "histogram": histogram(srt, max_seq_len)}
     rep.supervised_tokens, rep.n_truncated, rep.n_unsupervised = sup, trunc, lost
     if trunc:
         rep.warnings.append(f"{trunc} example(s) are longer than max_seq_len={max_seq_len} and will be truncated"

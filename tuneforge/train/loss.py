@@ -20,7 +20,7 @@ def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, tgt: torch.Tensor) -> torch
     return F.cross_entropy((h @ weight.t()).float(), tgt, reduction="sum")
 
 
-def uses_fast_path(model) -> bool:
+def fast_path_ok(model) -> bool:
     """Whether the output layer can run at supervised positions only: not for prompt-learning peft models
     (their virtual tokens exist only in peft's forward; `methods` marks them `generic_loss`) nor for models that
     scale or soft-cap logits."""
@@ -45,7 +45,7 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, 
     kw = dict(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
               attention_mask=None if batch["attention_mask"] is None else batch["attention_mask"].to(device),
               use_cache=False)
-    if not uses_fast_path(model):  # e.g. prompt tuning, soft-capped logits: full logits, standard CE
+    if not fast_path_ok(model):  # e.g. prompt tuning, soft-capped logits: full logits, standard CE
         logits = model(**kw).logits[:, -tgt.shape[1]:]
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                ignore_index=IGNORE, reduction="sum"), n_sup, n_tok
