@@ -256,7 +256,9 @@ def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
                       lora_bias=LORA["bias"], packing=ablation != "tf-padded")
     p = prepare(cfg)  # model load, tokenization, LoRA wrap: setup, not timed
     if ablation == "tf-all-logits":
-        p.model._tf_generic_loss = True  # loss.py's generic path: full logits, standard CE
+        from tuneforge.train import loss  # loss.py's generic path: full logits, standard CE
+
+        loss.fast_path_ok = lambda model: False
     if ablation == "tf-mask-attn":  # plain SDPA: transformers detects the packed row from position_ids
         recipe.packed_attention = lambda model, enabled=True: contextlib.nullcontext(model)
     rss0, c0 = rss_now(), cpu_s()

@@ -85,7 +85,6 @@ def test_soft_prompt_models_are_scored_with_their_virtual_tokens(tiny_dir):
 
     b = load_base(str(tiny_dir))
     model = methods.prepare(b.model, TrainConfig(method="prompt-tuning", num_virtual_tokens=4)).eval()
-    model._tf_generic_loss = True  # the training loss then runs peft's forward (virtual tokens included)
     soft = Loaded(model, b.tokenizer, "soft")
     scores, _ = classify.label_log_likelihoods(model, b.tokenizer, PROMPTS[:2], ["even", "odd"])
     for p, row in zip(PROMPTS[:2], scores):

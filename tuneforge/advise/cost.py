@@ -2,7 +2,7 @@
 
 Run: `tuneforge cost DATA [--base M] [--method ...] [--epochs E] [--hardware cpu|T4|L4|A10|A100|H100] [--spot]
 [--json]`; in code `estimate(cfg, hardware="cpu")`. Time on `cpu` (this machine) comes from a micro-benchmark: a
-few real optimizer steps of the real recipe (`train.recipe.prepare`, `micro_batch`, `loss.loss_sum`, AdamW, clipping)
+few real optimizer steps of the real recipe (`train.recipe.prepare`, `micro_batch`, `backward`, `update`)
 on the real base, under the loop's own allocator and attention settings; on a listed GPU it comes from the
 datasheet peak times an assumed utilisation (prices.yaml, dated and editable, says which). `train_seconds` is the
 optimizer-step time, the same quantity as `train_seconds` in a run's run.json.
@@ -20,23 +20,19 @@ The output layer counts supervised positions only because tuneforge computes it 
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
+from tuneforge import methods
 from tuneforge.config import TrainConfig, plan_key
 from tuneforge.errors import ConfigError, TuneforgeError
 
 PRICES = Path(__file__).with_name("prices.yaml")
-METHOD_NAMES = ("full", "lora", "qlora", "prompt-tuning")
 CPU_BASELINE = 450 * 2**20  # RSS of a process that has imported torch + transformers + peft (measured, CPU)
 NF4_BYTES = 0.5 + 4 / 64 / 4  # 4-bit weights + double-quantized absmax scales (~0.127 bit/weight) ≈ 0.52 B
-LOSS_CHUNK = 1024  # train.loss.CHUNK: supervised positions per output-layer chunk
-VAL_BATCH = 16  # train.sft.VAL_BATCH_SIZE
 
 
 # --- prices ----------------------------------------------------------------------------------------------------
@@ -120,38 +116,23 @@ def model_shape(base: str) -> Shape:
                  linear=linear)
 
 
-def _matches(name: str, targets: list[str]) -> bool:
-    return targets == ["all-linear"] or any(name == t or name.endswith("." + t) for t in targets)
-
-
 def trainable_params(shape: Shape, cfg: TrainConfig, method: str) -> int:
-    """What the method trains: all (full), r·(in+out) per adapted linear layer (LoRA/QLoRA, + DoRA's magnitudes
-    and modules_to_save), or the soft prompt (prompt tuning)."""
-    if method == "full":
-        return shape.params
-    if method == "prompt-tuning":
-        return cfg.num_virtual_tokens * shape.hidden
-    n = 0
-    for name, (i, o) in shape.linear.items():
-        if _matches(name, cfg.target_modules):
-            n += cfg.lora_r * (i + o) + (o if cfg.use_dora else 0)
-        if cfg.modules_to_save and _matches(name, cfg.modules_to_save):
-            n += i * o
-    if "lm_head" in cfg.modules_to_save:
-        n += shape.head
-    return n
+    """What the method trains (its `methods.Method.trainable` formula): all (full), r·(in+out) per adapted linear
+    layer (LoRA/QLoRA, + DoRA's magnitudes and modules_to_save), or the soft prompt (prompt tuning)."""
+    return methods.get(method).trainable(shape, cfg)
 
 
 # --- FLOPs -----------------------------------------------------------------------------------------------------
 def step_flops(shape: Shape, method: str, trainable: int, positions: int, supervised: int, attn: int,
                *, forward_only: bool = False) -> float:
     """FLOPs for a batch of `positions` (of which `supervised` carry loss; Σn² = `attn`); see the module doc."""
-    head_rows = positions if method == "prompt-tuning" else supervised
+    row = methods.get(method)
+    head_rows = positions if row.generic_loss else supervised
     a = 2.0 * shape.layers * shape.hidden * attn
     f = 2.0 * shape.body * positions + 2.0 * shape.vocab * shape.hidden * head_rows + a
     if forward_only:
         return f
-    if method == "full":
+    if row.weight_gradients:
         return 3 * f
     return 2 * f + a + 6.0 * trainable * positions
 
@@ -215,7 +196,7 @@ class Plan:
 
     @property
     def virtual(self) -> int:
-        return self.cfg.num_virtual_tokens if self.cfg.method == "prompt-tuning" else 0
+        return methods.get(self.cfg.method).virtual_tokens(self.cfg)
 
     def flops(self) -> float:
         return sum(step_flops(self.shape, self.cfg.method, self.trainable, c.positions, c.supervised, c.attn)
@@ -227,83 +208,36 @@ class Plan:
         return per * self.n_evals
 
 
-def _order_cache(n: int, seed: int):
-    from tuneforge.train.recipe import epoch_order
-
-    cache: dict[int, list[int]] = {}
-
-    def order(epoch: int) -> list[int]:
-        if epoch not in cache:
-            cache.clear()  # epochs are visited in order: keep one permutation in memory
-            cache[epoch] = epoch_order(n, seed, epoch)
-        return cache[epoch]
-
-    return order
-
-
 def plan_from(p, shape: Shape, why_method: str | None = None) -> Plan:
     """Count every optimizer step of the run `p` (a `train.recipe.Prepared`, model optional) would take, in the
-    recipe's own order (`train.recipe.schedule`, `epoch_order`, the micro-batch indexing of `micro_batch`)."""
-    from tuneforge.train.recipe import schedule
+    recipe's own order (`train.recipe.schedule`, `batch_indices`: the micro-batches `micro_batch` builds) and
+    with its packing (`Prepared.cfg.packing`: prepare turned it off where the method or objective forbids it)."""
+    from tuneforge.train.objectives.sft import VAL_BATCH_SIZE
+    from tuneforge.train.recipe import batch_indices, schedule
 
     cfg = p.cfg
     total, per_epoch_steps, every = schedule(p)
-    bs, accum, n = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, len(p.train)
+    accum, n = cfg.gradient_accumulation_steps, len(p.train)
     lens = [example_counts(e) for e in p.train]
-    virtual = cfg.num_virtual_tokens if cfg.method == "prompt-tuning" else 0
-    packing = cfg.packing and cfg.method != "prompt-tuning"
-    order, per_epoch = _order_cache(n, cfg.seed), math.ceil(n / bs)
+    virtual = methods.get(cfg.method).virtual_tokens(cfg)
+    packing = cfg.packing
     steps, peak = [], Counts(0, 0, 0, 0)
     for step in range(total):
         acc = Counts(0, 0, 0, 0)
         for j in range(accum):
-            epoch, k = divmod(step * accum + j, per_epoch)
-            c = batch_counts([lens[i] for i in order(epoch)[k * bs:(k + 1) * bs]], packing=packing, virtual=virtual)
+            c = batch_counts([lens[i] for i in batch_indices(n, cfg, step * accum + j)], packing=packing,
+                             virtual=virtual)
             peak = c if c.positions > peak.positions else peak
             acc = Counts(acc.positions + c.positions, acc.supervised + c.supervised, acc.attn + c.attn,
                          acc.tokens + c.tokens)
         steps.append(acc)
     vlens = [example_counts(e) for e in p.val]
-    val = [batch_counts(vlens[i:i + VAL_BATCH], packing=packing, virtual=virtual)
-           for i in range(0, len(vlens), VAL_BATCH)]
+    val = [batch_counts(vlens[i:i + VAL_BATCH_SIZE], packing=packing, virtual=virtual)
+           for i in range(0, len(vlens), VAL_BATCH_SIZE)]
     n_evals = len({s for s in range(1, total + 1) if s % every == 0 or s == total}) if val else 0
     method = cfg.method
     return Plan(cfg, shape, trainable_params(shape, cfg, method), n, len(p.val), total, per_epoch_steps, n_evals,
                 steps, peak, val, why_method)
-
-
-def light_prepared(cfg: TrainConfig):
-    """`train.recipe.prepare` without loading the model: the same samples, hold-out, encoding and method choice,
-    for hardware other than this machine (any base size: only the tokenizer and config are read)."""
-    from tuneforge import methods
-    from tuneforge.data.load import load_samples
-    from tuneforge.data.tokenize import encode
-    from tuneforge.errors import DataError
-    from tuneforge.models.load import default_device, load_tokenizer, resolve
-    from tuneforge.train.objectives.sft import holdout
-    from tuneforge.train.recipe import Prepared
-
-    if not cfg.data:
-        raise ConfigError("config: 'data' is required (tuneforge cost DATA)")
-    if cfg.val_data:
-        train_s, val_s = load_samples(cfg.data), load_samples(cfg.val_data)
-    else:
-        train_s, val_s = holdout(load_samples(cfg.data), cfg.val_split, cfg.seed)
-    why = None
-    if cfg.method == "auto":
-        cfg.method, why = methods.choose(resolve(cfg.base), default_device())
-    methods.get(cfg.method)
-    tok = load_tokenizer(cfg.base)
-
-    def enc(samples):
-        out = [encode(s, tok, max_seq_len=cfg.max_seq_len, train_on_prompt=cfg.train_on_prompt) for s in samples]
-        return [e for e in out if e.n_supervised]
-
-    train, val = enc(train_s), enc(val_s)
-    if not train:
-        raise DataError(f"no training example has a supervised token left after truncation to "
-                        f"max_seq_len={cfg.max_seq_len}", path=cfg.data, field="max_seq_len", code="empty")
-    return Prepared(cfg, SimpleNamespace(tokenizer=tok, model=None), None, train, val, {}), why
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
@@ -322,18 +256,21 @@ def peak_memory(shape: Shape, method: str, trainable: int, micro: Counts, *, gpu
     the output layer's logits (and their fp32 copy) for one chunk of supervised positions (every position for
     prompt tuning)."""
     b = 2 if gpu else 4
-    if method == "qlora":
+    row = methods.get(method)
+    if row.quantized_base:
         quantized = sum(i * o for i, o in shape.linear.values())
         weights = quantized * NF4_BYTES + (shape.params - quantized) * b
     else:
         weights = shape.params * b
-    if method == "full":
+    if row.weight_gradients:
         states = shape.params * 3 * b  # gradients + AdamW's two moments, in the parameters' dtype
     else:
         states = trainable * 16  # peft keeps adapters in fp32: weight, gradient, two moments
     per_pos = activation_values(shape) * shape.layers * b
     acts = micro.positions * per_pos
-    rows = micro.positions if method == "prompt-tuning" else min(micro.supervised, LOSS_CHUNK)
+    from tuneforge.train.loss import CHUNK  # supervised positions per output-layer chunk
+
+    rows = micro.positions if row.generic_loss else min(micro.supervised, CHUNK)
     logits = 2 * rows * shape.vocab * 4
     base = 0 if gpu else CPU_BASELINE
     parts = {"weights": int(weights), "gradients_and_optimizer": int(states), "activations": int(acts),
@@ -392,18 +329,18 @@ def micro_benchmark(p, plan: Plan, *, steps: int = 4, warmup: int = 1, progress:
     import torch
     from tqdm.auto import tqdm
 
-    from tuneforge.data.tokenize import IGNORE
     from tuneforge.memory import large_buffers_returned
     from tuneforge.models.load import default_device
-    from tuneforge.train.loss import loss_sum
+    from tuneforge.train.distributed import Ranks
     from tuneforge.train.packing import packed_attention
-    from tuneforge.train.recipe import make_optimizer, make_scheduler, micro_batch
+    from tuneforge.train.recipe import backward, make_optimizer, make_scheduler, micro_batch, update
 
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--bench-steps {steps}: need at least 1 measured step")
     cfg, model = p.cfg, p.model
     device = default_device()
-    opt = make_optimizer(model, cfg)
+    ranks = Ranks.single()
+    module, opt = ranks.wrap(model, make_optimizer(model, cfg), p.objective)
     sched = make_scheduler(opt, cfg, max(plan.steps, warmup + steps))
     accum = cfg.gradient_accumulation_steps
     model.train()
@@ -416,19 +353,12 @@ def micro_benchmark(p, plan: Plan, *, steps: int = 4, warmup: int = 1, progress:
                 peak_ok = _reset_peak(device)
             t0 = time.perf_counter()
             batches = [micro_batch(p, step * accum + j) for j in range(accum)]
-            n_sup = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
             t1 = time.perf_counter()
-            for b in batches:
-                s, _, _ = loss_sum(model, b)
-                (s / max(n_sup, 1)).backward()
+            backward(module, p.objective, batches, ranks)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t2 = time.perf_counter()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            update(module, opt, sched, ranks, cfg.max_grad_norm)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t3 = time.perf_counter()
@@ -462,14 +392,13 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
     key = plan_key(cfg)
     cfg = cfg.model_copy()
     local = name == "cpu"
-    if local:
-        from tuneforge.train.recipe import prepare
+    from tuneforge.train.recipe import prepare
 
-        asked = cfg.method
-        p = prepare(cfg)  # loads the base, encodes the data, builds the method: as training does
-        why = f"method auto → {p.cfg.method}" if asked == "auto" else None
-    else:
-        p, why = light_prepared(cfg)
+    if not cfg.data:
+        raise ConfigError("config: 'data' is required (tuneforge cost DATA)")
+    # local: loads the base, encodes the data, builds the method, as training does; else the tokenizer only
+    p = prepare(cfg, weights=local)
+    why = (f"method auto → {p.cfg.method}" if local else p.auto["method"]) if cfg.method == "auto" else None
     shape = model_shape(p.cfg.base)
     if not local:  # prepare() resolved "auto" settings from the loaded model; here from its shape
         from tuneforge.train import auto
@@ -479,7 +408,7 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
     m = plan.cfg.method
     flops, eval_flops = plan.flops(), plan.eval_flops()
     memory = {k: peak_memory(shape, k, trainable_params(shape, plan.cfg, k), plan.peak_micro, gpu=not local)
-              for k in METHOD_NAMES}
+              for k in methods.METHODS}
     out: dict = {"data": plan.cfg.data, "base": plan.cfg.base, "method": m, "hardware": name,
                  "description": row.get("description", name), "plan_key": key,
                  "examples": {"train": plan.n_train, "val": plan.n_val},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from tuneforge import methods
 from tuneforge.data.formats import Sample
 from tuneforge.data.tokenize import render_prompt
 from tuneforge.errors import TuneforgeError
@@ -54,10 +55,9 @@ def load_for_inference(target: str | Path, *, device: str | None = None) -> Load
 
             b = load_base(run.info["base"], device=device)
             model = PeftModel.from_pretrained(b.model, str(run.adapter))
-            if run.info.get("method") in ("lora", "qlora"):
+            row = methods.METHODS.get(run.info.get("method"))
+            if row is not None and row.mergeable:
                 model = model.merge_and_unload()  # same outputs, no adapter overhead per token
-            else:
-                model._tf_generic_loss = True  # soft prompts live in peft's forward
             return Loaded(model.eval(), b.tokenizer, target, labels)
         raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
     b = load_base(target, device=device)

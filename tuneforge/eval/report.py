@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneforge import methods
 from tuneforge.run import read_metrics, read_run, run_name, scalar_metrics, write_atomic_text
 from tuneforge.train.early_stop import overfitting_signal
 
@@ -25,11 +26,6 @@ ROLE_COLORS = {"baseline": "#9e9e9e", "tuned": "#2e8b57"}
 HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "warmup_ratio",
                    "weight_decay", "max_seq_len", "packing", "early_stopping_patience", "seed")
-METHOD_HYPERPARAMETERS = {
-    "lora": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "use_rslora"),
-    "qlora": ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "bnb_4bit_quant_type"),
-    "prompt-tuning": ("num_virtual_tokens", "prompt_tuning_init_text"),
-}
 ALREADY_PERCENT = {"bleu", "chrf"}  # sacrebleu reports 0-100; the other bounded metrics are fractions
 WORST_N = 10
 
@@ -207,7 +203,8 @@ def summary_html(cfg: dict, info: dict, data: dict) -> str:
            ("trainable parameters", info.get("trainable_parameters")),
            ("total parameters", info.get("total_parameters")), ("labels", info.get("labels")),
            ("tuneforge", info.get("tuneforge_version"))]
-    keys = HYPERPARAMETERS + METHOD_HYPERPARAMETERS.get(str(method), ())
+    row = methods.METHODS.get(str(method))
+    keys = HYPERPARAMETERS + (row.report_keys if row else ())
     hp = [(k, cfg.get(k)) for k in keys if k in cfg]
     counts = [("train examples", data.get("train_examples")), ("val examples", data.get("val_examples")),
               ("validation from", data.get("val_source")), ("split seed", data.get("split_seed")),

@@ -1,7 +1,10 @@
 """Training methods: one small module each, one row in METHODS.
 
-A row says how to prepare the loaded model, whether the run saves a peft adapter, whether it can be merged
-into plain weights, whether sequences may be packed, and how the base is loaded when not as it is (4-bit).
+A row holds every per-method rule, so no other package tests a method's name: how to prepare the loaded model,
+whether the run saves a peft adapter, whether it can be merged into plain weights, whether sequences may be
+packed, how the base is loaded when not as it is (4-bit), what it trains (the parameter-count formula `advise.cost`
+plans with), what its FLOPs and memory formulas depend on (weight gradients, logits at every position, virtual
+tokens, a 4-bit base), and which config keys a report shows for it.
 """
 
 from __future__ import annotations
@@ -19,15 +22,45 @@ class Method:
     prepare: Callable
     adapter: bool  # saves adapter/ (peft) rather than model/
     mergeable: bool  # export merge → plain transformers weights
+    trainable: Callable  # (shape, cfg) -> trainable parameters, from the base's shape (`advise.cost.Shape`)
     packing: bool = True  # prompt tuning prepends virtual tokens per row: one example per row
     load: Callable | None = None  # (cfg, device) -> Base, where the base is not loaded as it is (4-bit)
+    weight_gradients: bool = False  # every weight gets a gradient (full): backward costs 2x forward, Adam on all
+    generic_loss: bool = False  # logits at every position through the model's own forward (virtual tokens)
+    virtual_tokens: Callable = lambda cfg: 0  # positions the method prepends to every row
+    quantized_base: bool = False  # linear layers stored in 4 bits
+    report_keys: tuple[str, ...] = ()  # the config keys of this method a report lists
 
 
+def _matches(name: str, targets: list[str]) -> bool:
+    return targets == ["all-linear"] or any(name == t or name.endswith("." + t) for t in targets)
+
+
+def adapter_parameters(shape, cfg) -> int:
+    """LoRA/QLoRA: r·(in+out) per adapted linear layer, + DoRA's magnitudes and modules_to_save."""
+    n = 0
+    for name, (i, o) in shape.linear.items():
+        if _matches(name, cfg.target_modules):
+            n += cfg.lora_r * (i + o) + (o if cfg.use_dora else 0)
+        if cfg.modules_to_save and _matches(name, cfg.modules_to_save):
+            n += i * o
+    if "lm_head" in cfg.modules_to_save:
+        n += shape.head
+    return n
+
+
+LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules")
 METHODS: dict[str, Method] = {
-    "lora": Method(lora.prepare, adapter=True, mergeable=True),
-    "full": Method(full.prepare, adapter=False, mergeable=True),
-    "qlora": Method(qlora.prepare, adapter=True, mergeable=True, load=qlora.load),
-    "prompt-tuning": Method(prompt_tuning.prepare, adapter=True, mergeable=False, packing=False),
+    "lora": Method(lora.prepare, adapter=True, mergeable=True, trainable=adapter_parameters,
+                   report_keys=LORA_KEYS + ("use_dora", "use_rslora")),
+    "full": Method(full.prepare, adapter=False, mergeable=True, trainable=lambda shape, cfg: shape.params,
+                   weight_gradients=True),
+    "qlora": Method(qlora.prepare, adapter=True, mergeable=True, trainable=adapter_parameters, load=qlora.load,
+                    quantized_base=True, report_keys=LORA_KEYS + ("bnb_4bit_quant_type",)),
+    "prompt-tuning": Method(prompt_tuning.prepare, adapter=True, mergeable=False, packing=False,
+                            trainable=lambda shape, cfg: cfg.num_virtual_tokens * shape.hidden, generic_loss=True,
+                            virtual_tokens=lambda cfg: cfg.num_virtual_tokens,
+                            report_keys=("num_virtual_tokens", "prompt_tuning_init_text")),
 }
 
 

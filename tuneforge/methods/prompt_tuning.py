@@ -16,6 +16,5 @@ def prepare(model, cfg):
                   tokenizer_name_or_path=model.name_or_path)
     else:
         kw.update(prompt_tuning_init=PromptTuningInit.RANDOM)
-    peft_model = get_peft_model(model, PromptTuningConfig(**kw))
-    peft_model._tf_generic_loss = True  # virtual tokens go through peft's forward: no fast output-layer path
-    return peft_model
+    # virtual tokens go through peft's forward: train.loss sees a prompt-learning model and takes its generic path
+    return get_peft_model(model, PromptTuningConfig(**kw))

@@ -21,10 +21,12 @@ def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, tgt: torch.Tensor) -> torch
 
 
 def fast_path_ok(model) -> bool:
-    """Can the loss skip full logits (output layer on supervised positions only)? Not for soft-capped or
-    scaled logits, or models that must use their own loss (`_tf_generic_loss`)."""
+    """Whether the output layer can run at supervised positions only: not for prompt-learning peft models
+    (their virtual tokens exist only in peft's forward; `methods` marks them `generic_loss`) nor for models that
+    scale or soft-cap logits."""
     cfg = getattr(model, "config", None)
-    return (hasattr(model, "get_decoder") and not getattr(model, "_tf_generic_loss", False)
+    prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    return (hasattr(model, "get_decoder") and not prompt_learning
             and not getattr(cfg, "final_logit_softcapping", None) and not getattr(cfg, "logit_scale", None))
 
 

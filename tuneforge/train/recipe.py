@@ -4,11 +4,13 @@ Library: `train(cfg)`; CLI: `tuneforge train --data F --output RUN [--key value 
 the run's objective (`cfg.objective`, `train.objectives`: SFT by default): it turns rows into items, items into
 micro-batches, and a micro-batch into a loss sum and its count; everything else is here, once. The parts other
 packages reuse are public: `prepare` (with or without loading weights), the batch plan (`schedule`,
-`epoch_order`, `batch_indices`, `micro_batch`), `make_optimizer`/`make_scheduler`, `optimizer_step`, `finish`.
+`epoch_order`, `batch_indices`, `micro_batch`), `make_optimizer`/`make_scheduler`, `optimizer_step` (=
+`backward` + `update`), `finish`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -29,7 +31,7 @@ from tuneforge import methods
 from tuneforge.config import TrainConfig, load_config, plan_key, save_config
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.memory import large_buffers_returned
-from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
+from tuneforge.models.load import Base, default_device, load_base, load_tokenizer, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
@@ -86,12 +88,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepared:
+def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None, *, weights: bool = True) -> Prepared:
     """Everything that can fail on bad input happens here, before anything is written.
 
     `split` gives the (train, val) rows directly (cross-validation folds) instead of reading cfg.data.
     Settings left at "auto" (method, learning rate, epochs) are resolved here from the model and data size,
     printed with their reasons, and returned in `Prepared.cfg`; the caller's `cfg` is left as it was.
+
+    `weights=False` prepares without loading the base (`advise.cost` for hardware other than this machine, any
+    base size): the same rows, hold-out, encoding (tokenizer only), method choice and batch plan, with
+    `base.model` and `model` None; learning rate and epochs left "auto" need the parameter count, so the caller
+    resolves them (`train.auto.resolve`).
     """
     cfg = cfg.model_copy(deep=True)
     if not cfg.data:
@@ -119,21 +126,27 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepare
     method = methods.get(cfg.method)
     if cfg.packing and not (method.packing and objective.packing):
         cfg.packing = False  # recorded in config.yaml: what actually ran
-    base = method.load(cfg, device) if method.load else load_base(cfg.base, device=device)
+    if not weights:
+        base = Base(None, load_tokenizer(cfg.base), cfg.base, str(resolve(cfg.base)))
+    else:
+        base = method.load(cfg, device) if method.load else load_base(cfg.base, device=device)
     train, n_trunc = objective.encode(train_s, base.tokenizer, "training")
     val, _ = objective.encode(val_s, base.tokenizer, "validation") if val_s else ([], 0)
-    chosen.update(auto.resolve(cfg, n_train=len(train), n_params=methods.count_parameters(base.model)[1],
-                               world=distributed.launched_world_size(), n_val=len(val)))
+    if weights:
+        chosen.update(auto.resolve(cfg, n_train=len(train), n_params=methods.count_parameters(base.model)[1],
+                                   world=distributed.launched_world_size(), n_val=len(val)))
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the reasons, not one per process
         for why in chosen.values():
             _say(why)
         _say(validation_note(cfg, len(val), split is not None))
     labels = objective.labels(train_s + val_s)
-    seed_everything(cfg.seed)  # adapter init depends only on the seed
-    model = methods.prepare(base.model, cfg)
-    if cfg.from_run:
-        lineage.load_parent(model, cfg)
-    model.train()
+    model = None
+    if weights:
+        seed_everything(cfg.seed)  # adapter init depends only on the seed
+        model = methods.prepare(base.model, cfg)
+        if cfg.from_run:
+            lineage.load_parent(model, cfg)
+        model.train()
     files = [{"path": str(p), "sha256": file_sha256(p), "examples": n}
              for p, n in [(cfg.data, len(train_s) + (0 if cfg.val_data and split is None else len(val_s))),
                           (cfg.val_data if split is None else None, len(val_s))] if p]
@@ -163,8 +176,13 @@ def validation_note(cfg: TrainConfig, n_val: int, given_split: bool) -> str:
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """Stateless data order: a resumed run recomputes exactly the same permutation."""
+    return list(_epoch_order(n, seed, epoch))
+
+
+@functools.lru_cache(maxsize=2)  # an epoch's micro-batches all read one permutation (cost counts whole runs)
+def _epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(n, generator=g).tolist()
+    return tuple(torch.randperm(n, generator=g).tolist())
 
 
 def batch_indices(n: int, cfg: TrainConfig, index: int, rank: int = 0, world: int = 1) -> list[int]:
@@ -174,7 +192,7 @@ def batch_indices(n: int, cfg: TrainConfig, index: int, rank: int = 0, world: in
     bs = cfg.per_device_train_batch_size
     per_epoch = math.ceil(n / bs)
     epoch, k = divmod(index * world + rank, per_epoch)
-    return epoch_order(n, cfg.seed, epoch)[k * bs:(k + 1) * bs]
+    return list(_epoch_order(n, cfg.seed, epoch)[k * bs:(k + 1) * bs])
 
 
 def micro_batch(p: Prepared, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
@@ -216,9 +234,16 @@ class StepDone:
 
 def optimizer_step(module, opt, sched, objective: objectives.Objective, batches: list[dict], ranks: distributed.Ranks,
                    max_grad_norm: float) -> StepDone:
-    """One optimizer step over `batches` (this process's micro-batches of the step): forward and backward of
-    each, normalised by the step's total count over all micro-batches and processes (so accumulation equals
-    one larger batch exactly), clipping, optimizer and scheduler step. `module` is `ranks.wrap`'s."""
+    """One optimizer step over `batches` (this process's micro-batches of the step): `backward` then `update`.
+    `module` is `ranks.wrap`'s."""
+    done = backward(module, objective, batches, ranks)
+    done.grad_norm = update(module, opt, sched, ranks, max_grad_norm)
+    return done
+
+
+def backward(module, objective: objectives.Objective, batches: list[dict], ranks: distributed.Ranks) -> StepDone:
+    """Forward and backward of each micro-batch, normalised by the step's total count over all micro-batches
+    and processes, so accumulation equals one larger batch exactly (grad_norm not known yet: None)."""
     count, tokens = (int(x) for x in ranks.sum([sum(objective.count(b) for b in batches),
                                                 sum(objective.tokens(b) for b in batches)]))
     sums, metrics = [], {}
@@ -229,11 +254,16 @@ def optimizer_step(module, opt, sched, objective: objectives.Objective, batches:
         sums.append(s.detach())
         for k, v in m.items():
             metrics[k] = metrics.get(k, 0.0) + float(v)
+    return StepDone(sums, count, tokens, metrics, None)
+
+
+def update(module, opt, sched, ranks: distributed.Ranks, max_grad_norm: float):
+    """Clip (when max_grad_norm > 0; returns the norm before clipping, else None), optimizer and scheduler step."""
     gnorm = ranks.clip_grad_norm_(module, max_grad_norm) if max_grad_norm > 0 else None
     opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
-    return StepDone(sums, count, tokens, metrics, gnorm)
+    return gnorm
 
 
 def _start_run_dir(p: Prepared, out: Path, resume: bool, write: bool = True) -> Path | None:
