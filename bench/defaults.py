@@ -1,8 +1,11 @@
 """Defaults bench: does `tuneforge train --data F --output RUN` (no flags) learn, and what do other settings give?
 
-Five small generated tasks (bench/tasks.py: short exact answers, extraction to JSON, 2-label and 7-label
-classification, 100+-token answers). Each is trained once with tuneforge's defaults (no flags: everything
-"auto" resolves as for a user) and then with a one-factor-at-a-time sweep around the *resolved* defaults:
+Three generated tasks by default (bench/tasks.py HARD, issue 23: the base scores low, a tuned model can get most
+but not all right): `numwords` (multi-token exact answers), `routing` (4 labels that need the whole text),
+`clock` (150 rows). The first five tasks (dates, extract, sentiment, tickets, describe) saturate at >= 0.98 and
+stay available with --tasks. Each task is trained once with tuneforge's defaults (no flags: everything "auto"
+resolves as for a user: an epoch cap that validation stops within) and then with a one-factor-at-a-time sweep
+around the *resolved* defaults:
 
 - learning_rate in LEARNING_RATES, target_modules q_proj,v_proj vs all-linear, lora_r in RANKS (lora_alpha = 2r,
   so the update scale stays the same), per_device_train_batch_size in BATCHES, and num_train_epochs at
@@ -10,7 +13,8 @@ classification, 100+-token answers). Each is trained once with tuneforge's defau
 
 Each run reports the task's held-out metric (classification by constrained prediction) and its training time
 (run.json `train_seconds`: the optimizer loop). Per task the table gives each run's metric and time relative to the
-best swept run; the acceptance check is: defaults reach >= 90% of the best metric in <= 1.5x its training time.
+best swept run, the epochs the defaults actually ran (validation stopped them) and why they stopped; the acceptance
+check is: defaults reach >= 95% of the best metric. Time is reported, not gated; over 2x the best run's is flagged.
 
 Run:   python bench/defaults.py                     # defaults + CORE sweep, ~40 min (cached: a rerun continues)
        python bench/defaults.py --full              # the whole grid, ~2 h
@@ -33,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tasks import TASKS, write  # noqa: E402
+from bench.tasks import HARD, TASKS, write  # noqa: E402
 
 LEARNING_RATES = [2e-4, 5e-4, 1e-3, 2e-3]
 TARGETS = ["q_proj,v_proj", "all-linear"]
@@ -45,8 +49,9 @@ PINNED = ("method", "learning_rate", "target_modules", "lora_r", "lora_alpha", "
           "num_train_epochs")
 # The default sweep (about 40 min on 2 cores with the defaults' own runs): the neighbours that could beat the
 # defaults (a higher rate, twice the epochs) and the guide's lighter targets. --full adds the rest of the grid.
-CORE = ("lr 0.002", "targets q_proj,v_proj", "epochs x2")
-QUALITY, TIME = 0.90, 1.5  # acceptance: defaults >= 90% of the best metric, <= 1.5x its training time
+# issue 23: "epochs x0.5" is the fixed 3-epoch linear schedule (explicit epochs resolve lr_scheduler_type linear).
+CORE = ("epochs x0.5", "lr 0.002")
+QUALITY, TIME = 0.95, 2.0  # acceptance: defaults >= 95% of the best metric; time over 2x the best's is flagged
 
 
 TRAINING_FIELDS = ("method", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -148,6 +153,10 @@ def run_one(task, name: str, flags: dict, paths: dict, work: Path, args) -> dict
     train(cfg, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     info, resolved = read_json(out / "run.json"), read_config(out)
+    from tuneforge.train.auto import steps_per_epoch
+
+    spe = steps_per_epoch(read_json(out / "data.json")["train_examples"], resolved["per_device_train_batch_size"],
+                          resolved["gradient_accumulation_steps"])
     t1 = time.perf_counter()
     res = evaluate_file(str(out), str(paths["test"]), max_new_tokens=task.max_new_tokens, metrics=[task.metric],
                         progress=False)
@@ -156,6 +165,8 @@ def run_one(task, name: str, flags: dict, paths: dict, work: Path, args) -> dict
            "metric": task.metric, "value": res["models"]["tuned"]["metrics"][task.metric],
            "mode": res["mode"], "train_seconds": info["train_seconds"], "steps": info["steps"],
            "best_step": info.get("best_step"), "stopped_early": info.get("stopped_early"),
+           "epochs_ran": round(info["steps"] / spe, 2), "stop_reason": info.get("stop_reason"),
+           "lr_scheduler_type": resolved.get("lr_scheduler_type"),
            "train_tokens": info["train_tokens"], "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1),
            "n_train": sum(1 for _ in open(paths["train"])), "n_test": sum(1 for _ in open(paths["test"])),
            "threads": torch.get_num_threads(),
@@ -216,15 +227,17 @@ def table(rows: list[dict]) -> str:
         lines += [f"\n**{task}** ({t.kind}; {rs[0].get('n_train', t.n_train)} train / {rs[0].get('n_test', t.n_test)} "
                   f"test rows; metric {t.metric}; "
                   f"best: {best['name']})\n",
-                  "| run | lr | targets | r | batch | epochs | steps | train s | cpu s | " + t.metric +
-                  " | of best | time vs best |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| run | lr | schedule | targets | r | batch | epochs (cap) | epochs run | steps | train s | cpu s | "
+                  + t.metric + " | of best | time vs best |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             c = r["resolved"]
             of = f"{r['value'] / best['value']:.0%}" if best["value"] else "–"
             alias = f" (= {r['config']})" if r["config"] != r["name"] else ""
-            lines.append(f"| {r['name']}{alias} | {c['learning_rate']:g} | {_targets(c['target_modules'])} | {c['lora_r']} | "
-                         f"{c['per_device_train_batch_size']} | {c['num_train_epochs']:g} | {r['steps']} | "
+            lines.append(f"| {r['name']}{alias} | {c['learning_rate']:g} | {r.get('lr_scheduler_type', '?')} | "
+                         f"{_targets(c['target_modules'])} | {c['lora_r']} | "
+                         f"{c['per_device_train_batch_size']} | {c['num_train_epochs']:g} | {r.get('epochs_ran', '?')} | "
+                         f"{r['steps']} | "
                          f"{r['train_seconds']:.0f} | {r.get('train_cpu_s', float('nan')):.0f} | {r['value']:.3f} | {of} | "
                          f"{r['train_seconds'] / max(best['train_seconds'], 1e-9):.2f}x |")
     return "\n".join(lines)
@@ -256,15 +269,18 @@ def acceptance(rows: list[dict]) -> list[str]:
         q = d["value"] / best["value"] if best["value"] else 1.0
         tr = d["train_seconds"] / max(best["train_seconds"], 1e-9)
         cpu = d.get("train_cpu_s", float("nan")) / max(best.get("train_cpu_s", float("nan")), 1e-9)
-        ok = q >= QUALITY and tr <= TIME
+        ok = q >= QUALITY
         out.append(f"{task}: defaults {d['value']:.3f} = {q:.0%} of best ({best['name']}: {best['value']:.3f}), "
-                   f"time {tr:.2f}x best's (cpu {cpu:.2f}x) -> {'PASS' if ok else 'FAIL'} ({len(rs) - 1} swept runs)")
+                   f"ran {d.get('epochs_ran', '?')} epochs ({d.get('stop_reason')}), time {tr:.2f}x best's "
+                   f"(cpu {cpu:.2f}x){' (over 2x)' if tr > TIME else ''} -> {'PASS' if ok else 'FAIL'} "
+                   f"({len(rs) - 1} swept runs)")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default=",".join(TASKS), help="Comma list of tasks (default: all five).")
+    ap.add_argument("--tasks", default=",".join(HARD), help="Comma list of tasks (default: %s; also: %s)."
+                    % (",".join(HARD), ",".join(t for t in TASKS if t not in HARD)))
     ap.add_argument("--factors", default=",".join(FACTORS), help="Comma list of swept factors; 'none' = defaults only.")
     ap.add_argument("--base", default="smollm2-135m-instruct")
     ap.add_argument("--results", type=Path, default=None)
@@ -278,6 +294,8 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="The whole grid (every value of every factor: about 2 h on "
                     "2 cores) instead of the default sweep (%s)." % ", ".join(CORE))
     ap.add_argument("--table", action="store_true", help="Print the tables from the results file and exit.")
+    ap.add_argument("--no-defaults", action="store_true", help="Only the swept runs (run the defaults in another "
+                    "process at the same time).")
     args = ap.parse_args()
     if args.quick:
         args.max_steps, args.n_train, args.n_test = args.max_steps or 2, args.n_train or 32, args.n_test or 8
@@ -306,6 +324,8 @@ def main() -> None:
             resolved = resolve_defaults(task, paths, args)
             results["defaults"][f"{task.name}/{data_hash(paths)}/{rest}/{args.max_steps}"] = resolved
         plan = {"defaults": ({}, resolved), **{n: (f, f) for n, f in sweep(resolved, factors, args.full or args.quick).items()}}
+        if args.no_defaults:  # another process measures them (the results file is shared under a lock)
+            plan.pop("defaults")
         sizes = [sum(1 for _ in open(paths[s])) for s in ("train", "test")]
         for name, (flags, settings) in plan.items():
             k = key(task.name, settings, args, paths, rest)

@@ -71,7 +71,7 @@ def serve_once(base: Path, db_dir: Path, monitored: bool, n: int, clients: int, 
 def hook_costs(records: int, db_dir: Path) -> dict:
     from sqlalchemy import insert
 
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
     from tuneforge.monitor import feedback  # noqa: F401 - all monitoring tables
     from tuneforge.monitor.requests import RequestLog, RequestRow, record_to_row
     from tuneforge.serve.completions import RequestRecord
@@ -83,7 +83,7 @@ def hook_costs(records: int, db_dir: Path) -> dict:
                              completion_tokens=4, latency_s=0.05)
 
     queued = connect(f"sqlite:///{db_dir / 'queued.db'}")
-    Base.metadata.create_all(queued)
+    TableBase.metadata.create_all(queued)
     log = RequestLog(queued)
     t0 = time.perf_counter()
     hook_s = 0.0
@@ -95,7 +95,7 @@ def hook_costs(records: int, db_dir: Path) -> dict:
     drained = time.perf_counter() - t0
 
     naive = connect(f"sqlite:///{db_dir / 'naive.db'}")
-    Base.metadata.create_all(naive)
+    TableBase.metadata.create_all(naive)
     n_naive = max(1, records // 10)  # one commit per row is slow: a tenth of the records says enough
     t0 = time.perf_counter()
     for i in range(n_naive):

@@ -234,13 +234,110 @@ def describe(r: random.Random, n_train: int, n_test: int):
     return _split_unique(r, draw, n_train, n_test)
 
 
+# --- issue 23's harder tasks: the base scores low, a tuned model can get most but not all right ---------------
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+NUMBER_ASKS = ["Write the number {n} in words.", "Spell out {n} in English words.", "How do you write {n} in words?"]
+
+
+def in_words(n: int) -> str:
+    """American English, no "and", hyphenated tens: 4372 -> "four thousand three hundred seventy-two"."""
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("-" + ONES[n % 10] if n % 10 else "")
+    if n < 1000:
+        return ONES[n // 100] + " hundred" + (" " + in_words(n % 100) if n % 100 else "")
+    return in_words(n // 1000) + " thousand" + (" " + in_words(n % 1000) if n % 1000 else "")
+
+
+def numwords(r: random.Random, n_train: int, n_test: int):
+    """Multi-token exact answers: a number from 1,000 to 99,999 spelled out; every word must be right."""
+    def draw():
+        n = r.randrange(1000, 100_000)
+        return str(n), {"prompt": r.choice(NUMBER_ASKS).format(n=f"{n:,}"), "completion": in_words(n)}
+    return _split_unique(r, draw, n_train, n_test)
+
+
+HOURS = ["twelve", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
+PAST = {0: "{h} o'clock", 5: "five past {h}", 10: "ten past {h}", 15: "quarter past {h}", 20: "twenty past {h}",
+        25: "twenty-five past {h}", 30: "half past {h}", 35: "twenty-five to {h}", 40: "twenty to {h}",
+        45: "quarter to {h}", 50: "ten to {h}", 55: "five to {h}"}
+TIME_LEADS = ["Meet me at", "The train leaves at", "Dinner is at", "The call starts at", "We open at"]
+
+
+def _day_part(hour24: int) -> str:
+    return ("in the morning" if 5 <= hour24 < 12 else "in the afternoon" if 12 <= hour24 < 17 else
+            "in the evening" if 17 <= hour24 < 21 else "at night")
+
+
+def clock(r: random.Random, n_train: int, n_test: int):
+    """Small set (150 rows): a spoken time ("twenty to eight in the evening") -> 24-hour HH:MM; "to" names the
+    next hour and the part of day decides the 12-hour shift."""
+    def draw():
+        hour24, minute = r.randrange(24), 5 * r.randrange(12)
+        named = (hour24 + (1 if minute > 30 else 0)) % 12
+        phrase = f"{PAST[minute].format(h=HOURS[named])} {_day_part(hour24)}"
+        return f"{hour24:02d}:{minute:02d}", {"prompt": f"{r.choice(TIME_LEADS)} {phrase}. Write that time as "
+                                              "24-hour HH:MM.", "completion": f"{hour24:02d}:{minute:02d}"}
+    return _split_unique(r, draw, n_train, n_test)
+
+
+AREA_CUES = {"billing": ["my last invoice", "the charge on my card", "the amount I was billed", "my subscription fee",
+                         "the payment I made on Monday", "a refund I was promised"],
+             "technical": ["the mobile app", "the sync between my devices", "the export to PDF", "the login page",
+                           "the search box", "the dashboard charts"]}
+INTENT_CUES = {"question": ["Could you tell me how this is supposed to work?", "Is there a way to check this myself?",
+                            "What should I do next?", "Can you explain what this means?",
+                            "Who can I ask about it?", "Where do I find more about this?"],
+               "complaint": ["This is the third time and I am fed up.", "Frankly this is unacceptable.",
+                             "I am really disappointed with your service.", "Nobody has fixed it and I am angry.",
+                             "I expected much better than this.", "This has wasted hours of my time."]}
+FILLER = ["I have been a customer for a few years.", "I am writing from my work account.",
+          "My colleague mentioned the same thing last week.", "I tried again this morning.",
+          "I noticed it after the last update.", "Our team uses the product every day.",
+          "I read the help pages first.", "It happened on both of my laptops."]
+
+
+def routing(r: random.Random, n_train: int, n_test: int):
+    """4 labels (area x intent) that need the whole message: the area is named in the first sentence, the
+    intent only in the last, with neutral sentences between. Training sees four of the six phrasings of each
+    cue; test rows may use all six, so a model must generalise from the cue's meaning, not memorise it."""
+    labels = [f"{a}_{i}" for a in AREA_CUES for i in INTENT_CUES]
+
+    def message(label: str, test: bool) -> tuple[str, dict]:
+        area, intent = label.split("_")
+        pool = slice(None) if test else slice(0, 4)
+        first = f"Hello, I have a problem with {r.choice(AREA_CUES[area][pool])}."
+        middle = " ".join(r.sample(FILLER, 2))
+        text = f"{first} {middle} {r.choice(INTENT_CUES[intent][pool])}"
+        return text, {"text": text, "label": label}
+
+    train, test = [], []
+    for label in labels:
+        a, _ = _split_unique(r, lambda: message(label, False), n_train // len(labels), 0)
+        seen = {row["text"] for row in a}
+        b, _ = _split_unique(r, lambda: (lambda t: (t[0] if t[0] not in seen else "dup", t[1]))(message(label, True)),
+                             n_test // len(labels) + 1, 0)
+        train += a
+        test += [row for row in b if row["text"] not in seen][:n_test // len(labels)]
+    r.shuffle(train)
+    r.shuffle(test)
+    return train, test
+
+
 TASKS = {t.name: t for t in [
     Task("dates", "short exact answer", "exact_match", 200, 60, 24, dates),
     Task("extract", "format conversion / extraction", "exact_match", 200, 60, 48, extract),
     Task("sentiment", "classification, 2 labels", "accuracy", 200, 300, 8, sentiment),
     Task("tickets", "classification, 7 labels", "accuracy", 210, 105, 8, tickets),
     Task("describe", "long answer (100+ tokens)", "rougeL", 200, 30, 200, describe),
+    Task("numwords", "multi-token exact answer", "exact_match", 240, 60, 24, numwords),
+    Task("routing", "classification, 4 labels, whole text", "accuracy", 200, 100, 8, routing),
+    Task("clock", "short exact answer, small set (150 rows)", "exact_match", 150, 60, 8, clock),
 ]}
+HARD = ("numwords", "routing", "clock")  # issue 23: the bench's default tasks (the first five saturate at >= 0.98)
 
 
 def make(task: Task, n_train: int | None = None, n_test: int | None = None) -> tuple[list[dict], list[dict]]:

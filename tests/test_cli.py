@@ -4,10 +4,7 @@ that fails with one line naming file/line/field, exit 2, and nothing written."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,15 +13,7 @@ import yaml
 
 pytestmark = pytest.mark.cli
 
-from tests.conftest import arithmetic_rows, write_jsonl
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tuneforge.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd)
+from tests.helpers import arithmetic_rows, tf, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +185,8 @@ def test_cross_validation_reports_mean_and_std_over_folds(tiny_dir, tmp_path):
     assert len(res["folds"]) == 3 and "±" in r.stdout
     losses = [f["best_val_loss"] for f in res["folds"]]
     assert abs(res["val_loss_mean"] - sum(losses) / 3) < 1e-9
-    assert all((out / f"fold-{i}" / "adapter").is_dir() for i in (1, 2, 3))
+    assert all((out / f"fold-{i}" / "adapter").is_dir() and (out / f"fold-{i}" / "report.html").is_file()
+               for i in (1, 2, 3))  # each fold is finished like any run
 
 
 def test_data_check_json_report_and_exit_code(tmp_path):

@@ -39,14 +39,15 @@ class TrainConfig(BaseModel):
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")
     output: str | None = Field(None, description="Run directory to create.")
-    from_run: str | None = Field(None, description="Continue from this finished run (`--from RUN`): its adapter "
+    from_run: str | None = Field(None, description="Continue from this finished run (`--from-run RUN`): its adapter "
                                  "(or full weights) is loaded before the first step, and base, method and adapter "
                                  "shape are taken from it. Recorded as the new run's parent.")
     # the guide's TrainingArguments
     num_train_epochs: Union[PositiveFloat, Literal["auto"]] = Field(
-        AUTO, description="Passes over the data. auto (default): 1.5; small sets get more, to reach at least 30 "
-        "optimizer steps (at most 10 epochs); large sets fewer, to see about 25,000 examples (at least 1). "
-        "Printed with the reason; early stopping keeps the best weights either way.")
+        AUTO, description="Passes over the data. auto (default): 6; a cap that validation stops within (early "
+        "stopping keeps the best weights); small sets get more, to reach at least 60 optimizer steps (at most 10 "
+        "epochs); large sets fewer, to see about 50,000 examples (at least 1); without a validation set, 3. "
+        "Printed with the reason.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; loss is "
@@ -60,15 +61,21 @@ class TrainConfig(BaseModel):
         "only with learning_rate auto: an explicit --learning_rate is used as given.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps; 0 means use warmup_ratio.")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Warm-up as a fraction of total steps (guide: 10%).")
-    lr_scheduler_type: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warm-up.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "plateau", "auto"] = Field(
+        AUTO, description="Decay after warm-up. linear/cosine: to zero at the last planned step. constant: none. "
+        "plateau: constant, halved at each evaluation where neither validation loss nor exact match improved "
+        "(suits runs that validation stops early). auto (default): plateau when the epochs are auto (validation "
+        "decides the length), else linear.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decay (not on biases/norms); mild regularisation.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables.")
     logging_steps: int = Field(10, ge=1, description="Log train loss every N optimizer steps.")
-    eval_steps: int = Field(0, ge=0, description="Validate every N optimizer steps; 0 = twice per epoch.")
+    eval_steps: int = Field(0, ge=0, description="Validate every N optimizer steps; 0 = 4 times per epoch, "
+                            "at most every 5 steps.")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps; 0 = at each evaluation.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest are removed).")
-    early_stopping_patience: int = Field(3, ge=0, description="Stop after N evaluations without val-loss "
-                                         "improvement (0 = off). The best weights are what the run keeps.")
+    early_stopping_patience: int = Field(3, ge=0, description="Stop after N evaluations in a row where "
+                                         "neither the validation loss nor the validation exact match improved (0 = "
+                                         "off). The best weights are what the run keeps.")
     seed: int = Field(42, description="Seeds data order, init and dropout; same seed + data = same run.")
     max_seq_len: int = Field(1024, ge=8, description="Longer examples are truncated (see `data check`).")
     packing: bool = Field(True, description="Pack each micro-batch into one row with per-example attention: "
@@ -174,6 +181,21 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+def plan_key(cfg: TrainConfig) -> str:
+    """Names a training plan: the data files' content and every setting but the output directory. The recipe
+    records it in data.json; `tuneforge cost` remembers its estimate under it, so the finished run finds the
+    estimate made for exactly this plan (`finish.finish_run`)."""
+    import hashlib
+    import json
+
+    from tuneforge.run import file_sha256
+
+    files = [file_sha256(f) if f and Path(f).is_file() else None for f in (cfg.data, cfg.val_data)]
+    settings = {k: v for k, v in cfg.model_dump().items() if k not in ("output", "data", "val_data", "report_to")}
+    blob = json.dumps({"files": files, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def config_help() -> str:

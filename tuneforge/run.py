@@ -187,11 +187,27 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def answer_budget(data_info: dict, default: int = 256) -> int:
+# The answer length when nothing better is known (a base model, a run without answer statistics, a server request
+# without max_tokens): the one default `generate`, `eval`, saved generation_config.json files and the server use.
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def answer_budget(data_info: dict, default: int = DEFAULT_MAX_NEW_TOKENS) -> int:
     """max_new_tokens for a run's model: twice its longest training answer (at least 32, at most 2048), so
     an answer that never reaches the end-of-turn token stops near where a real answer would have."""
     longest = data_info.get("max_answer_tokens")
     return default if not longest else min(2048, max(32, 2 * int(longest)))
+
+
+def run_name(path: str | Path) -> str:
+    """A run's name: its directory's name. `tuneforge serve RUN` serves the run under it, `monitor drift` looks
+    for it in the request log, reports title it."""
+    return Path(path).resolve().name
+
+
+def default_answer_length(target: str | Path) -> int:
+    """max_new_tokens for TARGET when the caller sets none: a run's answer budget, else the default."""
+    return read_run(target).max_new_tokens if is_run(target) else DEFAULT_MAX_NEW_TOKENS
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
@@ -227,6 +243,8 @@ def model_card(cfg: dict, info: dict, data: dict) -> str:
     hp = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if k not in ("data", "val_data", "output"))
     res = info.get("results", {})
     results = "\n".join(f"- {k}: {v}" for k, v in res.items()) or "- (none recorded)"
+    if info.get("stop_reason"):
+        results += f"\n- training stopped: {info['stop_reason']}"
     files = "\n".join(f"- `{d['path']}`: {d['examples']} examples, sha256 `{d['sha256'][:16]}…`"
                       for d in data.get("files", []))
     how = use_snippet(info.get("run_dir", "."), adapter=bool(info.get("adapter")))
@@ -235,6 +253,9 @@ def model_card(cfg: dict, info: dict, data: dict) -> str:
             ".\n`tuneforge eval` and `tuneforge generate` answer with the most likely label (constrained "
             "prediction: each label's likelihood, end-of-turn token included, is scored given the prompt); "
             "`--free` generates text instead. Plain `transformers` generation is free text.\n") if labels else ""
+    parent = info.get("distilled_from") or info.get("derived_from")
+    derived = (f"\nDerived from `{parent}` ({'distilled' if info.get('distilled_from') else 'pruned'}).\n"
+               if parent else "")
     chosen = info.get("auto") or {}
     auto = ("\n## Settings chosen by tuneforge\n" + "\n".join(f"- {why}" for why in chosen.values()) + "\n"
             if chosen else "")
@@ -246,7 +267,7 @@ tags: [tuneforge, {cfg.get('method')}]
 # {Path(info.get('run_dir', 'run')).name}
 
 Fine-tuned with tuneforge {info.get('tuneforge_version')} from `{cfg.get('base')}` by **{cfg.get('method')}**.
-
+{derived}
 ## Data
 {files}
 - train/val examples used: {data.get('train_examples')} / {data.get('val_examples')} (split seed {cfg.get('seed')})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.monitor.attach import MonitorSettings
+from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
 
 @dataclass
@@ -28,7 +29,7 @@ class ServerOptions:
     max_model_len: int | None = None
     max_body_bytes: int = 1 << 20
     response_cache_size: int = 1024
-    default_max_tokens: int = 1024
+    default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
     device: str | None = None
     db: str | None = None  # jobs and the request log; None = tuneforge.db.default_db_url()
     jobs_worker: bool = True  # train jobs in this process (else `tuneforge jobs worker` processes do)

@@ -63,6 +63,9 @@ def test_a_killed_worker_s_job_is_resumed_by_the_next_worker(jobs_base, tmp_path
         assert api.store.get_job(job.id).restarts == 1
         steps = _steps(tmp_path / "runs" / job.id)
         assert steps == list(range(1, 17))  # resumed from the checkpoint: every step once, none lost
+        run = tmp_path / "runs" / job.id  # finished like a CLI run: report and model card
+        assert "<h1>Run report" in (run / "report.html").read_text()
+        assert f"# {job.id}" in (run / "README.md").read_text()
         ckpts = [ck.step_number for ck in c.fine_tuning.jobs.checkpoints.list(job.id, limit=100)]
         assert len(ckpts) == len(set(ckpts)) and ckpts[0] == 16
         r = c.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}],

@@ -15,11 +15,11 @@ def db_url(tmp_path) -> str:
 
 @pytest.fixture
 def database(db_url):
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
     from tuneforge.monitor import drift, feedback, requests  # noqa: F401 - declare every monitoring table
 
     engine = connect(db_url)
-    Base.metadata.create_all(engine)
+    TableBase.metadata.create_all(engine)
     return engine
 
 

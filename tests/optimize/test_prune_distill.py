@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from tests.test_cli import tf
+from tests.helpers import tf
 from tuneforge.eval.harness import generate, load_for_inference
 from tuneforge.run import is_run
 
@@ -56,6 +56,9 @@ def test_distill_trains_a_smaller_student_on_the_teachers_answers(export_source_
     assert is_run(out) and (out / "model" / "config.json").is_file()
     info = json.loads((out / "run.json").read_text())
     assert info["distilled_from"] == str(export_source_run) and info["method"] == "full"
+    assert "<h1>Run report" in (out / "report.html").read_text()  # finished like a CLI run
+    assert f"Derived from `{export_source_run}` (distilled)" in (out / "README.md").read_text()
+    assert not (out / "estimate.json").exists()  # trained on the teacher's answers: not a plan `cost` estimated
     answers = [json.loads(line) for line in (out / "teacher_answers.jsonl").read_text().splitlines()]
     assert answers and all(a["messages"][-1]["role"] == "assistant" for a in answers)
     assert report["student"]["layers"] == 1 and report["teacher"]["layers"] == 2

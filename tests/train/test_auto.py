@@ -9,11 +9,11 @@ import math
 import pytest
 import yaml
 
-from tests.conftest import arithmetic_rows, write_jsonl
-from tests.test_cli import tf
+from tests.helpers import arithmetic_rows, write_jsonl
+from tests.helpers import tf
 from tuneforge.config import TrainConfig
 from tuneforge.train import auto
-from tuneforge.train.auto import BASE_EPOCHS, MAX_EPOCHS, MAX_EXAMPLES, MIN_STEPS
+from tuneforge.train.auto import CAP_EPOCHS, MAX_EPOCHS, MAX_EXAMPLES, MIN_STEPS
 
 
 def _steps(n: int, batch: int = 8, accum: int = 1) -> int:
@@ -22,10 +22,10 @@ def _steps(n: int, batch: int = 8, accum: int = 1) -> int:
 
 
 def test_small_sets_get_at_least_min_steps_and_the_base_epochs_above_that():
-    spe_edge = math.ceil(MIN_STEPS / BASE_EPOCHS)  # the fewest steps per epoch at which the base epochs suffice
+    spe_edge = math.ceil(MIN_STEPS / CAP_EPOCHS)  # the fewest steps per epoch at which the base epochs suffice
     at, below = spe_edge * 8, (spe_edge - 1) * 8  # examples at batch 8
-    assert auto.epochs(at, 8, 1)[0] == BASE_EPOCHS
-    assert auto.epochs(below, 8, 1)[0] > BASE_EPOCHS and _steps(below) >= MIN_STEPS
+    assert auto.epochs(at, 8, 1)[0] == CAP_EPOCHS
+    assert auto.epochs(below, 8, 1)[0] > CAP_EPOCHS and _steps(below) >= MIN_STEPS
     for n in range(8, at, 8):  # every small set reaches MIN_STEPS unless capped at MAX_EPOCHS
         ep = auto.epochs(n, 8, 1)[0]
         assert _steps(n) >= MIN_STEPS or ep == MAX_EPOCHS
@@ -42,19 +42,19 @@ def test_tiny_sets_are_capped_at_max_epochs_and_say_so():
 
 
 def test_large_sets_see_about_max_examples_and_never_less_than_one_pass():
-    edge = int(MAX_EXAMPLES // BASE_EPOCHS)
-    assert auto.epochs(edge, 8, 1)[0] == BASE_EPOCHS
-    assert auto.epochs(edge + 3, 8, 1)[0] <= BASE_EPOCHS
+    edge = int(MAX_EXAMPLES // CAP_EPOCHS)
+    assert auto.epochs(edge, 8, 1)[0] == CAP_EPOCHS
+    assert auto.epochs(edge + 3, 8, 1)[0] <= CAP_EPOCHS
     ep, why = auto.epochs(edge + 100, 8, 1)
-    assert ep < BASE_EPOCHS and "large set" in why
+    assert ep < CAP_EPOCHS and "large set" in why
     assert auto.epochs(20_000, 8, 1)[0] == pytest.approx(MAX_EXAMPLES / 20_000, abs=0.01)
     assert auto.epochs(MAX_EXAMPLES, 8, 1)[0] == 1 and auto.epochs(10 * MAX_EXAMPLES, 8, 1)[0] == 1
 
 
 def test_gradient_accumulation_counts_optimizer_steps():
-    n = 8 * 4 * (math.ceil(MIN_STEPS / BASE_EPOCHS) - 1)  # enough for batch 8 alone, not for 8 x 4 per step
-    assert auto.epochs(n, 8, 1)[0] == BASE_EPOCHS
-    assert auto.epochs(n, 8, 4)[0] > BASE_EPOCHS
+    n = 8 * 4 * (math.ceil(MIN_STEPS / CAP_EPOCHS) - 1)  # enough for batch 8 alone, not for 8 x 4 per step
+    assert auto.epochs(n, 8, 1)[0] == CAP_EPOCHS
+    assert auto.epochs(n, 8, 4)[0] > CAP_EPOCHS
 
 
 @pytest.mark.parametrize("method, table", [("lora", auto.LORA_LR), ("qlora", auto.LORA_LR), ("full", auto.FULL_LR)])
@@ -71,8 +71,9 @@ def test_learning_rate_steps_down_at_each_size_bound(method, table):
 def test_resolve_fills_only_what_is_auto():
     cfg = TrainConfig(method="lora")
     why = auto.resolve(cfg, n_train=200, n_params=135_000_000)
-    assert cfg.learning_rate == auto.LORA_LR[0][1] and set(why) == {"learning_rate", "num_train_epochs"}
-    cfg = TrainConfig(method="lora", learning_rate=3e-4, num_train_epochs=2)
+    assert cfg.learning_rate == auto.LORA_LR[0][1] and set(why) == {"learning_rate", "num_train_epochs",
+                                                                    "lr_scheduler_type"}
+    cfg = TrainConfig(method="lora", learning_rate=3e-4, num_train_epochs=2, lr_scheduler_type="cosine")
     assert auto.resolve(cfg, n_train=200, n_params=135_000_000) == {}
     assert (cfg.learning_rate, cfg.num_train_epochs) == (3e-4, 2)
     cfg = TrainConfig(method="lora", max_steps=50)  # max_steps decides; epochs records what it amounts to
@@ -110,7 +111,7 @@ def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir
 
     run2 = tmp_path / "run2"
     r = tf("train", "--no-progress", "--base", str(tiny_dir), "--data", str(data), "--output", str(run2),
-           "--learning_rate", "3e-4", "--num_train_epochs", "1", "--method", "lora")
+           "--learning_rate", "3e-4", "--num_train_epochs", "1", "--method", "lora", "--lr_scheduler_type", "linear")
     assert r.returncode == 0, r.stderr
     assert "(auto)" not in r.stderr and "method auto" not in r.stderr
     saved = yaml.safe_load((run2 / "config.yaml").read_text())
@@ -120,7 +121,7 @@ def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir
 def test_help_config_states_the_rules_numbers():
     epochs_help = TrainConfig.model_fields["num_train_epochs"].description
     assert f"at least {MIN_STEPS} optimizer steps" in epochs_help and f"at most {MAX_EPOCHS} epochs" in epochs_help
-    assert f"{MAX_EXAMPLES:,} examples" in epochs_help and f"auto (default): {BASE_EPOCHS:g};" in epochs_help
+    assert f"{MAX_EXAMPLES:,} examples" in epochs_help and f"auto (default): {CAP_EPOCHS:g};" in epochs_help
     lr_help = TrainConfig.model_fields["learning_rate"].description
     for table, name in ((auto.LORA_LR, "LoRA/QLoRA"), (auto.FULL_LR, "full")):
         part = lr_help[lr_help.index(name):]

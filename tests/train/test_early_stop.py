@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.train.early_stop import IMPROVEMENT, LoopState, after_evaluation
 
 
@@ -87,11 +87,12 @@ def test_finish_restores_the_best_weights_not_the_last(tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("n,batch,accum,epochs,max_steps,want", [
-    (100, 8, 1, 3, -1, (39, 13, 7)),    # 13 micro-batches/epoch; validate twice per epoch
-    (100, 8, 2, 3, -1, (18, 6, 3)),     # accumulation: 13 // 2 optimizer steps per epoch
+    (100, 8, 1, 3, -1, (39, 13, 5)),    # 13 micro-batches/epoch; 4 evaluations per epoch, at most every 5 steps
+    (100, 8, 2, 3, -1, (18, 6, 5)),     # accumulation: 13 // 2 optimizer steps per epoch
     (8, 8, 1, 3, -1, (3, 1, 1)),        # one step per epoch: still validates every step
-    (100, 8, 1, 3, 5, (5, 13, 7)),      # max_steps wins over epochs
-    (100, 8, 1, 0.5, -1, (7, 13, 7)),   # fractional epochs round up
+    (100, 8, 1, 3, 5, (5, 13, 5)),      # max_steps wins over epochs
+    (100, 8, 1, 0.5, -1, (7, 13, 5)),   # fractional epochs round up
+    (400, 8, 1, 3, -1, (150, 50, 13)),  # larger sets: a quarter of an epoch
 ])
 def test_schedule_counts_steps_per_epoch_and_eval_interval(n, batch, accum, epochs, max_steps, want):
     from tuneforge.config import TrainConfig

@@ -306,16 +306,19 @@ def recommend_hyperparameters(n_train: int, method: str, *, n_params: int | None
     put("per_device_train_batch_size", bs, why)
     epochs, why = auto.epochs(n_train, bs, 1)
     put("num_train_epochs", epochs, why.split(": ", 1)[1].replace("; --num_train_epochs or --max_steps to override",
-                                                                  "") + " (early stopping keeps the best)")
-    put("warmup_ratio", 0.1, "the guide: warm-up over 10% of total steps")
+                                                                  ""))
+    kind, why = auto.lr_scheduler(epochs_auto=True, validated=True)  # what `train` picks with epochs auto
+    put("lr_scheduler_type", kind, why.split(": ", 1)[1].replace("; --lr_scheduler_type to override", ""))
+    put("warmup_ratio", 0.1, "the guide: warm-up over 10% of the first 3 epochs' steps (plateau) or of all steps")
     if lengths:
         n = fitting_seq_len(lengths, context)
         cut = sum(1 for x in lengths if x > n)
         put("max_seq_len", n, f"covers the 99th-percentile example ({_quantile(lengths, 0.99)} tokens); "
             f"{cut} of {len(lengths)} measured examples would be truncated")
     put("val_split", 0.1, "hold out 10% to watch validation loss (guide: monitor validation metrics)")
-    put("early_stopping_patience", 3, "stop after 3 evaluations without improvement and keep the best weights "
-        "(guide: early stopping against overfitting)")
+    put("early_stopping_patience", 3, "stop after 3 evaluations where neither validation loss nor exact match "
+        "improved and keep the best weights (guide: early stopping against overfitting); with the epoch cap, "
+        "this is what decides the run's length")
     if method in ("lora", "qlora"):
         put("lora_r", 16, "the guide's LoRA rank (r=16, alpha=32)")
         put("lora_alpha", 32, "the guide's LoRA config")

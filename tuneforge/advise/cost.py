@@ -20,8 +20,6 @@ The output layer counts supervised positions only because tuneforge computes it 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import statistics
 import sys
@@ -30,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from tuneforge.config import TrainConfig
+from tuneforge.config import TrainConfig, plan_key
 from tuneforge.errors import ConfigError, TuneforgeError
 
 PRICES = Path(__file__).with_name("prices.yaml")
@@ -449,17 +447,6 @@ def micro_benchmark(p, plan: Plan, *, steps: int = 4, warmup: int = 1, progress:
 
 
 # --- the estimate ----------------------------------------------------------------------------------------------
-def plan_key(cfg: TrainConfig) -> str:
-    """Names a training plan: the data files' content and every setting but the output directory. A later
-    `tuneforge train` of the same plan finds the estimate `tuneforge cost` made for it."""
-    from tuneforge.run import file_sha256
-
-    files = [file_sha256(f) if f and Path(f).is_file() else None for f in (cfg.data, cfg.val_data)]
-    settings = {k: v for k, v in cfg.model_dump().items() if k not in ("output", "data", "val_data", "report_to")}
-    blob = json.dumps({"files": files, "settings": settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def _money(seconds: float, row: dict) -> dict:
     h = seconds / 3600
     return {"on_demand": round(h * row["on_demand_per_hour"], 4), "spot": round(h * row["spot_per_hour"], 4),
@@ -540,35 +527,6 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
     if why:
         out["method_reason"] = why
     return out
-
-
-# --- remembering estimates, so a run can be compared with what was predicted -------------------------------------
-def estimates_dir() -> Path:
-    from tuneforge.paths import home
-
-    return home() / "estimates"
-
-
-def remember(est: dict) -> Path | None:
-    """Keep an estimate made on this machine under $TUNEFORGE_HOME/estimates/PLAN_KEY.json."""
-    from tuneforge.run import write_json
-
-    if est.get("hardware") != "cpu":
-        return None  # a GPU estimate cannot be checked against a run on this machine
-    d = estimates_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    return write_json(d / f"{est['plan_key']}.json", est)
-
-
-def attach(key: str, run_dir: str | Path) -> Path | None:
-    """Copy the remembered estimate for this plan into RUN/estimate.json (`runs show` prints it beside the
-    actual figures); None when `tuneforge cost` was not run for this exact plan."""
-    from tuneforge.run import read_json, write_json
-
-    f = estimates_dir() / f"{key}.json"
-    if not f.is_file() or not Path(run_dir).is_dir():
-        return None
-    return write_json(Path(run_dir) / "estimate.json", read_json(f))
 
 
 # --- text ------------------------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ from tuneforge.errors import TuneforgeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune, evaluate and export LLMs: data → train → eval → export.")
 
+# --db of `serve`, `jobs worker` and `monitor`: one database, one description
+DB_HELP = ("The server's database URL: sqlite:///PATH or postgresql+psycopg://... (default: "
+           "sqlite:///$TUNEFORGE_HOME/tuneforge.db); `serve`, `jobs worker` and `monitor` share it.")
+
 
 def quiet_libraries() -> None:
     """Library chatter (bitsandbytes kernels hint, deprecation notices, weight-loading bars) hides our output."""

@@ -16,7 +16,8 @@ def advise(data: Path = typer.Argument(..., help="Examples file (.jsonl/.json/.c
            base: Optional[str] = typer.Option(None, "--base", help="Base model (default smollm2-135m-instruct)."),
            task: Optional[str] = typer.Option(None, "--task", help="Short task description; also the system "
                                               "prompt of the zero-shot measurement."),
-           sample: int = typer.Option(20, "--sample", help="Examples the base answers zero-shot (0: skip, fast)."),
+           sample: int = typer.Option(20, "--zero-shot-examples", "--sample", help="Examples the base answers "
+                                      "zero-shot (0: skip, fast; --sample: old spelling)."),
            seed: int = typer.Option(0, "--seed", help="Which examples are sampled."),
            as_json: bool = typer.Option(False, "--json", help="Print {verdict, method, hyperparameters, reasons}."),
            write_config: Optional[Path] = typer.Option(None, "--write-config", help="Write the recommendation as a "
@@ -43,7 +44,8 @@ def cost(ctx: typer.Context,
          base: Optional[str] = typer.Option(None, "--base", help="Base model, or with --serve a run/model."),
          method: Optional[str] = typer.Option(None, "--method", help="lora (default), qlora, full, prompt-tuning "
                                               "or auto."),
-         epochs: Optional[float] = typer.Option(None, "--epochs", help="Same as --num_train_epochs."),
+         epochs: Optional[float] = typer.Option(None, "--num-train-epochs", "--epochs", help="Epochs over the "
+                                                "data (config key num_train_epochs; --epochs: old spelling)."),
          hardware: str = typer.Option("cpu", "--hardware", help="cpu (this machine: measured) or a GPU of the "
                                       "price table (T4, L4, A10, A100, H100: published peak)."),
          spot: bool = typer.Option(False, "--spot", help="Headline the spot price (both are always computed)."),
@@ -70,7 +72,8 @@ def cost(ctx: typer.Context,
         res = serving_cost(base or DEFAULT_BASE, hardware=hardware, prices=table, measured=measured)
         typer.echo(json.dumps(res, indent=1) if as_json else render_serving(res, spot=spot))
         return
-    from tuneforge.advise.cost import estimate, remember, render
+    from tuneforge.advise.cost import estimate, render
+    from tuneforge.finish import remember
     from tuneforge.config import parse_overrides
     from tuneforge.errors import ConfigError
     from tuneforge.train.recipe import config_for

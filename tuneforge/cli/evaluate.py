@@ -31,13 +31,11 @@ def generate(target: str = typer.Argument(..., help="Run dir, model dir, alias o
     A run trained on classification data answers with one of its labels (each label's likelihood is scored;
     the per-label probabilities go to stderr); --free generates text instead."""
     from tuneforge.eval.harness import answer, load_for_inference
-
-    from tuneforge.models.load import DEFAULT_MAX_NEW_TOKENS
-    from tuneforge.run import is_run, read_run
+    from tuneforge.run import default_answer_length
 
     loaded = load_for_inference(target)
     if max_new_tokens is None:
-        max_new_tokens = read_run(target).max_new_tokens if is_run(target) else DEFAULT_MAX_NEW_TOKENS
+        max_new_tokens = default_answer_length(target)
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     outs, _, probs = answer(loaded, [msgs], free=free, batch_size=1, max_new_tokens=max_new_tokens,
                             do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p)
@@ -59,7 +57,8 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
              temperature: float = typer.Option(0.0, help="0 = greedy (default, reproducible)."),
              top_p: float = typer.Option(1.0, help="Nucleus sampling mass when temperature > 0."),
              seed: int = typer.Option(0, help="Sampling seed when temperature > 0."),
-             samples: int = typer.Option(5, help="Sample answers to print."),
+             samples: int = typer.Option(5, "--show-examples", "--samples", help="Answers to print after the table "
+                                      "(--samples: old spelling)."),
              free: bool = typer.Option(False, "--free", help="Classification data: generate free text and compare "
                                        "it with the label (default: constrained prediction over the label set)."),
              output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: "

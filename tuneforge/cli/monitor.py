@@ -8,12 +8,11 @@ from typing import Optional
 
 import typer
 
-from tuneforge.cli import app
+from tuneforge.cli import DB_HELP, app
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Production monitoring from the server's request log: "
                           "drift, HTML report, feedback export.")
 app.add_typer(monitor_app, name="monitor")
-DB_HELP = "The server's database URL (as `tuneforge serve --db`; default sqlite:///$TUNEFORGE_HOME/tuneforge.db)."
 SINCE_HELP = "Only requests from this time on: 30m, 24h, 7d, an ISO date/time (UTC) or unix seconds."
 
 
@@ -47,10 +46,10 @@ def monitor_report(output: Path = typer.Option(..., "--output", help="HTML file 
                    since: Optional[str] = typer.Option(None, "--since", help=SINCE_HELP + " Default: all.")):
     """Write the dashboard (latency, errors, requests and tokens per model, feedback, drift) as one HTML file."""
     from tuneforge.db import connect
-    from tuneforge.monitor.dashboard import write_report
+    from tuneforge.monitor.dashboard import write_dashboard
     from tuneforge.monitor.query import parse_since
 
-    typer.echo(str(write_report(connect(db), output, since=parse_since(since))))
+    typer.echo(str(write_dashboard(connect(db), output, since=parse_since(since))))
 
 
 @monitor_app.command("export-feedback")
@@ -63,7 +62,7 @@ def monitor_export_feedback(output: Path = typer.Option(..., "--output", help="J
                                                             "this (0-1; thumbs up = 1) are kept as they are; "
                                                             "corrected answers are kept whatever the score.")):
     """Well-rated and corrected answers → chat-format training rows with provenance (`metadata`), ready for
-    `tuneforge data check` and `tuneforge train --from RUN --data FILE`."""
+    `tuneforge data check` and `tuneforge train --from-run RUN --data FILE`."""
     from tuneforge.db import connect
     from tuneforge.monitor.export import export_feedback
     from tuneforge.monitor.query import parse_since

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from tuneforge.cli import app
+from tuneforge.cli import DB_HELP, app
+from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
 
 @app.command()
@@ -32,12 +33,12 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Larger request bodies get 413."),
           response_cache_size: int = typer.Option(1024, "--response-cache-size", help="Answers kept for "
                                                   "repeated temperature-0 requests (0 = off)."),
-          default_max_tokens: int = typer.Option(1024, "--default-max-tokens", help="Chat answer length cap "
-                                                 "when a request sets no max_tokens."),
+          default_max_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--default-max-tokens", help="Chat answer length cap "
+                                                 "when a request sets no max_tokens and the model saved no "
+                                                 "answer budget."),
           device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
-          db: Optional[str] = typer.Option(None, "--db", help="Database URL for fine-tuning jobs (and the request "
-                                           "log): sqlite:///PATH or postgresql+psycopg://... (default: "
-                                           "sqlite:///$TUNEFORGE_HOME/tuneforge.db)."),
+          db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " Holds the "
+                                           "fine-tuning jobs and the request log."),
           jobs_worker: bool = typer.Option(True, "--jobs-worker/--no-jobs-worker", help="Train fine-tuning jobs "
                                            "in this process (one at a time); --no-jobs-worker leaves them to "
                                            "`tuneforge jobs worker` processes on the same --db."),

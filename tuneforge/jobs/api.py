@@ -199,9 +199,10 @@ class JobsAPI:
         self.store.add_event(job_id, f"Validating training file: {job.training_file}"
                              + (f" and validation file: {job.validation_file}" if job.validation_file else ""))
         try:
-            n, err = recipe.check_file(self.files.path(job.training_file), "training_file")
+            n, err = recipe.check_training_file(self.files.path(job.training_file), "training_file")
             if err is None and job.validation_file:
-                _, err = recipe.check_file(self.files.path(job.validation_file), "validation_file", min_examples=1)
+                _, err = recipe.check_training_file(self.files.path(job.validation_file), "validation_file",
+                                                    min_examples=1)
         except Exception as e:  # noqa: BLE001 - unreadable file: the job fails with the reason, nothing trains
             log.exception("validating %s", job_id)
             n, err = 0, {"code": "invalid_file", "message": f"{type(e).__name__}: {e}", "param": "training_file"}

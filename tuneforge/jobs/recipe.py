@@ -147,7 +147,7 @@ def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, 
                        learning_rate_multiplier=hyperparameters["learning_rate_multiplier"])
 
 
-def check_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES) -> tuple[int, dict | None]:
+def check_training_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES) -> tuple[int, dict | None]:
     """tuneforge's data checks on an uploaded file: (valid examples, None) or (n, OpenAI job error) where the
     error's code is the first problem's data-check code and its message names the line and field."""
     from tuneforge.data.validate import check_file as check

@@ -1,6 +1,6 @@
 """The jobs API's state in the server's database: uploaded files, fine-tuning jobs, their events and checkpoints.
 
-Tables are declared on `tuneforge.db.Base`; `Store(url)` connects (creating what is missing) and owns every
+Tables are declared on `tuneforge.db.TableBase`; `Store(url)` connects (creating what is missing) and owns every
 state transition. A job moves `validating_files → queued → running → succeeded | failed | cancelled`, and
 `running → paused → queued` (pause, resume). Each transition is ONE conditional UPDATE
 (`... WHERE id = :id AND status IN (...)`), so when two processes race on a job exactly one wins: the row count
@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, and_, delete, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base, connect, session_factory
+from tuneforge.db import TableBase, connect, session_factory
 from tuneforge.ids import new_id
 from tuneforge.paths import home
 
@@ -42,7 +42,7 @@ def storage_root(db_url: str) -> Path:
 
 
 # --- tables ---------------------------------------------------------------------------------------------------
-class FileRow(Base):
+class FileRow(TableBase):
     __tablename__ = "files"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # list order
@@ -54,7 +54,7 @@ class FileRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
-class JobRow(Base):
+class JobRow(TableBase):
     __tablename__ = "fine_tuning_jobs"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -83,7 +83,7 @@ class JobRow(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class EventRow(Base):
+class EventRow(TableBase):
     __tablename__ = "fine_tuning_job_events"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -96,7 +96,7 @@ class EventRow(Base):
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
-class CheckpointRow(Base):
+class CheckpointRow(TableBase):
     __tablename__ = "fine_tuning_job_checkpoints"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -204,6 +204,7 @@ class Worker:
         return cfg, False, hp
 
     def _train(self, job: JobRow, lease: _Lease) -> None:
+        from tuneforge.finish import finish_run
         from tuneforge.run import read_json
         from tuneforge.train.recipe import Stopped, train
 
@@ -240,6 +241,10 @@ class Worker:
             store.fail(job.id, "training_error", f"{type(e).__name__}: {e}", worker_id=self.id)
             return
         info = read_json(out / "run.json")
+        try:
+            finish_run(out)  # report.html, model card, estimate: as a run trained by the CLI
+        except Exception:  # noqa: BLE001 - the weights are trained and saved; a report failure must not fail the job
+            log.exception("finishing run %s (report) failed", out)
         rep.checkpoint(int(info["steps"]))
         if self.before_success is not None:
             try:

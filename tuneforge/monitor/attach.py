@@ -62,7 +62,7 @@ class Monitoring:
 
 def attach_monitoring(app, settings: MonitorSettings | None = None, *, database=None) -> Monitoring:
     """Add monitoring to an app made by `serve.app.create_app`; `database`: an engine from `db.connect`."""
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
     from tuneforge.monitor import drift as _drift  # noqa: F401 - declares drift_checks before connect()
     from tuneforge.monitor.dashboard import dashboard_router
     from tuneforge.monitor.feedback import feedback_router
@@ -73,7 +73,7 @@ def attach_monitoring(app, settings: MonitorSettings | None = None, *, database=
     s = settings or MonitorSettings()
     s.check()
     engine = database if database is not None else connect(s.db)
-    Base.metadata.create_all(engine)  # monitoring's tables, even if the caller connected before importing them
+    TableBase.metadata.create_all(engine)  # monitoring's tables, even if the caller connected before importing them
     log = RequestLog(engine, content=s.content, redact=load_redactor(s.redact), max_rows=s.max_rows,
                      max_age_days=s.max_age_days)
     app.state.request_hooks.append(log.hook)

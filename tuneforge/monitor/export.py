@@ -2,7 +2,7 @@
 
     tuneforge monitor export-feedback --db URL [--since 30d] [--model NAME] [--min-score 0.8] --output new.jsonl
     tuneforge data check new.jsonl
-    tuneforge train --from runs/sql --data new.jsonl --output runs/sql-2
+    tuneforge train --from-run runs/sql --data new.jsonl --output runs/sql-2
 
 Each row is `{"messages": [...the prompt as sent..., {"role": "assistant", "content": ANSWER}], "metadata":
 {...}}`: the answer is the user's correction when there is one (whatever the score), else the model's own answer

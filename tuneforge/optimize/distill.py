@@ -96,6 +96,7 @@ def distill(teacher_dir: str | Path, student: str, data: str | Path, output: str
     from tuneforge.config import load_config
     from tuneforge.data.load import load_samples
     from tuneforge.eval.harness import load_for_inference
+    from tuneforge.finish import finish_run
     from tuneforge.export.merge import merged_model
     from tuneforge.optimize.measure import compare, measure
     from tuneforge.train.objectives.sft import holdout
@@ -134,4 +135,5 @@ def distill(teacher_dir: str | Path, student: str, data: str | Path, output: str
     info = read_json(out / "run.json")
     info["distilled_from"] = str(teacher.path)
     write_json(out / "run.json", info)  # run.json stays last-written: the run is finished as before
+    finish_run(out)  # report.html and the model card (with distilled_from), as for every run
     return out, report

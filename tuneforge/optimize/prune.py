@@ -103,6 +103,7 @@ def write_derived_run(out: Path, source, model, tokenizer, info: dict) -> Path:
     write_atomic_dir(out / "model", write_model)
     shutil.copy(source.path / "config.yaml", out / "config.yaml")
     data = read_json(source.path / "data.json")
+    data.pop("plan_key", None)  # not the plan `tuneforge cost` estimated: no estimate.json for a derived run
     write_json(out / "data.json", data)
     full = {"schema": 1, "tuneforge_version": tuneforge.__version__, "run_dir": str(out),
             "git_commit": record_git_commit(out), "base": source.info.get("base"),
@@ -118,6 +119,7 @@ def prune(run_dir: str | Path, *, sparsity: float | None = None, drop_layers: in
     """Prune and write the new run; returns (its path, the teacher-vs-pruned report)."""
     from tuneforge.export.merge import merged_model
     from tuneforge.export.verify import golden_samples
+    from tuneforge.finish import finish_run
 
     if (sparsity is None) == (drop_layers is None):
         raise ConfigError("optimize prune: give exactly one of --sparsity S or --drop-layers K")
@@ -144,4 +146,5 @@ def prune(run_dir: str | Path, *, sparsity: float | None = None, drop_layers: in
     write_derived_run(out, run, model, tok, {"optimize": {"operation": "prune", **settings},
                                              "results": {"heldout_loss": after["heldout_loss"]}})
     write_json(out / "optimize.json", report)
+    finish_run(out)  # report.html and the model card, as for every run
     return out, report

@@ -229,7 +229,7 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
 
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [P.model_card(m.name, parent=m.parent, max_model_len=m.max_model_len,
+        return {"object": "list", "data": [P.model_object(m.name, parent=m.parent, max_model_len=m.max_model_len,
                                                         created=m.created) for m in engine.models()]}
 
     @app.get("/v1/models/{model:path}")
@@ -237,7 +237,7 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
         m = engine.get(model)
         if m is None:
             raise P.model_not_found(model)
-        return P.model_card(m.name, parent=m.parent, max_model_len=m.max_model_len, created=m.created)
+        return P.model_object(m.name, parent=m.parent, max_model_len=m.max_model_len, created=m.created)
 
     def report(rec: RequestRecord, endpoint: str) -> None:
         metrics.requests.labels(rec.model or "", endpoint, str(rec.status)).inc()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ModelError, TuneforgeError
-from tuneforge.run import is_run, read_run
+from tuneforge.run import is_run, read_run, run_name
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -44,7 +44,7 @@ class ModelGroup:
 
 
 @dataclass
-class Plan:
+class ServePlan:
     """Served name → what to load: a base (path/alias/hub id) and optionally an adapter directory on it."""
 
     name: str
@@ -83,25 +83,25 @@ def parse_lora_module(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def plan_target(target: str, served_name: str | None = None) -> list[Plan]:
+def plan_target(target: str, served_name: str | None = None) -> list[ServePlan]:
     """The served names for TARGET: a run (and its base), or one model."""
     if is_run(target):
         run = read_run(target)
-        name = served_name or Path(target).resolve().name
+        name = served_name or run_name(target)
         base = str(run.info["base"])
         if run.adapter is not None:
             check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
-            return [Plan(base, base), Plan(name, base, str(run.adapter), run_defaults(run))]
+            return [ServePlan(base, base), ServePlan(name, base, str(run.adapter), run_defaults(run))]
         if run.model is not None:
-            return [Plan(base, base), Plan(name, str(run.model), defaults=run_defaults(run))]
+            return [ServePlan(base, base), ServePlan(name, str(run.model), defaults=run_defaults(run))]
         raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
     if Path(target).is_dir() and (Path(target) / "run.json").exists() is False and \
             (Path(target) / "config.yaml").is_file():
         raise TuneforgeError(f"{target}: the run has not finished (no run.json); wait for it or `train --resume`")
-    return [Plan(served_name or target, target)]
+    return [ServePlan(served_name or target, target)]
 
 
-def plan_adapter(name: str, path: str) -> Plan:
+def plan_adapter(name: str, path: str) -> ServePlan:
     """--lora-modules NAME=PATH: a run directory (its adapter/) or a peft adapter directory."""
     if is_run(path):
         run = read_run(path)
@@ -109,9 +109,9 @@ def plan_adapter(name: str, path: str) -> Plan:
             raise TuneforgeError(f"--lora-modules {name}={path}: the run has no adapter/ (method "
                                  f"{run.info.get('method')}); serve it as TARGET instead")
         check_lora(run.adapter, f"--lora-modules {name}={path}")
-        return Plan(name, str(run.info["base"]), str(run.adapter), run_defaults(run))
+        return ServePlan(name, str(run.info["base"]), str(run.adapter), run_defaults(run))
     cfg = check_lora(Path(path), f"--lora-modules {name}={path}")
-    return Plan(name, str(cfg.get("base_model_name_or_path") or ""), path)
+    return ServePlan(name, str(cfg.get("base_model_name_or_path") or ""), path)
 
 
 def check_lora(adapter_dir: Path, where: str) -> dict:
@@ -138,7 +138,7 @@ def same_base(a: str, b: str) -> bool:
         return False
 
 
-def load_groups(plans: list[Plan], *, device: str | None = None, max_model_len: int | None = None,
+def load_groups(plans: list[ServePlan], *, device: str | None = None, max_model_len: int | None = None,
                 dtype=None) -> list[ModelGroup]:
     """Load each distinct base once and attach its adapters; names must be unique."""
     from tuneforge.models.load import load_base

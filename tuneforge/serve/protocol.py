@@ -223,7 +223,7 @@ def usage_chunk(id: str, model: str, created: int, obj: str, usage_: dict) -> di
     return {"id": id, "object": obj, "created": created, "model": model, "choices": [], "usage": usage_}
 
 
-def model_card(id: str, *, parent: str | None, max_model_len: int, created: int | None = None) -> dict:
+def model_object(id: str, *, parent: str | None, max_model_len: int, created: int | None = None) -> dict:
     return {"id": id, "object": "model", "created": created or int(time.time()), "owned_by": "tuneforge",
             "root": parent or id, "parent": parent, "max_model_len": max_model_len}
 

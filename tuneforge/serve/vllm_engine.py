@@ -33,7 +33,7 @@ def _require_vllm():
 
 
 class VLLMEngine(Engine):
-    """plans: tuneforge.serve.loading.Plan rows (one base, any number of LoRA adapters on it)."""
+    """plans: tuneforge.serve.loading.ServePlan rows (one base, any number of LoRA adapters on it)."""
 
     def __init__(self, plans, *, max_num_seqs: int = 256, max_queue: int = 1024, max_model_len: int | None = None,
                  max_lora_rank: int = 64, gpu_memory_utilization: float = 0.9):

@@ -1,10 +1,20 @@
 """Size-aware defaults: the values `train` picks for settings left at "auto", each with the reason it prints.
 
-- `num_train_epochs` from the dataset size: BASE_EPOCHS passes, raised on small sets so the run gets at least
-  MIN_STEPS optimizer steps (at most MAX_EPOCHS passes), lowered on large sets so it sees about MAX_EXAMPLES
-  examples (never under one pass). OpenAI's "auto" epochs rule is the anchor (3 epochs, more for tiny sets, fewer
-  when n x 3 exceeds 25,000); ours counts steps rather than examples at the small end, because optimizer steps
-  are what a small set runs short of, and starts from fewer passes because its learning rate is higher.
+- `num_train_epochs`: a generous cap, and validation decides when to stop. CAP_EPOCHS passes (the middle of the
+  guide's 3-10), raised on small sets so the run can take at least MIN_STEPS optimizer steps (at most MAX_EPOCHS
+  passes), lowered on large sets to about MAX_EXAMPLES examples (never under one pass). Early stopping
+  (train/early_stop.py) ends the run when validation loss and the validation exact match have both stopped
+  improving and keeps the best weights, so the cap only bounds the cost. Issue 23: the earlier 1.5-pass rule
+  undertrained unseen tasks (0.70 exact match where 3 passes gave 0.83); with validation in charge the schedule
+  can afford to be generous. Without a validation set nothing can stop the run, so it gets NO_VAL_EPOCHS (the
+  guide's low end).
+- `lr_scheduler_type`: "plateau" when validation decides the length (epochs auto): warm-up, then a constant rate,
+  halved at each evaluation without progress (sft's schedule module). A linear or cosine decay would be tied to a
+  cap the run seldom reaches, and an early stop would keep weights taken at a still-high rate; with "plateau" the
+  rate falls exactly when validation says learning has stalled, and the run stops after `early_stopping_patience`
+  such evaluations. With explicit epochs or max_steps the length is known: "linear" (the guide's) decays to it.
+- `eval_steps` 0: EVALS_PER_EPOCH evaluations per pass, at least every MIN_EVAL_EVERY steps, so a stop after
+  `early_stopping_patience` flat evaluations comes within about one pass of the best.
 - `learning_rate` from the method and the base model's size (LORA_LR, FULL_LR, PROMPT_TUNING_LR), times
   `learning_rate_multiplier` (1 unless a jobs-API request sets it).
 - `method` from the base's size and free memory: `methods.choose` (lora, else qlora).
@@ -20,10 +30,13 @@ import math
 
 from tuneforge.config import AUTO, TrainConfig
 
-BASE_EPOCHS = 1.5  # at a learning rate of 1e-3 the bench's tasks had learnt what they could by then
-MIN_STEPS = 30  # optimizer steps a small set gets at least
-MAX_EPOCHS = 10  # ... but never more passes than this (early stopping guards the rest)
-MAX_EXAMPLES = 25_000  # large sets: stop after about this many examples (OpenAI's anchor), at least one pass
+CAP_EPOCHS = 6  # the cap validation stops within: 2x the guide's usual 3, inside its 3-10
+MIN_STEPS = 60  # optimizer steps a small set may take at least (validation usually stops it sooner)
+MAX_EPOCHS = 10  # ... but never more passes than this (the guide's upper end)
+MAX_EXAMPLES = 50_000  # large sets: at most about this many examples (2x OpenAI's 25,000 anchor), at least one pass
+NO_VAL_EPOCHS = 3  # no validation set: nothing stops the run early, so the guide's low end
+EVALS_PER_EPOCH = 4  # eval_steps 0: validate this often per pass (patience 3 = stop within ~3/4 pass of flat)
+MIN_EVAL_EVERY = 5  # ... but not more often than every this many optimizer steps (tiny sets: cost, noise)
 # LoRA/QLoRA peak learning rate by base size (parameters below the bound → rate). Measured on SmolLM2-135M
 # (bench/defaults.py); the larger rows follow common practice (QLoRA paper: 2e-4 for 7-13B, 1e-4 for 33-65B).
 LORA_LR = ((0.5e9, 1e-3), (3e9, 5e-4), (20e9, 2e-4), (math.inf, 1e-4))
@@ -54,29 +67,55 @@ def steps_per_epoch(n_train: int, batch: int, accum: int, world: int = 1) -> int
     return max(1, math.ceil(n_train / batch) // (accum * world))
 
 
-def epochs(n_train: int, batch: int, accum: int, world: int = 1) -> tuple[float, str]:
-    """(epochs, reason) for a training set of n_train examples at batch x accum x world examples per step."""
+def eval_interval(steps_per_epoch: int) -> int:
+    """Optimizer steps between validations when eval_steps is 0 (see the module docstring)."""
+    return max(1, min(steps_per_epoch, max(MIN_EVAL_EVERY, math.ceil(steps_per_epoch / EVALS_PER_EPOCH))))
+
+
+def epochs(n_train: int, batch: int, accum: int, world: int = 1, *, validated: bool = True) -> tuple[float, str]:
+    """(epochs, reason) for a training set of n_train examples at batch x accum x world examples per step.
+    `validated`: a validation set with early stopping decides the length (the result is a cap), else a fixed
+    NO_VAL_EPOCHS."""
     spe = steps_per_epoch(n_train, batch, accum, world)
     how = f"{n_train} training examples = {spe} steps/epoch at {batch * accum * world} examples/step"
-    if BASE_EPOCHS * spe < MIN_STEPS:
+    if not validated:
+        return NO_VAL_EPOCHS, (f"num_train_epochs {NO_VAL_EPOCHS} (auto) = {NO_VAL_EPOCHS * spe} steps: {how}; no "
+                               "validation set (or early stopping off), so nothing can end the run early: the "
+                               "guide's low end; --num_train_epochs or --max_steps to override")
+    if CAP_EPOCHS * spe < MIN_STEPS:
         want = math.ceil(MIN_STEPS / spe * 100) / 100  # hundredths of an epoch: at least MIN_STEPS steps
         ep = min(MAX_EPOCHS, want)
         why = (f"small set: at least {MIN_STEPS} optimizer steps" if want <= MAX_EPOCHS else
                f"small set: at most {MAX_EPOCHS} epochs (fewer than {MIN_STEPS} steps; add data if it underfits)")
-    elif n_train * BASE_EPOCHS > MAX_EXAMPLES:
+    elif n_train * CAP_EPOCHS > MAX_EXAMPLES:
         ep = max(1.0, math.floor(MAX_EXAMPLES / n_train * 100) / 100)
         why = f"large set: about {MAX_EXAMPLES:,} examples seen" if ep > 1 else "large set: one pass"
     else:
-        ep, why = BASE_EPOCHS, f"{BASE_EPOCHS:g} epochs for a set of this size"
+        ep, why = CAP_EPOCHS, f"a cap of {CAP_EPOCHS:g} epochs (the guide's 3-10)"
     ep = int(ep) if float(ep).is_integer() else ep
-    return ep, (f"num_train_epochs {ep:g} (auto) = {math.ceil(ep * spe)} steps: {how}; {why}; "
-                "--num_train_epochs or --max_steps to override")
+    return ep, (f"num_train_epochs {ep:g} (auto) = at most {math.ceil(ep * spe)} steps: {how}; {why}; validation "
+                "decides when to stop (early stopping keeps the best weights); --num_train_epochs or --max_steps "
+                "to override")
 
 
-def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1) -> dict[str, str]:
-    """Replace cfg's "auto" learning rate and epochs in place (cfg.method must be resolved already);
-    returns {field: reason} for each value it chose."""
+def lr_scheduler(epochs_auto: bool, validated: bool) -> tuple[str, str]:
+    """(lr_scheduler_type, reason): "plateau" when validation decides the length, else "linear" (see above)."""
+    if epochs_auto and validated:
+        return "plateau", ("lr_scheduler_type plateau (auto): warm-up, then a constant rate halved at each "
+                           "evaluation without progress, since validation, not the epoch cap, ends the run; "
+                           "--lr_scheduler_type to override")
+    return "linear", ("lr_scheduler_type linear (auto): the run's length is fixed, so the rate decays linearly "
+                      "to it after warm-up; --lr_scheduler_type to override")
+
+
+def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_val: int | None = None
+            ) -> dict[str, str]:
+    """Replace cfg's "auto" learning rate, epochs and scheduler in place (cfg.method must be resolved already);
+    returns {field: reason} for each value it chose. `n_val`: validation examples (None: unknown, assumed
+    present); with none, or early stopping off, the epochs are not a cap and the schedule is linear."""
     why = {}
+    validated = (n_val is None or n_val > 0) and cfg.early_stopping_patience > 0
+    epochs_auto = cfg.num_train_epochs == AUTO and cfg.max_steps <= 0
     if cfg.learning_rate == AUTO:
         lr, reason = learning_rate(cfg.method, n_params)
         if cfg.learning_rate_multiplier != 1:
@@ -89,5 +128,8 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1) ->
                 n_train, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world), 4) or 1
         else:
             cfg.num_train_epochs, why["num_train_epochs"] = epochs(
-                n_train, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world)
+                n_train, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world,
+                validated=validated)
+    if cfg.lr_scheduler_type == AUTO:
+        cfg.lr_scheduler_type, why["lr_scheduler_type"] = lr_scheduler(epochs_auto, validated)
     return why

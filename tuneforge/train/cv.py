@@ -9,6 +9,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Callable
 
 from tuneforge.config import TrainConfig
 from tuneforge.data.load import load_samples
@@ -19,7 +20,10 @@ from tuneforge.run import write_atomic_text
 from tuneforge.train.recipe import prepare, train
 
 
-def cross_validate(cfg: TrainConfig, k: int, *, progress: bool = True) -> dict:
+def cross_validate(cfg: TrainConfig, k: int, *, progress: bool = True,
+                   finish: Callable[[Path], object] | None = None) -> dict:
+    """Train one run per fold into cfg.output/fold-K and write cv.json. `finish(run)` is called on each fold's
+    finished run (the CLI passes `finish.finish_run`: report, card, estimate, which training cannot import)."""
     if k < 2:
         raise ConfigError(f"--cv {k}: need at least 2 folds")
     if cfg.val_data:
@@ -42,6 +46,8 @@ def cross_validate(cfg: TrainConfig, k: int, *, progress: bool = True) -> dict:
         print(f"tuneforge: fold {n}/{k}: {len(tr)} train / {len(va)} val", file=sys.stderr)
         p = prepare(fold_cfg, split=([samples[i] for i in tr], [samples[i] for i in va]))
         run = train(fold_cfg, progress=progress, prepared=p)
+        if finish is not None:
+            finish(run)
         info = json.loads((run / "run.json").read_text())
         results.append({"fold": n, "run": str(run), **info["results"]})
     vals = [r["best_val_loss"] for r in results if r.get("best_val_loss") is not None]

@@ -114,6 +114,21 @@ def setup(device: str) -> Ranks:
     return Ranks(acc, acc.process_index, acc.num_processes)
 
 
+def relaunch(nproc: int, argv: list[str]) -> int:
+    """`tuneforge train --nproc N ARGS`: run the same command as N local processes (`launch_command`, --nproc
+    removed from ARGS) and return their exit status. Refused inside a launch that already has several processes."""
+    import subprocess
+
+    from tuneforge.errors import TuneforgeError
+
+    if launched_world_size() > 1:
+        raise TuneforgeError("--nproc: already launched with several processes (torchrun / accelerate launch)")
+    argv = list(argv)
+    i = next(k for k, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+    del argv[i:i + (1 if "=" in argv[i] else 2)]
+    return subprocess.run(launch_command(nproc, argv), env=os.environ).returncode
+
+
 def launch_command(nproc: int, argv: list[str]) -> list[str]:
     """`tuneforge train --nproc N ...` → N local processes through torchrun (torch.distributed.run), each running
     `tuneforge train ...` without --nproc. (accelerate launch's CPU mode needs MPI; torchrun does not, and

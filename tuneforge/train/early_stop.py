@@ -1,6 +1,13 @@
 """Validation bookkeeping for the training loop: the typed loop state, early stopping, the overfitting signal.
 
 Pure functions over `LoopState` and the metrics rows already in memory; the loop (recipe.py) does the I/O.
+
+What counts (issue 23): an evaluation makes *progress* when the validation loss beats its best by IMPROVEMENT or
+the objective's validation metric (SFT: the exact match of train/validation.py; None when not measured) beats its
+best; patience counts evaluations in a row without progress, and the "plateau" schedule halves the rate at each
+of them. The weights kept are the *best* by the metric first, then validation loss: on short-answer tasks the loss
+often bottoms out (the model grows confident on its mistakes) while exact match still climbs, and exact match is
+what `eval` reports. Without a metric it is the loss alone, as before.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ class LoopState:
     tokens: int = 0  # input tokens seen
     warned_overfitting: bool = False
     stopped_early: bool = False
+    best_metric: float | None = None  # validation exact match at best_step (the highest seen)
+    best_step_val: float | None = None  # validation loss at best_step (best_val is the lowest seen)
+    lr_scale: float = 1.0  # the "plateau" schedule's factor: halved at each evaluation without progress
+    stop_reason: str | None = None  # why the loop ended (run.json, model card), set when it does
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -43,22 +54,61 @@ class Evaluation:
     improved: bool  # save these weights as the best so far
     stop: bool  # patience used up
     warning: str | None  # an overfitting warning, given once per run
+    progress: bool = True  # the loss or the metric beat its best (patience starts again)
+    lr_changed: bool = False  # the plateau schedule lowered the rate
 
 
-def after_evaluation(state: LoopState, val_loss: float, *, patience: int, history: list[dict]) -> Evaluation:
-    """Update `state` with a new validation loss. `history` holds the metrics rows logged so far, this
-    evaluation included (for the overfitting signal)."""
-    improved = state.best_val is None or val_loss < state.best_val - IMPROVEMENT
+def after_evaluation(state: LoopState, val_loss: float, *, patience: int, history: list[dict],
+                     metric: float | None = None, decay: float | None = None) -> Evaluation:
+    """Update `state` with a new validation loss (and exact match, when measured). `history` holds the metrics
+    rows logged so far, this evaluation included (for the overfitting signal). `decay`: the plateau schedule's
+    factor, applied to state.lr_scale at each evaluation without progress (None: another schedule)."""
+    first = state.best_step is None
+    loss_better = state.best_val is None or val_loss < state.best_val - IMPROVEMENT
+    metric_better = metric is not None and (state.best_metric is None or metric > state.best_metric)
+    if first:
+        improved = True
+    elif metric is None:
+        improved = loss_better
+    else:
+        ref = state.best_step_val if state.best_step_val is not None else state.best_val
+        improved = metric_better or (metric == state.best_metric and val_loss < ref - IMPROVEMENT)
+    progress = first or loss_better or metric_better
+    if loss_better:
+        state.best_val = val_loss
     if improved:
-        state.best_val, state.best_step, state.bad_evals = val_loss, state.step, 0
+        state.best_step, state.best_step_val = state.step, val_loss
+        if metric is not None:
+            state.best_metric = metric
+    lr_changed = False
+    if progress:
+        state.bad_evals = 0
     else:
         state.bad_evals += 1
+        if decay is not None:
+            state.lr_scale *= decay
+            lr_changed = True
     warning = None
     if not state.warned_overfitting:
         warning = overfitting_signal(history)
         state.warned_overfitting = warning is not None
     state.stopped_early = bool(patience) and state.bad_evals >= patience
-    return Evaluation(val_loss, improved, state.stopped_early, warning)
+    return Evaluation(val_loss, improved, state.stopped_early, warning, progress, lr_changed)
+
+
+def stop_reason(state: LoopState, *, total: int, patience: int, metric_name: str | None = None,
+                planned: str = "") -> str:
+    """One line on why the loop ended, e.g. "validation loss and exact match flat for 3 evaluations; best at
+    step 140 of 300 planned". `planned` names what fixed the plan (e.g. "6 epochs")."""
+    what = "validation loss" + (f" and {metric_name}" if metric_name else "")
+    best = f"best at step {state.best_step}" if state.best_step is not None else "no validation"
+    plan = f"{total} planned" + (f" ({planned})" if planned else "")
+    if state.stopped_early:
+        return f"{what} flat for {patience} evaluations; {best} of {plan}"
+    if state.step >= total:
+        return f"reached the planned {total} steps" + (f" ({planned})" if planned else "") + \
+            (f"; {best}" if state.best_step is not None else "")
+    return f"stopped at step {state.step}; {best} of {plan}"
 
 
 def overfitting_signal(metrics_rows: list[dict], min_rising: int = 2) -> str | None:

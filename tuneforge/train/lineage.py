@@ -1,4 +1,4 @@
-"""Continue training from a finished run: `tuneforge train --from RUN --data new.jsonl --output RUN2`.
+"""Continue training from a finished run: `tuneforge train --from-run RUN --data new.jsonl --output RUN2`.
 
 The new run starts from RUN's trained weights instead of a fresh adapter: for LoRA, QLoRA and prompt tuning
 RUN's adapter is loaded into the new run's freshly prepared model before the first step (peft's
@@ -9,7 +9,7 @@ since the weights would not fit. Everything else (data, learning rate, epochs, .
 
 The parent is recorded in the new run's config.yaml (`from_run`) and run.json (`parent`: path, id, method,
 steps, sha256 of the weights it started from); `tuneforge runs show RUN2` names it and the lineage above it.
-Typical loop: `tuneforge monitor export-feedback --output new.jsonl`, then train --from on it.
+Typical loop: `tuneforge monitor export-feedback --output new.jsonl`, then train --from-run on it.
 """
 
 from __future__ import annotations

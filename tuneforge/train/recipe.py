@@ -26,19 +26,21 @@ from tqdm.auto import tqdm
 
 import tuneforge
 from tuneforge import methods
-from tuneforge.config import TrainConfig, load_config, save_config
+from tuneforge.config import TrainConfig, load_config, plan_key, save_config
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
-from tuneforge.train.early_stop import LoopState, after_evaluation
+from tuneforge.train.early_stop import LoopState, after_evaluation, stop_reason
 from tuneforge.train.packing import packed_attention
+from tuneforge.train.schedule import make_scheduler, refresh
 from tuneforge.train.trackers import check_available as check_trackers
 from tuneforge.train.trackers import open_trackers
 
 SMALL_DATA = 1000  # the guide's rule of thumb for the examples a fine-tune needs
+PLATEAU_DECAY = 0.5  # the plateau schedule's factor per evaluation without progress
 
 
 @dataclass
@@ -95,6 +97,9 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepare
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
     objective = objectives.create(cfg)  # holds this copy of cfg: it sees every value resolved below
+    # the plan as asked ("auto" unresolved): `tuneforge cost` remembers its estimate under this key; a fold or a
+    # distillation (`split` given) trains on other rows than cfg.data, so it is no such plan
+    key = plan_key(cfg) if split is None else None
     if cfg.from_run:
         lineage.inherit(cfg)  # base, method and adapter shape come from the parent run
     if cfg.method != "auto":
@@ -118,10 +123,11 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepare
     train, n_trunc = objective.encode(train_s, base.tokenizer, "training")
     val, _ = objective.encode(val_s, base.tokenizer, "validation") if val_s else ([], 0)
     chosen.update(auto.resolve(cfg, n_train=len(train), n_params=methods.count_parameters(base.model)[1],
-                               world=distributed.launched_world_size()))
+                               world=distributed.launched_world_size(), n_val=len(val)))
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the reasons, not one per process
         for why in chosen.values():
             _say(why)
+        _say(validation_note(cfg, len(val), split is not None))
     labels = objective.labels(train_s + val_s)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
     model = methods.prepare(base.model, cfg)
@@ -137,7 +143,22 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepare
             **objective.data_info(train), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if labels:
         info["label_counts"] = {lab: sum(s.label == lab for s in train_s) for lab in labels}
+    if key:
+        info["plan_key"] = key
     return Prepared(cfg, base, model, train, val, info, labels, chosen, objective)
+
+
+def validation_note(cfg: TrainConfig, n_val: int, given_split: bool) -> str:
+    """Where the validation set comes from, how big it is, and how to change it (printed by `prepare`)."""
+    if given_split:
+        return f"validation: {n_val} examples (this fold's held-out part)"
+    if cfg.val_data:
+        return f"validation: {n_val} examples from {cfg.val_data}"
+    if not n_val:
+        return ("validation: none (val_split 0): no early stopping, no best-weights choice; --val_split 0.1 or "
+                "--val_data FILE add one")
+    return (f"validation: {n_val} examples held out of {cfg.data} (val_split {cfg.val_split:g}); they decide when "
+            "training stops; --val_data FILE or --val_split 0 change it")
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -172,27 +193,13 @@ def make_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
 
 
-def make_scheduler(opt, cfg: TrainConfig, total: int):
-    warm = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        if cfg.lr_scheduler_type == "constant":
-            return 1.0
-        frac = (step - warm) / max(1, total - warm)
-        return max(0.0, 1 - frac) if cfg.lr_scheduler_type == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
 def schedule(p: Prepared, world: int = 1) -> tuple[int, int, int]:
     """(total optimizer steps, steps per epoch, eval interval). An optimizer step takes
     gradient_accumulation_steps micro-batches on each of `world` processes."""
     per_epoch_micro = math.ceil(len(p.train) / p.cfg.per_device_train_batch_size)
     steps_per_epoch = max(1, per_epoch_micro // (p.cfg.gradient_accumulation_steps * world))
     total = p.cfg.max_steps if p.cfg.max_steps > 0 else math.ceil(p.cfg.num_train_epochs * steps_per_epoch)
-    every = p.cfg.eval_steps or max(1, math.ceil(steps_per_epoch / 2))
+    every = p.cfg.eval_steps or auto.eval_interval(steps_per_epoch)
     return total, steps_per_epoch, every
 
 
@@ -322,14 +329,14 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     objective = p.objective
     # module(batch) -> (loss sum, metric sums) through the objective (DDP/FSDP-aware)
     module, opt = ranks.wrap(model, make_optimizer(model, cfg), objective)
-    sched = make_scheduler(opt, cfg, total)
+    state = LoopState()
+    sched = make_scheduler(opt, cfg, total, steps_per_epoch, scale=lambda: state.lr_scale)  # reads the live state
     ckpt = _start_run_dir(p, out, resume, write=ranks.main)
     ranks.barrier()
     ckpt = ckpt or (checkpoint.latest(out / "checkpoints") if resume else None)
     objective.setup(p, out, ranks, resume)  # before a checkpoint's weights replace the starting ones
     metrics = out / "metrics.jsonl"
     history: list[dict] = []  # metrics rows of this run so far (the overfitting signal reads them)
-    state = LoopState()
     if ckpt is not None:
         state = LoopState.from_json(checkpoint.load(ckpt, model, opt, sched, ranks.rank, ranks.world,
                                                     objective=objective))
@@ -340,6 +347,7 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     state.stopped_early = False
     accum = cfg.gradient_accumulation_steps
     val_batches = objective.val_batches(p) if p.val else []
+    planned = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
     trainable, n_params = methods.count_parameters(model)
     say(f"{cfg.method} on {cfg.base}: {trainable:,} trainable of {n_params:,} parameters "
          f"({100 * trainable / n_params:.2f}%); {len(p.train)} train / {len(p.val)} val examples; {total} steps"
@@ -399,7 +407,7 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
             run_metrics.clear()
         if val_batches and (step % eval_every == 0 or step == total):
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
-                     bar.write if ranks.main else None, objective=objective)
+                     bar.write if ranks.main else None, objective=objective, sched=sched, plan=(total, planned))
         if step % save_every == 0 and step < total and not state.stopped_early:
             saved = save_checkpoint(step)
         if on_step is not None:  # every process asks the same question: only the main one runs on_step
@@ -414,6 +422,9 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
             break
     bar.close()
     trackers.close()
+    state.stop_reason = stop_reason(state, total=total, patience=cfg.early_stopping_patience,
+                                    metric_name=_metric_name(objective, history), planned=planned)
+    say(f"stopped: {state.stop_reason}")
     if ranks.main:
         finish(p, out, state)
     ranks.barrier()
@@ -421,13 +432,20 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
 
 def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
-             history: list[dict], log, write, objective: objectives.Objective) -> None:
-    """One validation pass: log val loss (and the objective's other validation metrics), keep the best weights
-    in out/best, warn once on overfitting, and set state.stopped_early when the patience is used up. `write`
-    prints beside the progress bar; None on ranks other than 0, which compute the same val loss (so all stop
-    together) but write nothing."""
+             history: list[dict], log, write, objective: objectives.Objective, *, sched=None,
+             plan: tuple[int, str] = (0, "")) -> None:
+    """One validation pass: log val loss and the objective's other validation metrics, keep the best weights
+    in out/best, warn once on overfitting, lower the rate of a plateau schedule (`sched`) when neither the loss
+    nor the objective's `val_metric` (SFT: the validation exact match, train/validation.py) improved, and set
+    state.stopped_early when the patience is used up. `write` prints beside the progress bar; None on ranks other
+    than 0, which compute the same val loss (so all stop together) but write nothing."""
     rec = {"step": state.step, "epoch": epoch, **objective.validate(model, module, val_batches)}
-    ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec])
+    plateau = cfg.lr_scheduler_type == "plateau"
+    metric = objective.val_metric if objective.val_metric in rec else None
+    ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec],
+                          metric=rec.get(metric) if metric else None, decay=PLATEAU_DECAY if plateau else None)
+    if ev.lr_changed and sched is not None:
+        refresh(sched)
     log({**rec, "best_val_loss": state.best_val})
     val_loss = rec["val_loss"]
     if write is None:
@@ -435,12 +453,25 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     if ev.improved:
         write_atomic_dir(out / "best", lambda d: checkpoint.save_file(
             checkpoint.trainable_state(model), d / "trainable.safetensors"))
-    write(f"step {state.step}: val_loss {val_loss:.4f}" + (" (best)" if ev.improved else ""), file=sys.stderr)
+    shown = f"; {_metric_name(objective, [rec])} {rec[metric]:.3f}" if metric else ""
+    write(f"step {state.step}: val_loss {val_loss:.4f}{shown}" + (" (best)" if ev.improved else "")
+          + (f"; no progress, learning rate x{PLATEAU_DECAY:g} -> {sched.get_last_lr()[0]:.3g}"
+             if ev.lr_changed and sched is not None else ""), file=sys.stderr)
     if ev.warning:
         write(f"warning: {ev.warning}", file=sys.stderr)
     if ev.stop:
-        write(f"early stopping: no val-loss improvement in {state.bad_evals} evaluations; "
-              f"keeping step {state.best_step}", file=sys.stderr)
+        total, planned = plan
+        write("early stopping: " + stop_reason(state, total=total, patience=cfg.early_stopping_patience,
+                                                metric_name=_metric_name(objective, [rec]), planned=planned)
+              + f"; keeping step {state.best_step}", file=sys.stderr)
+
+
+def _metric_name(objective: objectives.Objective, rows: list[dict]) -> str | None:
+    """"exact match" for "val_exact_match" when the rows measured it (the stop reason's wording), else None."""
+    key = objective.val_metric
+    if not key or not any(key in r for r in rows):
+        return None
+    return key.removeprefix("val_").replace("_", " ")
 
 
 def finish(p: Prepared, out: Path, state: LoopState) -> None:
@@ -464,10 +495,12 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
             "base": cfg.base, "base_path": p.base.path, "method": cfg.method, "objective": cfg.objective,
             "adapter": adapter,
             "trainable_parameters": trainable, "total_parameters": n_params, "steps": state.step,
-            "stopped_early": state.stopped_early, "best_step": state.best_step,
+            "stopped_early": state.stopped_early, "best_step": state.best_step, "stop_reason": state.stop_reason,
             "train_seconds": round(state.elapsed, 2), "train_tokens": state.tokens,
-            "results": {k: v for k, v in {"best_val_loss": state.best_val, "best_step": state.best_step,
-                                          "final_step": state.step}.items() if v is not None}}
+            "results": {k: v for k, v in {"best_val_loss": state.best_step_val if state.best_step_val is not None
+                                          else state.best_val, "best_val_exact_match": state.best_metric,
+                                          "best_step": state.best_step, "final_step": state.step}.items()
+                        if v is not None}}
     if p.auto:
         info["auto"] = p.auto
     if p.labels:
@@ -477,7 +510,8 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
     write_json(out / "run.json", info)
     write_atomic_text(out / "README.md", model_card(cfg.model_dump(), info, p.data_info))
     shutil.rmtree(out / "best", ignore_errors=True)
-    best = f"best val loss {state.best_val:.4f} at step {state.best_step}" if state.best_val is not None else \
-        "no validation set"
+    best = (f"kept step {state.best_step}: val loss {info['results']['best_val_loss']:.4f}"
+            + (f", val exact match {state.best_metric:.3f}" if state.best_metric is not None else "")
+            if state.best_val is not None else "no validation set")
     _say(f"run written to {out} ({'adapter/' if adapter else 'model/'}; {state.step} steps, "
          f"{state.elapsed:.0f} s; {best})")

@@ -59,6 +59,9 @@ class Objective:
     name: ClassVar[str]
     count_key: ClassVar[str] = "supervised_tokens"  # what a step's loss is averaged over, as logged
     packing: ClassVar[bool] = True  # may micro-batches be packed into one row (else cfg.packing is turned off)
+    # a higher-is-better key of `validate`'s dict that early stopping watches beside val_loss, and that picks the
+    # best weights first (train/early_stop.py); None: val_loss alone. Absent from a row = not measured this run.
+    val_metric: ClassVar[str | None] = None
 
     def __init__(self, cfg: "TrainConfig"):
         self.cfg = cfg

@@ -16,6 +16,7 @@ from tuneforge.errors import DataError
 from tuneforge.train.loss import evaluate, input_tokens, loss_sum
 from tuneforge.train.objectives import Objective
 from tuneforge.train.packing import collate
+from tuneforge.train.validation import METRIC_MAX_ANSWER, validate_batches
 
 VAL_BATCH_SIZE = 16  # validation examples per forward pass (no gradients: memory is activations only)
 
@@ -37,9 +38,14 @@ def label_set(samples: list[Sample]) -> list[str] | None:
     return sorted({s.label for s in samples})
 
 
+def supervised_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["targets"] != IGNORE).sum())
+
+
 class SFT(Objective):
     name = "sft"
     count_key = "supervised_tokens"
+    val_metric = "val_exact_match"  # teacher-forced greedy exact match (train/validation.py), short answers only
 
     def load(self, path: str) -> list[Sample]:
         return load_samples(path)
@@ -73,7 +79,7 @@ class SFT(Objective):
         return collate(items, packing=p.cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
 
     def count(self, batch) -> int:
-        return int((batch["targets"] != IGNORE).sum())
+        return supervised_tokens(batch)
 
     def tokens(self, batch) -> int:
         return input_tokens(batch)
@@ -83,9 +89,17 @@ class SFT(Objective):
         return s, {}
 
     def val_batches(self, p) -> list:
+        from tuneforge.train.distributed import launched_world_size
+
+        answers = sorted(e.n_supervised for e in p.val)
+        # exact match where it means something (short answers) and the model is whole on this process
+        self._exact = bool(answers) and answers[len(answers) // 2] <= METRIC_MAX_ANSWER and launched_world_size() == 1
         return [collate(p.val[i:i + VAL_BATCH_SIZE], packing=p.cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
                 for i in range(0, len(p.val), VAL_BATCH_SIZE)]
 
     def validate(self, model, forward, batches) -> dict[str, float]:
+        if getattr(self, "_exact", False):  # loss and exact match from the same forward
+            loss, em = validate_batches(model, batches)
+            return {"val_loss": loss, "val_exact_match": em}
         # token-weighted mean CE; `evaluate` takes (sum, n supervised, n tokens) per batch
-        return {"val_loss": evaluate(model, batches, forward=lambda b: (forward(b)[0], self.count(b), 0))}
+        return {"val_loss": evaluate(model, batches, forward=lambda b: (forward(b)[0], supervised_tokens(b), 0))}
