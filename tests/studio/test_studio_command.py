@@ -29,7 +29,7 @@ def test_tuneforge_studio_serves_the_page_and_prints_its_url(studio_base, tmp_pa
     try:
         url = f"http://127.0.0.1:{port}/studio"
         deadline = time.monotonic() + 180
-        while f"studio: {url}" not in log.read_text():
+        while not any(line.startswith(f"studio: {url}") for line in log.read_text().splitlines()):  # once up
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)

@@ -346,7 +346,11 @@ class StudioAPI:
                 raise P.bad_request(errs[0]["message"], param=errs[0]["param"], code="invalid_value")
 
             def run() -> dict:
-                from tuneforge.advise.cost import estimate, load_prices, remember
+                from tuneforge.advise.cost import estimate, load_prices
+                try:  # main moved the estimate store to tuneforge.finish (house, #21)
+                    from tuneforge.finish import remember
+                except ImportError:
+                    from tuneforge.advise.cost import remember
                 from tuneforge.config import TrainConfig
                 from tuneforge.jobs import recipe
 
