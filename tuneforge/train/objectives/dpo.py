@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tuneforge.data.tokenize import IGNORE, EncodedPair
+from tuneforge.train.objectives import Objective
 
 LOSS_TYPES = ("sigmoid", "ipo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
@@ -175,3 +176,170 @@ def metrics_of(pl: PairLoss, pc: torch.Tensor, pr: torch.Tensor) -> dict[str, fl
 
 def mean_metrics(sums: dict[str, float], n_pairs: int) -> dict[str, float]:
     return {k: v / max(n_pairs, 1) for k, v in sums.items()} if n_pairs else {k: math.nan for k in sums}
+
+
+# --- the objective ------------------------------------------------------------------------------------------------
+
+VAL_BATCH_PAIRS = 8  # validation pairs per forward pass (16 sequences)
+REF_FILE = "ref_logps.safetensors"  # full fine-tune / --from: the reference's answer log-probs, per split
+
+
+@dataclass
+class PairItem:
+    """One encoded pair and where it sits in its set (the reference cache is indexed by it)."""
+
+    pair: EncodedPair
+    split: str  # "train" | "val"
+    index: int
+
+
+def reference_mode(cfg) -> str:
+    """none (reference-free loss) | adapter (LoRA/QLoRA: the base under the adapter, on the fly) | cached (full
+    fine-tune, prompt tuning, or --from a parent run: one pass with the starting weights before the first step)."""
+    if cfg.loss_type in REFERENCE_FREE:
+        return "none"
+    if cfg.method in ("lora", "qlora") and not cfg.from_run:
+        return "adapter"
+    return "cached"
+
+
+class DPO(Objective):
+    """Preference pairs → the configured DPO-family loss; the step is normalised by pairs."""
+
+    name = "dpo"
+    count_key = "pairs"
+    packing = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.ref: dict[str, torch.Tensor] = {}  # "train_chosen"... → cached reference log-probs (mode cached)
+
+    # rows → items
+    def load(self, path: str) -> list:
+        from tuneforge.data.formats import Preference
+        from tuneforge.data.load import load_samples
+        from tuneforge.errors import DataError
+
+        rows = load_samples(path)
+        bad = next((s for s in rows if not isinstance(s, Preference)), None)
+        if bad is not None:
+            p, _, line = bad.where.rpartition(":")
+            raise DataError(f"objective dpo needs preference rows ({{\"input\", \"preferred_output\", "
+                            f"\"non_preferred_output\"}} or {{\"prompt\", \"chosen\", \"rejected\"}}), got a "
+                            f"{bad.format} row", path=p, line=int(line) if line.isdigit() else None,
+                            code="unknown_format")
+        return rows
+
+    def holdout(self, rows, frac, seed):
+        from tuneforge.train.objectives.sft import holdout
+        return holdout(rows, frac, seed)  # near_key of a Preference is its prompt: a prompt's pairs stay together
+
+    def encode(self, rows, tokenizer, what: str):
+        from tuneforge.data.tokenize import encode_preference
+        from tuneforge.errors import DataError
+
+        split = "val" if what == "validation" else "train"
+        out, truncated = [], 0
+        for s in rows:
+            e = encode_preference(s, tokenizer, max_seq_len=self.cfg.max_seq_len)
+            truncated += e.truncated
+            if e.supervised:
+                out.append(PairItem(e, split, len(out)))
+        if not out:
+            raise DataError(f"no {what} pair has both answers left after truncation to max_seq_len="
+                            f"{self.cfg.max_seq_len}", path=rows[0].where.rsplit(":", 1)[0] if rows else "",
+                            field="max_seq_len", code="empty")
+        return out, truncated
+
+    def data_info(self, items) -> dict:
+        return {"train_pairs": len(items),
+                "train_tokens": sum(len(i.pair.chosen.input_ids) + len(i.pair.rejected.input_ids) for i in items),
+                "train_supervised_tokens": sum(i.pair.chosen.n_supervised + i.pair.rejected.n_supervised
+                                               for i in items),
+                "max_answer_tokens": max(i.pair.chosen.n_supervised for i in items),
+                "reference": reference_mode(self.cfg)}
+
+    # the run
+    def setup(self, p, out, ranks, resume: bool) -> None:
+        if reference_mode(p.cfg) != "cached":
+            return
+        from safetensors.torch import load_file, save_file
+
+        path = out / REF_FILE
+        sizes = {"train": len(p.train), "val": len(p.val)}
+        if path.is_file():  # a resumed run: the reference of the starting weights, as computed the first time
+            self.ref = load_file(str(path))
+            if all(self.ref.get(f"{s}_chosen", torch.zeros(0)).numel() == n for s, n in sizes.items()):
+                return
+        model, was = p.model, p.model.training
+        model.eval()
+        ref: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for split, items in (("train", p.train), ("val", p.val)):
+                vals = []
+                for i in range(0, len(items), VAL_BATCH_PAIRS):
+                    b = collate_pairs([it.pair for it in items[i:i + VAL_BATCH_PAIRS]], packing=p.cfg.packing,
+                                      pad_id=p.base.tokenizer.pad_token_id)
+                    vals.append(answer_logps(model, b)[0].cpu())
+                both = torch.cat(vals) if vals else torch.zeros(0)
+                ref[f"{split}_chosen"], ref[f"{split}_rejected"] = both[0::2].contiguous(), both[1::2].contiguous()
+        model.train(was)
+        self.ref = ref
+        if ranks.main:  # temp file + rename: a kill leaves no half-written cache
+            tmp = path.with_name(f".tmp-{path.name}")
+            save_file(ref, str(tmp))
+            tmp.replace(path)
+
+    def _batch(self, items: list[PairItem], packing: bool, pad_id: int) -> dict:
+        b = collate_pairs([it.pair for it in items], packing=packing, pad_id=pad_id)
+        if self.ref:
+            b["ref_chosen"] = torch.stack([self.ref[f"{it.split}_chosen"][it.index] for it in items])
+            b["ref_rejected"] = torch.stack([self.ref[f"{it.split}_rejected"][it.index] for it in items])
+        return b
+
+    def batch(self, p, items, model) -> dict:
+        return self._batch(items, p.cfg.packing, p.base.tokenizer.pad_token_id)
+
+    def count(self, batch) -> int:
+        return int(batch["n_seqs"]) // 2
+
+    def tokens(self, batch) -> int:
+        from tuneforge.train.loss import input_tokens
+        return input_tokens(batch)
+
+    def loss(self, model, batch):
+        cfg = self.cfg
+        sums, counts = answer_logps(model, batch)
+        pc, pr = split_sides(sums)
+        lc, lr = split_sides(counts)
+        mode = reference_mode(cfg)
+        if mode == "adapter":
+            rc, rr = split_sides(reference_logps_adapter_disabled(model, batch))
+        elif mode == "cached":
+            rc, rr = batch["ref_chosen"].to(pc.device), batch["ref_rejected"].to(pc.device)
+        else:
+            rc = rr = None
+        pl = pair_loss(cfg.loss_type, pc, pr, rc, rr, lc, lr, beta=cfg.beta, gamma=cfg.simpo_gamma)
+        m = metrics_of(pl, pc, pr)
+        del m["loss"]
+        return pl.losses.sum(), m
+
+    def val_batches(self, p) -> list:
+        return [self._batch(p.val[i:i + VAL_BATCH_PAIRS], p.cfg.packing, p.base.tokenizer.pad_token_id)
+                for i in range(0, len(p.val), VAL_BATCH_PAIRS)]
+
+    def validate(self, model, forward, batches) -> dict[str, float]:
+        """val_loss (early stopping, best weights) = the mean preference loss; plus held-out preference accuracy
+        and reward margin."""
+        was = model.training
+        model.eval()
+        tot, n, sums = 0.0, 0, {}
+        with torch.no_grad():
+            for b in batches:
+                s, m = forward(b)
+                tot, n = tot + float(s), n + self.count(b)
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        model.train(was)
+        return {"val_loss": tot / max(n, 1), "val_accuracy": sums.get("accuracy", 0.0) / max(n, 1),
+                "val_reward_margin": sums.get("reward_margin", 0.0) / max(n, 1)}
