@@ -46,3 +46,15 @@ def test_eval_of_a_dpo_run_reports_preference_metrics_base_vs_tuned(tiny_dir, tm
     assert res["preference"] == pytest.approx(preference.reward_metrics(lp["tuned"], lp["baseline"], 0.3), abs=1e-5)
     assert res["preference"]["reward_margin"] > 0  # trained toward the preferred answers
     assert {"preference_accuracy", "logp_margin", "greedy_prefers_chosen"} <= set(res["delta"])
+
+
+def test_report_of_a_preference_run_plots_margin_and_accuracy(tmp_path):
+    from tuneforge.eval.report import preference_figure
+
+    rows = [{"step": s, "loss": 0.7 - s / 100, "reward_margin": s / 10, "accuracy": min(1, s / 5)} for s in (1, 2, 3)]
+    rows.append({"step": 3, "val_loss": 0.6, "val_reward_margin": 0.2, "val_accuracy": 0.75})
+    fig = preference_figure(rows)
+    lines = {ax.get_title(): [ln.get_ydata().tolist() for ln in ax.get_lines()] for ax in fig.axes}
+    assert lines["Reward margin"] == [[0.1, 0.2, 0.3], [0.2]]
+    assert lines["Preference accuracy"] == [[0.2, 0.4, 0.6], [0.75]]
+    assert preference_figure([{"step": 1, "loss": 1.0}]) is None  # an SFT run has no such figure
