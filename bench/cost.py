@@ -96,7 +96,7 @@ def main() -> None:
     rows = []
     for case in cases:
         cmd = [sys.executable, __file__, "--worker", case, "--model", args.model, "--data", args.data,
-               "--epochs", str(args.epochs), "--bench-steps", str(steps)]
+               "--num-train-epochs", str(args.epochs), "--bench-steps", str(steps)]
         print(f"running {case} ...", file=sys.stderr, flush=True)
         r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if args.verbose or r.returncode != 0:

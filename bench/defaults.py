@@ -294,9 +294,9 @@ def main() -> None:
     rest = rest_fingerprint()
     wanted: list[dict] = []
     if not args.table:
-        from tuneforge.cli import _quiet_libraries
+        from tuneforge.cli import quiet_libraries
 
-        _quiet_libraries()
+        quiet_libraries()
     t_start = time.perf_counter()
     for task in tasks:
         paths = write(task, args.workdir / "data" / task.name, args.n_train or None, args.n_test or None)

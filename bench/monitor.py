@@ -1,6 +1,6 @@
 """What the request log costs the server: monitoring on vs off, and the queued writer vs a synchronous insert.
 
-1. server: the same tiny model served with and without `monitor.attach` (request log with PII redaction, full
+1. server: the same tiny model served with and without `attach_monitoring` (request log with PII redaction, full
    content); N chat requests from C concurrent clients; requests/s and client-side p50/p99 latency, medians over
    repeats in alternating order. Baseline: monitoring off.
 2. hook: what the event loop pays per answered request. `RequestLog.hook` (queue put) vs the naive hook that
@@ -41,9 +41,9 @@ def serve_once(base: Path, db_dir: Path, monitored: bool, n: int, clients: int, 
     engine = build_engine(str(base), device="cpu")
     app = create_app(engine, response_cache_size=0)
     if monitored:
-        from tuneforge.monitor.attach import MonitorSettings, attach
+        from tuneforge.monitor.attach import MonitorSettings, attach_monitoring
 
-        attach(app, MonitorSettings(db=f"sqlite:///{db_dir / f'bench-{time.time_ns()}.db'}"))
+        attach_monitoring(app, MonitorSettings(db=f"sqlite:///{db_dir / f'bench-{time.time_ns()}.db'}"))
     lat: list[float] = []
     lock = threading.Lock()
     with BackgroundServer(app) as srv:
@@ -71,7 +71,7 @@ def serve_once(base: Path, db_dir: Path, monitored: bool, n: int, clients: int, 
 def hook_costs(records: int, db_dir: Path) -> dict:
     from sqlalchemy import insert
 
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
     from tuneforge.monitor import feedback  # noqa: F401 - all monitoring tables
     from tuneforge.monitor.requests import RequestLog, RequestRow, record_to_row
     from tuneforge.serve.completions import RequestRecord
@@ -83,7 +83,7 @@ def hook_costs(records: int, db_dir: Path) -> dict:
                              completion_tokens=4, latency_s=0.05)
 
     queued = connect(f"sqlite:///{db_dir / 'queued.db'}")
-    Base.metadata.create_all(queued)
+    TableBase.metadata.create_all(queued)
     log = RequestLog(queued)
     t0 = time.perf_counter()
     hook_s = 0.0
@@ -95,7 +95,7 @@ def hook_costs(records: int, db_dir: Path) -> dict:
     drained = time.perf_counter() - t0
 
     naive = connect(f"sqlite:///{db_dir / 'naive.db'}")
-    Base.metadata.create_all(naive)
+    TableBase.metadata.create_all(naive)
     n_naive = max(1, records // 10)  # one commit per row is slow: a tenth of the records says enough
     t0 = time.perf_counter()
     for i in range(n_naive):

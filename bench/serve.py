@@ -194,7 +194,7 @@ def run_engines(model_dir: str, ps: list[str], max_tokens: int) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from tuneforge.serve.engine import SamplingParams
+    from tuneforge.serve.engine_api import SamplingParams
     from tuneforge.serve.server import build_engine
 
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -4,10 +4,7 @@ that fails with one line naming file/line/field, exit 2, and nothing written."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,15 +13,7 @@ import yaml
 
 pytestmark = pytest.mark.cli
 
-from tests.conftest import arithmetic_rows, write_jsonl
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tf(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tuneforge.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd)
+from tests.helpers import arithmetic_rows, tf, write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The server's database: one SQLAlchemy engine per URL, SQLite by default, PostgreSQL by URL (`--db`).
 
-The jobs API (jobs/) and the request log (monitor/) keep their tables here, each declared on `Base` in its own
+The jobs API (jobs/) and the request log (monitor/) keep their tables here, each declared on `TableBase` in its own
 module; `connect(url)` creates what is missing. SQLite runs in WAL mode with a busy timeout, so a server, its
 workers and `tuneforge monitor` can share one file across processes.
 """
@@ -8,7 +8,6 @@ workers and `tuneforge monitor` can share one file across processes.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -20,14 +19,15 @@ from tuneforge.errors import ConfigError
 BUSY_TIMEOUT_S = 30  # a second process writing waits this long for the lock instead of failing at once
 
 
-class Base(DeclarativeBase):
+class TableBase(DeclarativeBase):
     """Every tuneforge table derives from this; `connect` creates the ones imported so far."""
 
 
 def default_db_url() -> str:
     """`sqlite:///$TUNEFORGE_HOME/tuneforge.db`: the same file for `serve`, `jobs worker` and `monitor`."""
-    home = Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".cache" / "tuneforge"))  # as models.gguf
-    return f"sqlite:///{home / 'tuneforge.db'}"
+    from tuneforge.paths import home
+
+    return f"sqlite:///{home() / 'tuneforge.db'}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -43,7 +43,7 @@ def connect(url: str | None = None) -> Engine:
     """The engine for `url` (default: `default_db_url()`), with every table imported so far created
     (idempotent: a package calls it after importing its table module)."""
     engine = _engine(url or default_db_url())
-    Base.metadata.create_all(engine)
+    TableBase.metadata.create_all(engine)
     return engine
 
 

@@ -187,11 +187,27 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def answer_budget(data_info: dict, default: int = 256) -> int:
+# The answer length when nothing better is known (a base model, a run without answer statistics, a server request
+# without max_tokens): the one default `generate`, `eval`, saved generation_config.json files and the server use.
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def answer_budget(data_info: dict, default: int = DEFAULT_MAX_NEW_TOKENS) -> int:
     """max_new_tokens for a run's model: twice its longest training answer (at least 32, at most 2048), so
     an answer that never reaches the end-of-turn token stops near where a real answer would have."""
     longest = data_info.get("max_answer_tokens")
     return default if not longest else min(2048, max(32, 2 * int(longest)))
+
+
+def run_name(path: str | Path) -> str:
+    """A run's name: its directory's name. `tuneforge serve RUN` serves the run under it, `monitor drift` looks
+    for it in the request log, reports title it."""
+    return Path(path).resolve().name
+
+
+def default_answer_length(target: str | Path) -> int:
+    """max_new_tokens for TARGET when the caller sets none: a run's answer budget, else the default."""
+    return read_run(target).max_new_tokens if is_run(target) else DEFAULT_MAX_NEW_TOKENS
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:

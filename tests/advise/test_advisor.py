@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
-from tests.test_cli import tf
+from tests.helpers import write_jsonl
+from tests.helpers import tf
 from tuneforge.advise.advisor import advise, recommend_hyperparameters
 from tuneforge.train import auto
 from tuneforge.config import TrainConfig, load_config
@@ -92,6 +92,7 @@ def ok_model(tiny_dir, tmp_path_factory) -> Path:
     return train(cfg, progress=False) / "model"
 
 
+@pytest.mark.integration  # trains a model in-process first (40 steps): out of the quick loop
 def test_task_already_solved_by_the_base_is_no_go(ok_model, tiny_dir, tmp_path):
     r = random.Random(1)
     rows = [{"prompt": f"acknowledge: {' '.join(r.sample(WORDS, 5))} {i}", "completion": "ok"} for i in range(1200)]
@@ -137,10 +138,10 @@ def test_hyperparameters_stay_in_the_guides_ranges_and_match_trains_own_rules(n,
 def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", sums(150))
     cfg = tmp_path / "advised.yaml"
-    r = tf("advise", str(data), "--base", str(tiny_dir), "--sample", "4", "--json", "--write-config", str(cfg))
+    r = tf("advise", str(data), "--base", str(tiny_dir), "--zero-shot-examples", "4", "--json", "--write-config", str(cfg))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["verdict"] in ("go", "no-go", "maybe") and out["verdict"] == "maybe"
+    assert out["verdict"] == "maybe"
     assert out["method"]["value"] and out["method"]["reason"]
     assert all(set(v) == {"value", "reason"} for v in out["hyperparameters"].values())
     assert all({"check", "signal", "message", "evidence"} <= set(x) for x in out["reasons"])
@@ -157,7 +158,7 @@ def test_cli_json_and_written_config_trains(tiny_dir, tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    r = tf("advise", str(bad), "--sample", "0")
+    r = tf("advise", str(bad), "--zero-shot-examples", "0")
     assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
-    r = tf("advise", str(tmp_path / "missing.jsonl"), "--sample", "0")
+    r = tf("advise", str(tmp_path / "missing.jsonl"), "--zero-shot-examples", "0")
     assert r.returncode == 2 and "missing.jsonl" in r.stderr

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tuneforge.data.formats import detect_format
 from tuneforge.data.load import load_pairs, load_samples, read_records, scan
 from tuneforge.errors import DataError

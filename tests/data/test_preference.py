@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tuneforge.data.formats import Preference, detect_format, to_sample
 from tuneforge.data.load import load_samples, read_records
 from tuneforge.data.split import split_file, split_records

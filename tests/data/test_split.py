@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.data.load import read_records
 from tuneforge.data.split import kfold, kfold_indices, split_file, split_indices, split_records
 from tuneforge.errors import DataError

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.data.formats import Sample
 from tuneforge.data.tokenize import encode
 from tuneforge.data.validate import check_file

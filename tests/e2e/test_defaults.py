@@ -9,7 +9,7 @@ import json
 import pytest
 
 from bench.tasks import TASKS, write
-from tests.test_cli import tf
+from tests.helpers import tf
 
 pytestmark = pytest.mark.slow
 

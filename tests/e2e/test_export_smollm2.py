@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import tf
+from tests.helpers import tf
 from tuneforge.export import manifest
 
 pytestmark = pytest.mark.slow

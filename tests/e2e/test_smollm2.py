@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import tf
+from tests.helpers import tf
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

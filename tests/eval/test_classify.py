@@ -14,8 +14,8 @@ import random
 import pytest
 from sklearn.metrics import accuracy_score
 
-from tests.conftest import write_jsonl
-from tests.test_cli import tf
+from tests.helpers import write_jsonl
+from tests.helpers import tf
 from tuneforge.data.formats import Sample
 from tuneforge.data.tokenize import encode
 from tuneforge.eval import classify

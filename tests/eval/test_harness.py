@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
-from tests.test_cli import tf
+from tests.helpers import arithmetic_rows, write_jsonl
+from tests.helpers import tf
 from tuneforge.eval import metrics as M
 from tuneforge.eval.harness import evaluate_file, generate, load_for_inference
 

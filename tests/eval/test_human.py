@@ -143,6 +143,7 @@ def test_import_with_nothing_rated_lists_every_row(tmp_path):
     assert r["unrated"] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.integration  # starts a headless browser: out of the quick loop
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                     reason="headless Chromium not installed (run scripts/install-chromium.sh); required in CI")
 def test_form_download_csv_round_trips_through_import(tmp_path):

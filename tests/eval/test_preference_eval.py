@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tests.train.test_dpo_train import preference_rows
 from tuneforge.config import TrainConfig
 from tuneforge.data.load import load_samples

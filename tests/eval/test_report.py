@@ -160,6 +160,7 @@ def color_pixels(png: Path, hex_color: str, tol: int = 40) -> int:
     return sum(1 for px in img.getdata() if all(abs(a - b) <= tol for a, b in zip(px, want)))
 
 
+@pytest.mark.integration  # starts a headless browser: out of the quick loop
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                     reason="headless Chromium not installed (run scripts/install-chromium.sh); required in CI")
 def test_report_renders_loss_curve_in_headless_chromium(tmp_path):

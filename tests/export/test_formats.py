@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_cli import tf
+from tests.helpers import tf
 from tuneforge.export import manifest
 from tuneforge.export.pipeline import export_run
 from tuneforge.run import file_sha256

@@ -71,17 +71,17 @@ def test_train_config_maps_openai_hyperparameters_onto_the_recipe(tmp_path):
 def test_file_checks_give_the_data_check_code_line_and_param(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(12)))
-    assert recipe.check_file(good, "training_file") == (12, None)
+    assert recipe.check_training_file(good, "training_file") == (12, None)
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good.read_text() + '{"messages": [{"role": "wizard", "content": "hi"}]}\n')
-    n, err = recipe.check_file(bad, "training_file")
+    n, err = recipe.check_training_file(bad, "training_file")
     assert err["param"] == "training_file" and err["code"] == "unrecognized_role" and "line 13" in err["message"]
 
     few = tmp_path / "few.jsonl"
     few.write_text("".join(good.read_text().splitlines(keepends=True)[:3]))
-    assert recipe.check_file(few, "training_file")[1]["code"] == "invalid_n_examples"
-    assert recipe.check_file(few, "validation_file", min_examples=1) == (3, None)
+    assert recipe.check_training_file(few, "training_file")[1]["code"] == "invalid_n_examples"
+    assert recipe.check_training_file(few, "validation_file", min_examples=1) == (3, None)
 
 
 def test_fine_tuned_model_names_follow_openai():

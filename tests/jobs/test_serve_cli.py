@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import wait_for_health
+from tests.helpers import wait_for_health
 from tests.jobs.conftest import chat_rows, client, jsonl_bytes, wait_for
 
 pytestmark = pytest.mark.cli

@@ -22,11 +22,11 @@ def store(request, tmp_path) -> Store:
         return Store(f"sqlite:///{tmp_path / 'tuneforge.db'}")
     if not PG:
         pytest.skip("set TUNEFORGE_TEST_POSTGRES=postgresql+psycopg://... to run on PostgreSQL")
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
 
     engine = connect(PG)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
+    TableBase.metadata.drop_all(engine)
+    TableBase.metadata.create_all(engine)
     return Store(PG)
 
 

@@ -15,11 +15,11 @@ def db_url(tmp_path) -> str:
 
 @pytest.fixture
 def database(db_url):
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
     from tuneforge.monitor import drift, feedback, requests  # noqa: F401 - declare every monitoring table
 
     engine = connect(db_url)
-    Base.metadata.create_all(engine)
+    TableBase.metadata.create_all(engine)
     return engine
 
 
@@ -27,7 +27,7 @@ def database(db_url):
 def monitored(target: str | Path, db_url: str, *, lora_modules=(), api_keys=(), settings=None, **app_kw):
     """A real server (uvicorn on 127.0.0.1, free port) with monitoring attached; yields (server, monitoring).
     Leaving the block shuts the app down, which drains the request log."""
-    from tuneforge.monitor.attach import MonitorSettings, attach
+    from tuneforge.monitor.attach import MonitorSettings, attach_monitoring
     from tuneforge.monitor.dashboard import OPEN_PATHS as DASHBOARD_PATHS
     from tuneforge.serve.app import OPEN_PATHS, create_app
     from tuneforge.serve.server import BackgroundServer, build_engine
@@ -36,7 +36,7 @@ def monitored(target: str | Path, db_url: str, *, lora_modules=(), api_keys=(), 
     app = create_app(engine, api_keys=api_keys, open_paths=OPEN_PATHS | DASHBOARD_PATHS, **app_kw)
     s = settings or MonitorSettings()
     s.db = db_url
-    mon = attach(app, s)
+    mon = attach_monitoring(app, s)
     with BackgroundServer(app) as srv:
         yield srv, mon
 

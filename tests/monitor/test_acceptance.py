@@ -27,7 +27,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tests.monitor.conftest import monitored
 from tuneforge.monitor import query
 
@@ -227,7 +227,7 @@ def test_feedback_export_passes_data_check_and_train_from_continues_the_adapter(
     assert json.loads(check.stdout)["ok"] is True
 
     run, child = production["run"], tmp_path / "parity-2"
-    res = cli("train", "--from", str(run), "--data", str(out), "--output", str(child), "--max_steps", "2",
+    res = cli("train", "--from-run", str(run), "--data", str(out), "--output", str(child), "--max_steps", "2",
               "--learning_rate", "1e-7", "--val_split", "0", "--logging_steps", "1", "--no-progress")
     assert res.returncode == 0, res.stderr
     shown = json.loads(cli("runs", "show", str(child)).stdout)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.monitor.conftest import record
-from tuneforge.monitor.dashboard import bucket_seconds, dashboard_data, render_html, write_report
+from tuneforge.monitor.dashboard import bucket_seconds, dashboard_data, render_html, write_dashboard
 from tuneforge.monitor.feedback import FeedbackRequest, add_feedback
 from tuneforge.monitor.requests import RequestLog
 
@@ -62,7 +62,7 @@ def test_the_report_is_one_file_and_user_text_cannot_close_its_script(database, 
     log = RequestLog(database)
     log.hook(record(1, model="</script><script>alert(1)</script>"))
     log.close()
-    out = write_report(database, tmp_path / "r.html")
+    out = write_dashboard(database, tmp_path / "r.html")
     html = out.read_text()
     assert html.count("</script>") == 1  # only the page's own
     data = json.loads(re.search(r"const EMBEDDED = (.*?);\nconst LIVE", html, re.S).group(1))

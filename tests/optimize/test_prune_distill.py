@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from tests.test_cli import tf
+from tests.helpers import tf
 from tuneforge.eval.harness import generate, load_for_inference
 from tuneforge.run import is_run
 

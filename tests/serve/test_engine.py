@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tuneforge.serve.engine import SamplingParams
+from tuneforge.serve.engine_api import SamplingParams
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import arithmetic_rows, wait_for_health, write_jsonl
+from tests.helpers import arithmetic_rows, wait_for_health, write_jsonl
 from tests.serve.conftest import chat, serving
-from tests.test_cli import ROOT, tf
+from tests.helpers import ROOT, tf
 from tuneforge.serve.server import free_port
 
 

@@ -9,8 +9,8 @@ import math
 import pytest
 import yaml
 
-from tests.conftest import arithmetic_rows, write_jsonl
-from tests.test_cli import tf
+from tests.helpers import arithmetic_rows, write_jsonl
+from tests.helpers import tf
 from tuneforge.config import TrainConfig
 from tuneforge.train import auto
 from tuneforge.train.auto import BASE_EPOCHS, MAX_EPOCHS, MAX_EXAMPLES, MIN_STEPS

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 
 pytestmark = pytest.mark.cli
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 from tuneforge.config import TrainConfig
 from tuneforge.errors import DataError
 from tuneforge.train.recipe import Stopped, train

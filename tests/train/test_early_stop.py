@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.train.early_stop import IMPROVEMENT, LoopState, after_evaluation
 
 

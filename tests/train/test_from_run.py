@@ -7,11 +7,13 @@ import json
 
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.config import TrainConfig
 from tuneforge.errors import ConfigError
 from tuneforge.registry import show_run
 from tuneforge.train.recipe import train
+
+pytestmark = pytest.mark.integration  # trains several runs in-process (tens of seconds): out of the quick loop
 
 
 def losses(run) -> list[float]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 from tuneforge.config import TrainConfig
 from tuneforge.train.recipe import Stopped, train
 

@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.cli
 
-from tests.conftest import arithmetic_rows, write_jsonl
+from tests.helpers import arithmetic_rows, write_jsonl
 
 
 def _train_cmd(tiny_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:

@@ -544,7 +544,7 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
 
 # --- remembering estimates, so a run can be compared with what was predicted -------------------------------------
 def estimates_dir() -> Path:
-    from tuneforge.models.gguf import home
+    from tuneforge.paths import home
 
     return home() / "estimates"
 

@@ -10,12 +10,13 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from tuneforge.run import read_metrics, read_run, scalar_metrics, write_atomic_text
+from tuneforge.run import read_metrics, read_run, run_name, scalar_metrics, write_atomic_text
 from tuneforge.train.early_stop import overfitting_signal
+
+if TYPE_CHECKING:  # matplotlib is imported by the functions that draw (import tuneforge.eval.report stays fast)
+    from matplotlib.figure import Figure
 
 # Distinctive colours: the screenshot test looks for TRAIN_LOSS_COLOR's pixels to prove the curve rendered.
 TRAIN_LOSS_COLOR = "#e6007e"
@@ -35,6 +36,8 @@ WORST_N = 10
 
 def _png(fig: Figure) -> str:
     """Render with Agg (no display, no global pyplot state) and return an <img> with the PNG inlined."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -47,6 +50,8 @@ def loss_figure(rows: list[dict]) -> Figure | None:
     val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     if not train and not val:
         return None
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7.5, 3.6))
     ax = fig.add_subplot()
     if train:
@@ -67,6 +72,8 @@ def lr_figure(rows: list[dict]) -> Figure | None:
     lr = [(r["step"], r["lr"]) for r in rows if r.get("lr") is not None]
     if not lr:
         return None
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7.5, 2.6))
     ax = fig.add_subplot()
     ax.plot(*zip(*lr), color="#444444", linewidth=1.8)
@@ -101,6 +108,8 @@ def metrics_figure(models: dict) -> Figure | None:
     if not vals:
         return None
     roles = [r for r in ("baseline", "tuned") if r in models] + [r for r in models if r not in ("baseline", "tuned")]
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(max(5.0, 1.1 * len(vals) + 2), 3.4))
     ax = fig.add_subplot()
     width = 0.8 / len(roles)
@@ -122,6 +131,8 @@ def confusion_figure(models: dict) -> Figure | None:
            if isinstance(m.get("metrics", {}).get("confusion_matrix"), dict)]
     if not cms:
         return None
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4.2 * len(cms), 3.9))
     for i, (role, cm) in enumerate(cms):
         ax = fig.add_subplot(1, len(cms), i + 1)
@@ -306,7 +317,7 @@ def render_report(run_dir: str | Path) -> str:
     p = run.path
     rows = read_metrics(p)
     data = json.loads((p / "data.json").read_text()) if (p / "data.json").is_file() else {}
-    name = p.resolve().name
+    name = run_name(p)
     parts = [f"<h1>Run report: {_e(name)}</h1>",
              f'<p class="sub">{_e(run.config.get("method") or run.info.get("method"))} on '
              f'<code>{_e(run.config.get("base") or run.info.get("base"))}</code> &middot; <code>{_e(p)}</code></p>']

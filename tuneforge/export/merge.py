@@ -59,7 +59,7 @@ def parity_check(run, merged, tokenizer) -> dict:
             "relative_change": (merged_loss - as_trained) / max(as_trained, 1e-9)}
 
 
-def _require_mergeable(run) -> None:
+def require_mergeable(run) -> None:
     from tuneforge import methods
 
     if run.adapter is None and run.model is None:
@@ -80,7 +80,7 @@ def trained_model(run):
 
     from tuneforge.models.load import load_base
 
-    _require_mergeable(run)
+    require_mergeable(run)
     if run.adapter is None:
         b = load_base(str(run.model), device="cpu", dtype=torch.float32)
         return b.model.eval(), b.tokenizer
@@ -96,7 +96,7 @@ def merged_model(run):
 
     from tuneforge.models.load import load_base, set_default_decoding
 
-    _require_mergeable(run)
+    require_mergeable(run)
     if run.model is not None:
         b = load_base(str(run.model), device="cpu", dtype=torch.float32)
         return b.model.eval(), b.tokenizer
@@ -116,7 +116,7 @@ def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool 
                   file=sys.stderr)
             return run.model
         raise TuneforgeError(f"{run.path}: run has no adapter/ to merge")
-    _require_mergeable(run)
+    require_mergeable(run)
     merged, tokenizer = merged_model(run)
     report = parity_check(run, merged, tokenizer) if (check or (check is None and
                                                                      run.info["method"] == "qlora")) else None

@@ -73,13 +73,13 @@ def _write(fmt: str, run, out: Path) -> tuple[dict, list[str]]:
 def export_run(run_dir: str | Path, fmt: str, output: str | Path | None = None, *, verify: bool = True,
                data=None, progress: bool = True) -> Exported:
     """Export `run_dir` as `fmt` (int8, int4, onnx, gguf-f16, gguf-q8_0) and verify it unless told not to."""
-    from tuneforge.export.merge import _require_mergeable
+    from tuneforge.export.merge import require_mergeable
 
     if fmt not in manifest.FORMATS or fmt == "merged":
         raise TuneforgeError(f"unknown export format '{fmt}' (have: {', '.join(manifest.FORMATS[1:])})")
     check_installed(fmt)
     run = read_run(run_dir)
-    _require_mergeable(run)  # fails fast (before minutes of work) for prompt-tuning runs
+    require_mergeable(run)  # fails fast (before minutes of work) for prompt-tuning runs
     out = Path(output) if output else manifest.default_dir(run.path, fmt)
     state: dict = {}
 

@@ -168,7 +168,7 @@ def heldout_loss(runner, encoded: list) -> float:
 
 
 # --- the export under test ----------------------------------------------------------------------------
-def detect_format(export: Path) -> str:
+def export_format(export: Path) -> str:
     """The format of an export dir: its manifest, else what the files say."""
     if manifest.is_export(export):
         return manifest.read(export)["format"]
@@ -356,7 +356,7 @@ def verify(run_dir: str | Path, export: str | Path, *, data=None, record: bool =
     export = Path(export)
     if not export.exists():
         raise TuneforgeError(f"{export}: export not found")
-    fmt = detect_format(export)
+    fmt = export_format(export)
     result = run_checks(run, export, fmt, data=data, n_prompts=n_prompts, n_examples=n_examples,
                         max_new_tokens=max_new_tokens, progress=progress)
     if record and manifest.is_export(export):

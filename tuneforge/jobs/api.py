@@ -42,10 +42,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.ids import new_id
 from tuneforge.jobs import recipe
 from tuneforge.jobs.files import MULTIPART_OVERHEAD, PURPOSES, STALE_PART_S, FileStore, receive_upload
 from tuneforge.jobs.store import SUCCEEDED, VALIDATING, EventRow, CheckpointRow, FileRow, InvalidState, JobRow, \
-    Page, Store, new_id
+    Page, Store
 from tuneforge.serve import protocol as P
 
 log = logging.getLogger("tuneforge.jobs")
@@ -205,10 +206,10 @@ class JobsAPI:
                              + (f" and validation file: {job.validation_file}" if job.validation_file else ""))
         try:
             objective = (job.options or {}).get("objective", "sft")
-            n, err = recipe.check_file(self.files.path(job.training_file), "training_file", objective=objective)
+            n, err = recipe.check_training_file(self.files.path(job.training_file), "training_file", objective=objective)
             if err is None and job.validation_file:
-                _, err = recipe.check_file(self.files.path(job.validation_file), "validation_file", min_examples=1,
-                                           objective=objective)
+                _, err = recipe.check_training_file(self.files.path(job.validation_file), "validation_file", min_examples=1,
+                                                    objective=objective)
         except Exception as e:  # noqa: BLE001 - unreadable file: the job fails with the reason, nothing trains
             log.exception("validating %s", job_id)
             n, err = 0, {"code": "invalid_file", "message": f"{type(e).__name__}: {e}", "param": "training_file"}

@@ -169,8 +169,8 @@ def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, 
                        **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}))
 
 
-def check_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES,
-               objective: str = "sft") -> tuple[int, dict | None]:
+def check_training_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES,
+                        objective: str = "sft") -> tuple[int, dict | None]:
     """tuneforge's data checks on an uploaded file: (valid examples, None) or (n, OpenAI job error) where the
     error's code is the first problem's data-check code and its message names the line and field. A dpo job
     needs preference rows."""

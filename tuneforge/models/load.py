@@ -13,6 +13,7 @@ import torch
 
 from tuneforge.errors import ModelError
 from tuneforge.models import gguf
+from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
 ALIASES = {gguf.ALIAS: gguf.default_model_dir, "smollm2": gguf.default_model_dir}
 
@@ -112,9 +113,6 @@ def load_base(name: str, *, device: str | None = None, dtype: torch.dtype | None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return Base(model, tok, name, str(path))
-
-
-DEFAULT_MAX_NEW_TOKENS = 256  # answers of the tasks we fine-tune for; `generate --max-new-tokens` changes it
 
 
 def set_default_decoding(model, tokenizer, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:

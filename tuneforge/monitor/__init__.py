@@ -6,6 +6,6 @@
 - `drift` — production vs the run's training data (`tuneforge monitor drift`);
 - `dashboard` — `/dashboard` on the server and `tuneforge monitor report --output FILE.html`;
 - `export` — well-rated and corrected requests → chat-format training rows (`tuneforge monitor export-feedback`);
-- `attach` — wires all of it into a server app (`tuneforge serve` calls it);
+- `attach` (`attach_monitoring`) — wires all of it into a server app (`tuneforge serve` calls it);
 - `query` — the read side shared by drift, dashboard and export (time windows, rows).
 """

@@ -1,9 +1,10 @@
 """Wire monitoring into a server app: request log hook, /v1/feedback, /dashboard, metrics, scheduled drift.
 
     app = create_app(engine, open_paths=serve.app.OPEN_PATHS | dashboard.OPEN_PATHS)
-    mon = attach(app, MonitorSettings(db="sqlite:///tuneforge.db", drift_run="runs/sql", drift_interval_s=3600))
+    mon = attach_monitoring(app, MonitorSettings(db="sqlite:///tuneforge.db", drift_run="runs/sql",
+                                                 drift_interval_s=3600))
 
-`tuneforge serve` does exactly this. The app's shutdown hooks stop the drift schedule and drain the request
+`tuneforge serve` does exactly this (`tuneforge.service.build_server`). The app's shutdown hooks stop the drift schedule and drain the request
 log, so a clean shutdown (Ctrl-C, SIGTERM, the end of a `with BackgroundServer(app)`)
 writes every answered request.
 """
@@ -59,9 +60,9 @@ class Monitoring:
     drift: object | None  # metrics.DriftSchedule
 
 
-def attach(app, settings: MonitorSettings | None = None, *, database=None) -> Monitoring:
+def attach_monitoring(app, settings: MonitorSettings | None = None, *, database=None) -> Monitoring:
     """Add monitoring to an app made by `serve.app.create_app`; `database`: an engine from `db.connect`."""
-    from tuneforge.db import Base, connect
+    from tuneforge.db import TableBase, connect
     from tuneforge.monitor import drift as _drift  # noqa: F401 - declares drift_checks before connect()
     from tuneforge.monitor.dashboard import dashboard_router
     from tuneforge.monitor.feedback import feedback_router
@@ -72,7 +73,7 @@ def attach(app, settings: MonitorSettings | None = None, *, database=None) -> Mo
     s = settings or MonitorSettings()
     s.check()
     engine = database if database is not None else connect(s.db)
-    Base.metadata.create_all(engine)  # monitoring's tables, even if the caller connected before importing them
+    TableBase.metadata.create_all(engine)  # monitoring's tables, even if the caller connected before importing them
     log = RequestLog(engine, content=s.content, redact=load_redactor(s.redact), max_rows=s.max_rows,
                      max_age_days=s.max_age_days)
     app.state.request_hooks.append(log.hook)

@@ -127,7 +127,7 @@ def _escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def write_report(engine, output: str | Path, *, since: float | None = None, until: float | None = None) -> Path:
+def write_dashboard(engine, output: str | Path, *, since: float | None = None, until: float | None = None) -> Path:
     from tuneforge.run import write_atomic_text
 
     data = dashboard_data(engine, since=since, until=until)

@@ -11,28 +11,28 @@ Prometheus gauges.
 
 Input side (production prompts vs training prompts):
 - `prompt_length` — prompt tokens as the model sees them (chat template applied). Drift when the KS test
-  rejects equal distributions (p < 0.01) AND the population stability index says the shift is large (PSI > 0.2,
-  the usual "significant change" cut-off; 0.1–0.2 is "moderate"; deciles of the training lengths, plus a bin
-  on each side for lengths training never had). Both, because with thousands of requests KS
+  rejects equal distributions (p < {KS_P}) AND the population stability index says the shift is large (PSI > {PSI_MAX},
+  the usual "significant change" cut-off; 0.1–0.2 is "moderate"; {PSI_BINS} quantile bins of the training lengths,
+  plus a bin on each side for lengths training never had). Both, because with thousands of requests KS
   flags differences too small to matter, and with a few dozen PSI alone is noisy: its expected value for two
   samples of one distribution is about (bins − 1)(1/n₁ + 1/n₂), 0.3 for 30 requests against 300 examples.
 - `new_token_rate` — share of production prompt tokens that never occur in the training prompts (words the
-  tune never saw). Judged against the same rate measured inside the training data (5-fold: each fold against
+  tune never saw). Judged against the same rate measured inside the training data ({NEW_TOKEN_FOLDS}-fold: each fold against
   the others' vocabulary), so a naturally diverse dataset does not alarm: drift when production exceeds it by
-  more than 0.05 (one token in twenty newly unseen).
+  more than {NEW_TOKEN_MARGIN} (at 0.05: one token in twenty newly unseen).
 - `prompt_embedding` — the served model's own view: each prompt's last hidden state, mean-pooled over its
   tokens (no other model needed). Maximum mean discrepancy with a Gaussian kernel (median-distance bandwidth)
-  between up to 200 training and 200 production prompts; its p-value comes from 500 label permutations, so it
-  is exact whatever the embedding geometry. Drift when p < 0.01.
+  between up to {EMBED_SAMPLE} training and {EMBED_SAMPLE} production prompts; its p-value comes from {PERMUTATIONS} label
+  permutations, so it is exact whatever the embedding geometry. Drift when p < {MMD_P}.
 Output side:
 - `completion_length` — generated tokens per answer vs the training answers' lengths (same KS + PSI rule):
   a tuned model that starts rambling or answering in one word has drifted even if prompts have not.
 - `empty_or_truncated` — answers that are empty or stopped by max_tokens instead of ending: drift when more
-  than 10% of answers are (a tuned model ends its answers; training answers all end).
+  than {BAD_ANSWER_RATE:.0%} of answers are (a tuned model ends its answers; training answers all end).
 - `feedback_score` — mean feedback score of the window vs the feedback before it (or, with no earlier
-  feedback, the window's later half vs its earlier half). Drift when it fell by more than 0.2 (on the 0–1 scale)
-  and a one-sided Mann–Whitney test says the fall is real (p < 0.01); needs 10 ratings on each side.
-A signal with too little data (fewer than 20 requests, or content logged as hashes for the token and
+  feedback, the window's later half vs its earlier half). Drift when it fell by more than {FEEDBACK_DROP} (on the 0–1 scale)
+  and a one-sided Mann–Whitney test says the fall is real (p < {FEEDBACK_P}); needs {MIN_FEEDBACK} ratings on each side.
+A signal with too little data (fewer than {MIN_REQUESTS} requests, or content logged as hashes for the token and
 embedding signals) is reported as n/a and does not count. Six tests at 1% each: expect a false alarm on
 roughly one check in twenty on unchanged traffic; a signal that stays red over several checks is the one to act on.
 """
@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,8 +49,9 @@ import numpy as np
 from sqlalchemy import Boolean, Float, Integer, String, Text, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base
+from tuneforge.db import TableBase
 from tuneforge.errors import TuneforgeError
+from tuneforge.ids import new_id
 from tuneforge.monitor import query
 from tuneforge.monitor.requests import prompt_text
 
@@ -69,9 +69,11 @@ FEEDBACK_P = 0.01
 MIN_REQUESTS = 20
 MIN_FEEDBACK = 10
 EMBED_MAX_TOKENS = 512
+# the thresholds above are the ones the docstring states: it is filled from them, so the two cannot disagree
+__doc__ = __doc__.format(**{k: v for k, v in globals().items() if k.isupper()})
 
 
-class DriftCheckRow(Base):
+class DriftCheckRow(TableBase):
     """One drift check (table `drift_checks`): its window, verdict and every signal as JSON."""
 
     __tablename__ = "drift_checks"
@@ -389,21 +391,16 @@ def _sample(items: list, n: int, seed: int) -> list:
     return [items[i] for i in idx]
 
 
-def served_name(run_dir: str | Path) -> str:
-    """The name `tuneforge serve RUN` gives the run (its directory name)."""
-    return Path(run_dir).resolve().name
-
-
 def compute_drift(run_dir: str | Path, engine, *, since: float | None = None, until: float | None = None,
                   model: str | None = None, embeddings: bool = True, loaded=None, seed: int = 0) -> DriftReport:
     """Every signal for the requests of `model` in [since, until) against the run's training data.
 
     loaded: the run loaded for inference (eval.harness.load_for_inference), reused by scheduled checks."""
-    from tuneforge.run import read_run
+    from tuneforge.run import read_run, run_name
 
     run = read_run(run_dir)
     until = time.time() if until is None else until
-    name = model or served_name(run_dir)
+    name = model or run_name(run_dir)
     rows = query.requests(engine, since=since, until=until, model=name, ok_only=True)
     if not rows:
         logged = query.models(engine)
@@ -454,7 +451,7 @@ def compute_drift(run_dir: str | Path, engine, *, since: float | None = None, un
 
 def record(engine, report: DriftReport) -> str:
     """Store a check in `drift_checks` (the dashboard reads them); returns its id."""
-    cid = f"drift-{uuid.uuid4().hex}"
+    cid = new_id("drift")
     with engine.begin() as conn:
         conn.execute(insert(DriftCheckRow), [dict(
             id=cid, created=report.created, run=report.run, model=report.model, since=report.since,

@@ -15,14 +15,14 @@ drift signal and `tuneforge monitor export-feedback`.
 
 import hashlib  # no `from __future__ import annotations`: FastAPI reads the route's annotations at runtime
 import time
-import uuid
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Float, ForeignKey, String, Text, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base
+from tuneforge.db import TableBase
+from tuneforge.ids import new_id
 from tuneforge.monitor.requests import RequestLog, RequestRow
 from tuneforge.serve import protocol as P
 
@@ -30,7 +30,7 @@ SCORE_RANGE = (0.0, 1.0)
 PENDING_WAIT_S = 10.0  # a request answered a moment ago may still be on the writer's queue
 
 
-class FeedbackRow(Base):
+class FeedbackRow(TableBase):
     __tablename__ = "feedback"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -81,7 +81,7 @@ def add_feedback(log: RequestLog, req: FeedbackRequest) -> dict:
         if conn.execute(select(RequestRow.id).where(RequestRow.id == req.id)).first() is None:
             raise P.not_found(f"No completion with id '{req.id}' in the request log (feedback needs the 'id' of "
                               "a response this server gave)", param="id", code="completion_not_found")
-        row = dict(id=f"fb-{uuid.uuid4().hex}", request_id=req.id, created=time.time(), score=float(score),
+        row = dict(id=new_id("fb"), request_id=req.id, created=time.time(), score=float(score),
                    thumbs=req.thumbs, comment=_keep(req.comment, log), correction=_keep(req.correction, log))
         conn.execute(insert(FeedbackRow), [row])
     return {"id": row["id"], "object": "feedback", "created": int(row["created"]), "completion_id": req.id,

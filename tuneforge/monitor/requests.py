@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Boolean, Float, Integer, String, Text, delete, func, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.db import Base
+from tuneforge.db import TableBase
 from tuneforge.errors import ConfigError
 from tuneforge.monitor.redact import Redactor, redact_content, redact_pii
 
@@ -37,7 +37,7 @@ CONTENT_MODES = ("full", "hash")
 RETENTION_EVERY_S = 60.0
 
 
-class RequestRow(Base):
+class RequestRow(TableBase):
     """One answered generation request (table `request_log`). `id` is the response id the client got."""
 
     __tablename__ = "request_log"

@@ -48,7 +48,7 @@ def _layers_removed(teacher, k: int) -> Path:
     """The teacher's merged model minus k layers, cached by teacher weights and k."""
     from tuneforge.export.merge import merged_model
     from tuneforge.export.verify import golden_samples
-    from tuneforge.models.gguf import home
+    from tuneforge.paths import home
     from tuneforge.optimize.prune import block_influence, remove_layers
 
     weights = teacher.adapter or teacher.model

@@ -31,10 +31,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneforge.ids import new_id
 from tuneforge.serve import protocol as P
 from tuneforge.serve.cache import ResponseCache
 from tuneforge.serve.completions import Generation, RequestRecord, Settings, run_stream, run_unary
-from tuneforge.serve.engine import Engine
+from tuneforge.serve.engine_api import Engine
 from tuneforge.serve.metrics import ServeMetrics
 
 log = logging.getLogger("tuneforge.serve")
@@ -228,7 +229,7 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
 
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [P.model_card(m.name, parent=m.parent, max_model_len=m.max_model_len,
+        return {"object": "list", "data": [P.model_object(m.name, parent=m.parent, max_model_len=m.max_model_len,
                                                         created=m.created) for m in engine.models()]}
 
     @app.get("/v1/models/{model:path}")
@@ -236,7 +237,7 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
         m = engine.get(model)
         if m is None:
             raise P.model_not_found(model)
-        return P.model_card(m.name, parent=m.parent, max_model_len=m.max_model_len, created=m.created)
+        return P.model_object(m.name, parent=m.parent, max_model_len=m.max_model_len, created=m.created)
 
     def report(rec: RequestRecord, endpoint: str) -> None:
         metrics.requests.labels(rec.model or "", endpoint, str(rec.status)).inc()
@@ -251,7 +252,7 @@ def create_app(engine: Engine, *, api_keys: Iterable[str] = (), max_body_bytes: 
 
     async def generate(request: Request, kind: str):
         endpoint = "chat.completions" if kind == "chat" else "completions"
-        rec = RequestRecord(P.new_id("chatcmpl" if kind == "chat" else "cmpl"), endpoint, None, time.time(), 200)
+        rec = RequestRecord(new_id("chatcmpl" if kind == "chat" else "cmpl"), endpoint, None, time.time(), 200)
         gen: Generation | None = None
         try:
             body = P.parse_json_body(await request.body())

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 from tuneforge.serve import protocol as P
 from tuneforge.serve.cache import CachedChoice, ResponseCache
-from tuneforge.serve.engine import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
 from tuneforge.serve.text import TextStream
 
 
@@ -45,7 +46,8 @@ class RequestRecord:
 
 @dataclass
 class Settings:
-    default_max_tokens: int = 1024  # chat answers without max_tokens (and no budget saved with the model) stop here
+    # chat answers without max_tokens (and no budget saved with the model) stop here
+    default_max_tokens: int = DEFAULT_MAX_NEW_TOKENS
     completions_default_max_tokens: int = 16  # OpenAI's default for the legacy completions endpoint
     disconnect_poll_s: float = 0.25
 

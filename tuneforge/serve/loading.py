@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ModelError, TuneforgeError
-from tuneforge.run import is_run, read_run
+from tuneforge.run import is_run, read_run, run_name
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -44,7 +44,7 @@ class ModelGroup:
 
 
 @dataclass
-class Plan:
+class ServePlan:
     """Served name → what to load: a base (path/alias/hub id) and optionally an adapter directory on it."""
 
     name: str
@@ -83,38 +83,39 @@ def parse_lora_module(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def plan_target(target: str, served_name: str | None = None) -> list[Plan]:
+def plan_target(target: str, served_name: str | None = None) -> list[ServePlan]:
     """The served names for TARGET: a run (and its base), or one model."""
     if is_run(target):
         run = read_run(target)
-        name = served_name or Path(target).resolve().name
+        name = served_name or run_name(target)
         base = str(run.info["base"])
         if run.adapter is not None:
-            _check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
-            return [Plan(base, base), Plan(name, base, str(run.adapter), run_defaults(run))]
+            check_lora(run.adapter, f"{target} (method {run.info.get('method')})")
+            return [ServePlan(base, base), ServePlan(name, base, str(run.adapter), run_defaults(run))]
         if run.model is not None:
-            return [Plan(base, base), Plan(name, str(run.model), defaults=run_defaults(run))]
+            return [ServePlan(base, base), ServePlan(name, str(run.model), defaults=run_defaults(run))]
         raise TuneforgeError(f"{target}: run has neither model/ nor adapter/ (did training finish?)")
     if Path(target).is_dir() and (Path(target) / "run.json").exists() is False and \
             (Path(target) / "config.yaml").is_file():
         raise TuneforgeError(f"{target}: the run has not finished (no run.json); wait for it or `train --resume`")
-    return [Plan(served_name or target, target)]
+    return [ServePlan(served_name or target, target)]
 
 
-def plan_adapter(name: str, path: str) -> Plan:
+def plan_adapter(name: str, path: str) -> ServePlan:
     """--lora-modules NAME=PATH: a run directory (its adapter/) or a peft adapter directory."""
     if is_run(path):
         run = read_run(path)
         if run.adapter is None:
             raise TuneforgeError(f"--lora-modules {name}={path}: the run has no adapter/ (method "
                                  f"{run.info.get('method')}); serve it as TARGET instead")
-        _check_lora(run.adapter, f"--lora-modules {name}={path}")
-        return Plan(name, str(run.info["base"]), str(run.adapter), run_defaults(run))
-    cfg = _check_lora(Path(path), f"--lora-modules {name}={path}")
-    return Plan(name, str(cfg.get("base_model_name_or_path") or ""), path)
+        check_lora(run.adapter, f"--lora-modules {name}={path}")
+        return ServePlan(name, str(run.info["base"]), str(run.adapter), run_defaults(run))
+    cfg = check_lora(Path(path), f"--lora-modules {name}={path}")
+    return ServePlan(name, str(cfg.get("base_model_name_or_path") or ""), path)
 
 
-def _check_lora(adapter_dir: Path, where: str) -> dict:
+def check_lora(adapter_dir: Path, where: str) -> dict:
+    """The adapter_config.json of a servable (LoRA) adapter; a one-line error naming `where` otherwise."""
     f = Path(adapter_dir) / "adapter_config.json"
     if not f.is_file():
         raise TuneforgeError(f"{where}: not a run directory or a peft adapter (no {f})")
@@ -125,7 +126,8 @@ def _check_lora(adapter_dir: Path, where: str) -> dict:
     return cfg
 
 
-def _same_base(a: str, b: str) -> bool:
+def same_base(a: str, b: str) -> bool:
+    """Do two base references (alias, dir, hub id) name the same model files?"""
     from tuneforge.models.load import resolve
 
     if a == b:
@@ -136,7 +138,7 @@ def _same_base(a: str, b: str) -> bool:
         return False
 
 
-def load_groups(plans: list[Plan], *, device: str | None = None, max_model_len: int | None = None,
+def load_groups(plans: list[ServePlan], *, device: str | None = None, max_model_len: int | None = None,
                 dtype=None) -> list[ModelGroup]:
     """Load each distinct base once and attach its adapters; names must be unique."""
     from tuneforge.models.load import load_base
@@ -148,7 +150,7 @@ def load_groups(plans: list[Plan], *, device: str | None = None, max_model_len: 
         seen.add(p.name)
     groups: list[tuple[str, ModelGroup]] = []
     for p in plans:
-        group = next((g for key, g in groups if _same_base(key, p.base)), None)
+        group = next((g for key, g in groups if same_base(key, p.base)), None)
         if group is None:
             if not p.base:
                 raise TuneforgeError(f"{p.name}: the adapter does not name its base (base_model_name_or_path)")
@@ -174,7 +176,7 @@ def attach_adapter(group: ModelGroup, name: str, path: str):
     The tokenizer saved with the adapter (tuneforge saves one) carries the chat template the run trained with."""
     from peft import PeftModel
 
-    cfg = _check_lora(Path(path), f"adapter {name}")
+    cfg = check_lora(Path(path), f"adapter {name}")
     adapter = f"a{len([a for a in group.names.values() if a != BASE_ADAPTER])}"
     while adapter in getattr(group.model, "peft_config", {}):
         adapter += "_"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -180,10 +179,6 @@ def reject_unsupported(req: _Request) -> None:
 
 
 # --- responses ----------------------------------------------------------------------------------------------
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
@@ -228,7 +223,7 @@ def usage_chunk(id: str, model: str, created: int, obj: str, usage_: dict) -> di
     return {"id": id, "object": obj, "created": created, "model": model, "choices": [], "usage": usage_}
 
 
-def model_card(id: str, *, parent: str | None, max_model_len: int, created: int | None = None) -> dict:
+def model_object(id: str, *, parent: str | None, max_model_len: int, created: int | None = None) -> dict:
     return {"id": id, "object": "model", "created": created or int(time.time()), "owned_by": "tuneforge",
             "root": parent or id, "parent": parent, "max_model_len": max_model_len}
 

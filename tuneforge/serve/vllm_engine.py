@@ -16,7 +16,7 @@ import time
 import uuid
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.engine import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
 
 
 def _require_vllm():
@@ -33,7 +33,7 @@ def _require_vllm():
 
 
 class VLLMEngine(Engine):
-    """plans: tuneforge.serve.loading.Plan rows (one base, any number of LoRA adapters on it)."""
+    """plans: tuneforge.serve.loading.ServePlan rows (one base, any number of LoRA adapters on it)."""
 
     def __init__(self, plans, *, max_num_seqs: int = 256, max_queue: int = 1024, max_model_len: int | None = None,
                  max_lora_rank: int = 64, gpu_memory_utilization: float = 0.9):
@@ -41,15 +41,15 @@ class VLLMEngine(Engine):
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
         from tuneforge.models.load import load_tokenizer, resolve
-        from tuneforge.serve.loading import _same_base
+        from tuneforge.serve.loading import same_base
 
         adapters = [p for p in plans if p.adapter is not None]
         base = adapters[0].base if adapters else plans[-1].base  # a full run's model/, or TARGET itself
-        wrong = next((p for p in adapters if not _same_base(p.base, base)), None)
+        wrong = next((p for p in adapters if not same_base(p.base, base)), None)
         if wrong:
             raise TuneforgeError(f"--engine vllm serves one base per server; adapter {wrong.name} needs "
                                  f"{wrong.base}, not {base}")
-        bases = [p for p in plans if p.adapter is None and _same_base(p.base, base)]
+        bases = [p for p in plans if p.adapter is None and same_base(p.base, base)]
         for p in plans:
             if p.adapter is None and p not in bases:  # e.g. the base of a full fine-tune: another model
                 print(f"tuneforge: --engine vllm serves one model per server; {p.name} is not served",
@@ -86,9 +86,9 @@ class VLLMEngine(Engine):
     def _add(self, name: str, path: str, ctx: int, defaults: dict) -> ServedModel:
         from vllm.lora.request import LoRARequest
 
-        from tuneforge.serve.loading import _check_lora
+        from tuneforge.serve.loading import check_lora
 
-        _check_lora(path, f"adapter {name}")
+        check_lora(path, f"adapter {name}")
         tok = self._served[self._base_name][0].tokenizer
         sm = ServedModel(name, self._base_name, ctx, tok, defaults=defaults)
         self._served[name] = (sm, LoRARequest(name, next(self._lora_ids), str(path)))
@@ -133,24 +133,24 @@ class VLLMEngine(Engine):
                                                lora_request=lora):
                 if h.cancelled:
                     await self.llm.abort(rid)
-                    h._finish(h.cancel_reason)
+                    h.finish(h.cancel_reason)
                     return
                 o = out.outputs[0]
                 ids = list(o.token_ids)
                 if out.finished and o.finish_reason == "stop" and ids and ids[-1] in self._eos:
                     ids = ids[:-1]  # the end-of-turn token ends the answer; it is not part of it
                 for t in ids[seen:]:
-                    h._emit(t)
+                    h.emit(t)
                 seen = len(ids)
                 if out.finished:
-                    h._finish("stop" if o.finish_reason == "stop" else "length")
+                    h.finish("stop" if o.finish_reason == "stop" else "length")
                     return
         except asyncio.CancelledError:
             await self.llm.abort(rid)
-            h._finish("cancelled")
+            h.finish("cancelled")
             raise
         except Exception as e:  # noqa: BLE001 - the request fails, the server goes on
-            h._finish("error", f"{type(e).__name__}: {e}")
+            h.finish("error", f"{type(e).__name__}: {e}")
         finally:
             self._in_flight -= 1
 

@@ -20,7 +20,9 @@ def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, tgt: torch.Tensor) -> torch
     return F.cross_entropy((h @ weight.t()).float(), tgt, reduction="sum")
 
 
-def _fast_path_ok(model) -> bool:
+def fast_path_ok(model) -> bool:
+    """Can the output layer run at the scored positions only (hidden states from the decoder)? Else full logits
+    (prompt tuning, soft-capped or scaled logits). DPO's answer log-probs take the same path."""
     cfg = getattr(model, "config", None)
     return (hasattr(model, "get_decoder") and not getattr(model, "_tf_generic_loss", False)
             and not getattr(cfg, "final_logit_softcapping", None) and not getattr(cfg, "logit_scale", None))
@@ -41,7 +43,7 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, 
     kw = dict(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
               attention_mask=None if batch["attention_mask"] is None else batch["attention_mask"].to(device),
               use_cache=False)
-    if not _fast_path_ok(model):  # e.g. prompt tuning, soft-capped logits: full logits, standard CE
+    if not fast_path_ok(model):  # e.g. prompt tuning, soft-capped logits: full logits, standard CE
         logits = model(**kw).logits[:, -tgt.shape[1]:]
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                ignore_index=IGNORE, reduction="sum"), n_sup, n_tok

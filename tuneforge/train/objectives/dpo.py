@@ -120,7 +120,7 @@ def answer_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
     """(summed log-prob of each sequence's answer tokens, answer token count), one entry per sequence.
 
     Like train.loss: the output layer runs only at answer positions, in chunks, recomputed in backward."""
-    from tuneforge.train.loss import _fast_path_ok
+    from tuneforge.train.loss import fast_path_ok
 
     device = next(model.parameters()).device
     tgt = batch["targets"].to(device)
@@ -131,7 +131,7 @@ def answer_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
               attention_mask=None if batch["attention_mask"] is None else batch["attention_mask"].to(device),
               use_cache=False)
     t = tgt.reshape(-1)[sup]
-    if not _fast_path_ok(model):
+    if not fast_path_ok(model):
         logits = model(**kw).logits[:, -tgt.shape[1]:]
         tok = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1])[sup], t, reduction="none")
     else:
