@@ -295,6 +295,8 @@ def preference_figure(rows: list[dict]) -> Figure | None:
               for k in ("reward_margin", "val_reward_margin", "accuracy", "val_accuracy")}
     if not series["reward_margin"] and not series["val_reward_margin"]:
         return None
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7.5, 3.6))
     margin, acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for ax, (tr, va), title in ((margin, ("reward_margin", "val_reward_margin"), "Reward margin"),
