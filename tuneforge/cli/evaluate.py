@@ -110,6 +110,10 @@ def _print_eval(res: dict, n_samples: int) -> None:
         t.add_row(*row)
     con = Console(file=sys.stdout, width=140)
     con.print(t)
+    pref = res.get("preference")
+    if pref:  # DPO's implicit rewards of the tuned model, the baseline as reference
+        con.print(f"implicit reward (beta {pref['beta']:g}, baseline as reference): accuracy "
+                  f"{pref['reward_accuracy']:.4f}, margin {pref['reward_margin']:+.4f}", highlight=False)
     for ex in res["examples"][:n_samples]:
         con.print(f"\n[bold]Q:[/bold] {ex['prompt']}\n[bold]reference:[/bold] {ex['reference']}", markup=True,
                   highlight=False)

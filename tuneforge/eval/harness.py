@@ -18,6 +18,8 @@ from tuneforge import methods
 from tuneforge.data.formats import Sample
 from tuneforge.data.tokenize import render_prompt
 from tuneforge.errors import TuneforgeError
+from tuneforge.eval import preference
+from tuneforge.eval.preference import is_preference_data, pair_logps
 from tuneforge.run import is_run, read_run, write_json
 
 
@@ -257,7 +259,7 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
                     "generation": settings, "models": {}, "examples": []}
     if labels is not None:
         result["labels"] = labels
-    preds_by, probs_by = {}, {}
+    preds_by, probs_by, logps_by = {}, {}, {}
     for role, name in models.items():
         loaded = load_for_inference(name)
         bar = tqdm(total=len(samples), desc=f"{'score labels' if mode == 'constrained' else 'generate'} ({role})",
@@ -280,6 +282,9 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
                 [pr[p] for pr, p in zip(probs_by[role], preds)], [p == r.strip() for p, r in zip(preds, refs)])
         if any(s.messages is not None for s in samples) and (not metrics or "perplexity" in metrics):
             scores["perplexity"] = reference_perplexity(loaded, samples)
+        if mode == "free" and is_preference_data(samples) and isinstance(loaded.model, torch.nn.Module):
+            logps_by[role] = pair_logps(loaded, samples)
+            scores.update(preference.model_metrics(logps_by[role], preds, samples))
         scores = _select(scores, metrics)
         result["models"][role] = {"name": str(name), "metrics": scores,
                                   "mean_latency_s": sum(lat) / max(len(lat), 1)}
@@ -295,8 +300,28 @@ def evaluate_file(target: str, data: str, *, baseline: str | None = None, max_ne
         result["examples"].append(ex)
     if baseline:
         deltas = metric_deltas(task, preds_by["baseline"][0], preds_by["tuned"][0], refs, labels)
+        if len(logps_by) == 2:  # preference data: paired CIs and DPO's implicit rewards (baseline = reference)
+            for key, fn in (("preference_accuracy", lambda lp, _: preference.per_pair(lp)[0]),
+                            ("logp_margin", lambda lp, _: preference.per_pair(lp)[1]),
+                            ("greedy_prefers_chosen",
+                             lambda _, role: preference.greedy_prefers_chosen(preds_by[role][0], samples))):
+                deltas[key] = M.bootstrap_delta(fn(logps_by["baseline"], "baseline"), fn(logps_by["tuned"], "tuned"))
+            result["preference"] = preference.reward_metrics(logps_by["tuned"], logps_by["baseline"],
+                                                             _run_beta(target))
         result["delta"] = {k: v for k, v in deltas.items() if not metrics or k in metrics}
     return result
+
+
+def _run_beta(target: str) -> float:
+    """The β a preference run trained with (its config), else DPO's default: the scale of its implicit reward."""
+    from tuneforge.train.objectives.dpo import default_beta
+
+    if is_run(target):
+        cfg = read_run(target).config or {}
+        if cfg.get("beta"):
+            return float(cfg["beta"])
+        return default_beta(cfg.get("loss_type") or "sigmoid")
+    return default_beta("sigmoid")
 
 
 def save_eval(target: str, result: dict, output: str | Path | None = None) -> list[Path]:

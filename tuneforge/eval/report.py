@@ -240,6 +240,11 @@ def eval_html(result: dict) -> str:
     out = [f"<p>{_e(result.get('n_examples'))} examples from <code>{_e(result.get('data'))}</code> "
            f"(task: {_e(result.get('task'))}).</p>",
            f'<table class="grid"><tr><th>metric</th>{head}</tr>{body}</table>']
+    pref = result.get("preference")
+    if pref:  # a preference eval: DPO's implicit reward of the tuned model, the baseline as reference
+        out.append(f"<p>Implicit reward (beta {_e(_fmt(pref.get('beta')))}, baseline as reference): preference "
+                   f"accuracy {_e(_fmt(pref.get('reward_accuracy')))}, reward margin "
+                   f"{_e(_fmt(pref.get('reward_margin')))}.</p>")
     for fig in (metrics_figure(models), confusion_figure(models)):
         if fig is not None:
             out.append(f'<div class="fig">{_png(fig)}</div>')
@@ -281,6 +286,30 @@ border-radius:4px;margin:16px 0}
 """
 
 
+def preference_figure(rows: list[dict]) -> Figure | None:
+    """A preference run (objective dpo): reward margin and preference accuracy, train and validation."""
+    series = {k: [(r["step"], r[k]) for r in rows if r.get(k) is not None]
+              for k in ("reward_margin", "val_reward_margin", "accuracy", "val_accuracy")}
+    if not series["reward_margin"] and not series["val_reward_margin"]:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 3.6))
+    margin, acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for ax, (tr, va), title in ((margin, ("reward_margin", "val_reward_margin"), "Reward margin"),
+                                (acc, ("accuracy", "val_accuracy"), "Preference accuracy")):
+        if series[tr]:
+            ax.plot(*zip(*series[tr]), color=TRAIN_LOSS_COLOR, linewidth=2, label="train")
+        if series[va]:
+            ax.plot(*zip(*series[va]), color=VAL_LOSS_COLOR, linewidth=2, marker="o", label="validation")
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    acc.set_ylim(-0.02, 1.02)
+    return fig
+
+
 def render_report(run_dir: str | Path) -> str:
     """The report as an HTML string (write_report writes it)."""
     run = read_run(run_dir)
@@ -295,7 +324,7 @@ def render_report(run_dir: str | Path) -> str:
     if warning:
         parts.append(f'<div class="warn" id="overfitting"><b>Warning.</b> {_e(warning)}</div>')
     parts += ["<h2>Summary</h2>", summary_html(run.config, run.info, data), "<h2>Training curves</h2>"]
-    figs = [f for f in (loss_figure(rows), lr_figure(rows)) if f is not None]
+    figs = [f for f in (loss_figure(rows), preference_figure(rows), lr_figure(rows)) if f is not None]
     parts += [f'<div class="fig">{_png(f)}</div>' for f in figs] or ["<p>No metrics logged (metrics.jsonl).</p>"]
     if (p / "eval.json").is_file():
         parts += ["<h2>Evaluation</h2>", eval_html(json.loads((p / "eval.json").read_text()))]
