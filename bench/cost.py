@@ -30,7 +30,7 @@ def worker(args) -> dict:
     """One case, one process: estimate, then train the same plan; both timed by the library's own figures."""
     from tuneforge.advise.cost import estimate
     from tuneforge.config import TrainConfig
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     method, rows = args.worker.split(":")
     tmp = Path(tempfile.mkdtemp())

@@ -74,7 +74,7 @@ def resolve_defaults(task, paths: dict, args) -> dict:
     import gc
 
     from tuneforge.config import load_config
-    from tuneforge.train.sft import prepare
+    from tuneforge.train.recipe import prepare
 
     extra = {"max_steps": args.max_steps} if args.max_steps else {}
     p = prepare(load_config(None, {"data": str(paths["train"]), "output": "unused", "base": args.base, **extra}))
@@ -138,7 +138,7 @@ def run_one(task, name: str, flags: dict, paths: dict, work: Path, args) -> dict
     from tuneforge.config import load_config
     from tuneforge.eval.harness import evaluate_file
     from tuneforge.run import read_config, read_json
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     out = work / task.name / name.replace(" ", "_").replace(",", "+")
     shutil.rmtree(out, ignore_errors=True)

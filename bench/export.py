@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 def make_run(args, work: Path) -> Path:
     from tuneforge.config import load_config
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     overrides = {"data": str(ROOT / "examples/sql/train.jsonl"), "val_data": str(ROOT / "examples/sql/val.jsonl"),
                  "output": str(work / "run"), "max_steps": args.steps, "eval_steps": args.steps,

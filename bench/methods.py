@@ -66,7 +66,7 @@ def worker(args) -> dict:
     from tuneforge.eval import metrics as M
     from tuneforge.eval.harness import generate, load_for_inference
     from tuneforge.data.load import load_samples
-    from tuneforge.train.sft import prepare, train
+    from tuneforge.train.recipe import prepare, train
 
     out = Path(tempfile.mkdtemp()) / "run"
     method, extra = ROWS.get(args.worker, (args.worker, {}))

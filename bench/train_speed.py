@@ -241,8 +241,8 @@ def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
     import contextlib
 
     from tuneforge.config import TrainConfig
-    from tuneforge.train import sft
-    from tuneforge.train.sft import micro_batch, prepare, train
+    from tuneforge.train import recipe
+    from tuneforge.train.recipe import micro_batch, prepare, train
 
     out = Path(tempfile.mkdtemp(prefix="tuneforge-", dir=spec["work"])) / "run"
     cfg = TrainConfig(base=spec["model"], method="lora", data=spec["train"], val_split=0.0, output=str(out),
@@ -258,7 +258,7 @@ def run_tuneforge(spec: dict, ablation: str | None = None) -> dict:
     if ablation == "tf-all-logits":
         p.model._tf_generic_loss = True  # loss.py's generic path: full logits, standard CE
     if ablation == "tf-mask-attn":  # plain SDPA: transformers detects the packed row from position_ids
-        sft.packed_attention = lambda model, enabled=True: contextlib.nullcontext(model)
+        recipe.packed_attention = lambda model, enabled=True: contextlib.nullcontext(model)
     rss0, c0 = rss_now(), cpu_s()
     t0 = time.perf_counter()
     train(cfg, progress=False, prepared=p)

@@ -51,7 +51,7 @@ def pc_file(tmp_path) -> Path:
 def train_tiny_run(base: Path, out: Path, *, rows: int = 120, seed: int = 0, **overrides) -> Path:
     """A LoRA run on the tiny model, trained in-process (a couple of seconds): a real run directory."""
     from tuneforge.config import TrainConfig
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     data = write_jsonl(out.parent / f"{out.name}-train.jsonl", arithmetic_rows(rows, seed=seed))
     cfg = TrainConfig(base=str(base), data=str(data), output=str(out), num_train_epochs=1, learning_rate=1e-3,

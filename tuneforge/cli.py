@@ -56,8 +56,8 @@ def train(ctx: typer.Context,
     import os
 
     from tuneforge.config import config_help, parse_overrides
-    from tuneforge.train.sft import config_for
-    from tuneforge.train.sft import train as run_train
+    from tuneforge.train.recipe import config_for
+    from tuneforge.train.recipe import train as run_train
 
     if help_config:
         typer.echo(config_help())
@@ -659,7 +659,7 @@ def cost(ctx: typer.Context,
     from tuneforge.advise.cost import estimate, remember, render
     from tuneforge.config import parse_overrides
     from tuneforge.errors import ConfigError
-    from tuneforge.train.sft import config_for
+    from tuneforge.train.recipe import config_for
 
     if data is None and config is None:
         raise ConfigError("tuneforge cost: give the training data (DATA or --config), or --serve")

@@ -32,6 +32,9 @@ class TrainConfig(BaseModel):
         "base; ~3x less base memory, slower steps. prompt-tuning: a soft prompt only (<0.1% params); weakest. "
         "auto (default): lora when the base fits in memory with room to spare, else qlora; printed with the "
         "reason and saved resolved in config.yaml.")
+    objective: str = Field("sft", description="What the run learns from its data (train.objectives): sft = "
+                           "supervised fine-tuning, cross-entropy on the answers of examples. An unknown name is "
+                           "an error listing the registered ones.")
     data: str | None = Field(None, description="Training examples (.jsonl/.json/.csv/.parquet).")
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")

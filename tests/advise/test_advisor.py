@@ -81,7 +81,7 @@ def test_imbalanced_labels_are_maybe(tiny_dir, tmp_path):
 @pytest.fixture(scope="module")
 def ok_model(tiny_dir, tmp_path_factory) -> Path:
     """A tiny model fine-tuned (full) to answer "ok" to anything: a base that already solves an "ok" task."""
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     d = tmp_path_factory.mktemp("ok")
     r = random.Random(0)

@@ -16,7 +16,7 @@ from tuneforge.advise.cost import (Counts, batch_counts, estimate, example_count
                                    plan_from, plan_key, step_flops, tensor_counts, trainable_params)
 from tuneforge.config import TrainConfig
 from tuneforge.errors import ConfigError
-from tuneforge.train.sft import micro_batch, prepare, schedule
+from tuneforge.train.recipe import micro_batch, prepare, schedule
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def keep_artifact(path: Path, name: str, capsys) -> Path:
 def trained(tmp_path_factory) -> dict:
     from tuneforge.config import TrainConfig
     from tuneforge.models.tiny import save_tiny
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     d = tmp_path_factory.mktemp("acceptance")
     data = write_jsonl(d / "train.jsonl", parity_rows(200, seed=0))

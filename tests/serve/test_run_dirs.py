@@ -21,7 +21,7 @@ from tuneforge.serve.server import free_port
 @pytest.fixture(scope="module")
 def run_dir(lively_base, tmp_path_factory) -> Path:
     from tuneforge.config import load_config
-    from tuneforge.train.sft import train
+    from tuneforge.train.recipe import train
 
     d = tmp_path_factory.mktemp("runs")
     data = write_jsonl(d / "train.jsonl", arithmetic_rows(24))

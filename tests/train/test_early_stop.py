@@ -61,7 +61,7 @@ def test_finish_restores_the_best_weights_not_the_last(tiny_dir, tmp_path):
     from tuneforge.config import TrainConfig
     from tuneforge.run import write_atomic_dir
     from tuneforge.train import checkpoint
-    from tuneforge.train.sft import finish, prepare
+    from tuneforge.train.recipe import finish, prepare
 
     data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(40))
     out = tmp_path / "run"
@@ -95,7 +95,7 @@ def test_finish_restores_the_best_weights_not_the_last(tiny_dir, tmp_path):
 ])
 def test_schedule_counts_steps_per_epoch_and_eval_interval(n, batch, accum, epochs, max_steps, want):
     from tuneforge.config import TrainConfig
-    from tuneforge.train.sft import Prepared, schedule
+    from tuneforge.train.recipe import Prepared, schedule
 
     cfg = TrainConfig(data="x", per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
                       num_train_epochs=epochs, max_steps=max_steps)
@@ -104,7 +104,7 @@ def test_schedule_counts_steps_per_epoch_and_eval_interval(n, batch, accum, epoc
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
     from tuneforge.config import TrainConfig
-    from tuneforge.train.sft import make_scheduler
+    from tuneforge.train.recipe import make_scheduler
 
     def lrs(kind: str) -> list[float]:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

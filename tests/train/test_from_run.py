@@ -11,7 +11,7 @@ from tests.conftest import arithmetic_rows, write_jsonl
 from tuneforge.config import TrainConfig
 from tuneforge.errors import ConfigError
 from tuneforge.registry import show_run
-from tuneforge.train.sft import train
+from tuneforge.train.recipe import train
 
 
 def losses(run) -> list[float]:

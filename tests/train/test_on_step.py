@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import arithmetic_rows, write_jsonl
 from tuneforge.config import TrainConfig
-from tuneforge.train.sft import Stopped, train
+from tuneforge.train.recipe import Stopped, train
 
 
 def _cfg(tiny_dir, tmp_path, out: str) -> TrainConfig:

@@ -2,7 +2,7 @@
 
 Run: `tuneforge cost DATA [--base M] [--method ...] [--epochs E] [--hardware cpu|T4|L4|A10|A100|H100] [--spot]
 [--json]`; in code `estimate(cfg, hardware="cpu")`. Time on `cpu` (this machine) comes from a micro-benchmark: a
-few real optimizer steps of the real recipe (`train.sft.prepare`, `micro_batch`, `loss.loss_sum`, AdamW, clipping)
+few real optimizer steps of the real recipe (`train.recipe.prepare`, `micro_batch`, `loss.loss_sum`, AdamW, clipping)
 on the real base, under the loop's own allocator and attention settings; on a listed GPU it comes from the
 datasheet peak times an assumed utilisation (prices.yaml, dated and editable, says which). `train_seconds` is the
 optimizer-step time, the same quantity as `train_seconds` in a run's run.json.
@@ -230,7 +230,7 @@ class Plan:
 
 
 def _order_cache(n: int, seed: int):
-    from tuneforge.train.sft import epoch_order
+    from tuneforge.train.recipe import epoch_order
 
     cache: dict[int, list[int]] = {}
 
@@ -244,9 +244,9 @@ def _order_cache(n: int, seed: int):
 
 
 def plan_from(p, shape: Shape, why_method: str | None = None) -> Plan:
-    """Count every optimizer step of the run `p` (a `train.sft.Prepared`, model optional) would take, in the
-    recipe's own order (`train.sft.schedule`, `epoch_order`, the micro-batch indexing of `micro_batch`)."""
-    from tuneforge.train.sft import schedule
+    """Count every optimizer step of the run `p` (a `train.recipe.Prepared`, model optional) would take, in the
+    recipe's own order (`train.recipe.schedule`, `epoch_order`, the micro-batch indexing of `micro_batch`)."""
+    from tuneforge.train.recipe import schedule
 
     cfg = p.cfg
     total, per_epoch_steps, every = schedule(p)
@@ -275,14 +275,15 @@ def plan_from(p, shape: Shape, why_method: str | None = None) -> Plan:
 
 
 def light_prepared(cfg: TrainConfig):
-    """`train.sft.prepare` without loading the model: the same samples, hold-out, encoding and method choice,
+    """`train.recipe.prepare` without loading the model: the same samples, hold-out, encoding and method choice,
     for hardware other than this machine (any base size: only the tokenizer and config are read)."""
     from tuneforge import methods
     from tuneforge.data.load import load_samples
     from tuneforge.data.tokenize import encode
     from tuneforge.errors import DataError
     from tuneforge.models.load import default_device, load_tokenizer, resolve
-    from tuneforge.train.sft import Prepared, holdout
+    from tuneforge.train.objectives.sft import holdout
+    from tuneforge.train.recipe import Prepared
 
     if not cfg.data:
         raise ConfigError("config: 'data' is required (tuneforge cost DATA)")
@@ -398,7 +399,7 @@ def micro_benchmark(p, plan: Plan, *, steps: int = 4, warmup: int = 1, progress:
     from tuneforge.models.load import default_device
     from tuneforge.train.loss import loss_sum
     from tuneforge.train.packing import packed_attention
-    from tuneforge.train.sft import make_optimizer, make_scheduler, micro_batch
+    from tuneforge.train.recipe import make_optimizer, make_scheduler, micro_batch
 
     if steps < 1 or warmup < 0:
         raise ConfigError(f"--bench-steps {steps}: need at least 1 measured step")
@@ -475,7 +476,7 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
     cfg = cfg.model_copy()
     local = name == "cpu"
     if local:
-        from tuneforge.train.sft import prepare
+        from tuneforge.train.recipe import prepare
 
         asked = cfg.method
         p = prepare(cfg)  # loads the base, encodes the data, builds the method: as training does

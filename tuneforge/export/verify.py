@@ -128,7 +128,7 @@ def _until_eos(tokens: list[int], eos: int) -> list[int]:
 def golden_samples(run, data: str | Path | None = None) -> tuple[list, str]:
     """(samples, where they came from): --data, else the run's validation examples."""
     from tuneforge.data.load import load_samples
-    from tuneforge.train.sft import holdout
+    from tuneforge.train.objectives.sft import holdout
 
     if data:
         return load_samples(data), str(data)

@@ -2,7 +2,7 @@
 
 Run `tuneforge jobs worker --db URL` (any number of them on one database: a claim is an atomic UPDATE, so no two
 take the same job), or let `tuneforge serve` run one in a thread (its default). A job trains through
-`tuneforge.train.sft.train` into an ordinary run directory, `runs/<job id>/` beside the database, so
+`tuneforge.train.recipe.train` into an ordinary run directory, `runs/<job id>/` beside the database, so
 `tuneforge runs list`, `eval` and `export` work on it.
 
 While a job trains the worker
@@ -32,7 +32,7 @@ from tuneforge.jobs.files import FileStore
 from tuneforge.jobs.store import PAUSED, RUNNING, JobRow, Store
 
 if TYPE_CHECKING:
-    from tuneforge.train.sft import StepReport
+    from tuneforge.train.recipe import StepReport
 
 log = logging.getLogger("tuneforge.jobs")
 
@@ -191,7 +191,7 @@ class Worker:
 
     def _config(self, job: JobRow):
         """(config, resume?, resolved hyperparameters): a run directory with config.yaml is resumed as saved."""
-        from tuneforge.train.sft import resume_config
+        from tuneforge.train.recipe import resume_config
 
         data, val, out = self._paths(job)
         if (out / "config.yaml").is_file():
@@ -205,7 +205,7 @@ class Worker:
 
     def _train(self, job: JobRow, lease: _Lease) -> None:
         from tuneforge.run import read_json
-        from tuneforge.train.sft import Stopped, train
+        from tuneforge.train.recipe import Stopped, train
 
         store = self.store
         model_name = recipe.fine_tuned_model_name(job.model, job.suffix, job.id)

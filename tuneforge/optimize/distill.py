@@ -3,7 +3,7 @@
 `tuneforge optimize distill --teacher RUN --student BASE_OR_SPEC --data F --output OUT [--key value ...]`
 
 Sequence-level knowledge distillation (Kim & Rush, 2016): the teacher answers every training prompt
-greedily, and the student is fine-tuned on those answers by the one training recipe (`train.sft`, its
+greedily, and the student is fine-tuned on those answers by the one training recipe (`train.recipe`, its
 packing, loss, validation, early stopping and checkpoints unchanged). It needs only the teacher's outputs, so
 the student may have another tokenizer or architecture, and the loss stays the recipe's own. Validation uses
 the data's real answers, so early stopping and the report measure the task, not agreement with the teacher.
@@ -98,7 +98,8 @@ def distill(teacher_dir: str | Path, student: str, data: str | Path, output: str
     from tuneforge.eval.harness import load_for_inference
     from tuneforge.export.merge import merged_model
     from tuneforge.optimize.measure import compare, measure
-    from tuneforge.train.sft import check_output, holdout, prepare, train
+    from tuneforge.train.objectives.sft import holdout
+    from tuneforge.train.recipe import check_output, prepare, train
 
     teacher = read_run(teacher_dir)
     cfg = load_config(None, {**DEFAULTS, **(overrides or {}), "data": str(data), "output": str(output)})

@@ -50,7 +50,7 @@ def learning_rate(method: str, n_params: int) -> tuple[float, str]:
 
 
 def steps_per_epoch(n_train: int, batch: int, accum: int, world: int = 1) -> int:
-    """Optimizer steps in one pass; the same arithmetic as `sft.schedule` (world = training processes)."""
+    """Optimizer steps in one pass; the same arithmetic as `recipe.schedule` (world = training processes)."""
     return max(1, math.ceil(n_train / batch) // (accum * world))
 
 

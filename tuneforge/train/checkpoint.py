@@ -50,14 +50,16 @@ def set_rng_state(st: dict) -> None:
 
 
 def save(ckpt_root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int = 2,
-         rng_states: list | None = None) -> Path:
-    """`rng_states`: every rank's RNG state in rank order (multi-process runs); default this process's."""
+         rng_states: list | None = None, objective_states: list[dict] | None = None) -> Path:
+    """`rng_states`: every rank's RNG state in rank order (multi-process runs); default this process's.
+    `objective_states`: every rank's `Objective.state_dict()` in rank order (e.g. an on-policy sampler's RNG)."""
     rngs = rng_states or [rng_state()]
 
     def write(d: Path) -> None:
         save_file(trainable_state(model), d / "trainable.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rngs[0], "rng_ranks": rngs}, d / "optimizer.pt")
+                    "rng": rngs[0], "rng_ranks": rngs, "objective_ranks": objective_states or [{}]},
+                   d / "optimizer.pt")
         (d / "state.json").write_text(json.dumps({"schema": SCHEMA, "step": step, "world_size": len(rngs),
                                                   **state}, indent=1))
 
@@ -82,9 +84,9 @@ def latest(ckpt_root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def load(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> dict:
+def load(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1, objective=None) -> dict:
     """Restore a checkpoint into this process; a multi-process run resumes with the same number of processes
-    (each rank gets back its own RNG stream)."""
+    (each rank gets back its own RNG stream and, given `objective`, its objective state)."""
     state = json.loads((path / "state.json").read_text())
     if state.get("world_size", 1) != world:
         from tuneforge.errors import TuneforgeError
@@ -96,4 +98,6 @@ def load(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     set_rng_state(extra.get("rng_ranks", [extra["rng"]])[rank])
+    if objective is not None:
+        objective.load_state_dict(extra.get("objective_ranks", [{}] * world)[rank])
     return state

@@ -16,7 +16,7 @@ from tuneforge.data.split import kfold_indices
 from tuneforge.data.formats import near_key
 from tuneforge.errors import ConfigError, TuneforgeError
 from tuneforge.run import write_atomic_text
-from tuneforge.train.sft import prepare, train
+from tuneforge.train.recipe import prepare, train
 
 
 def cross_validate(cfg: TrainConfig, k: int, *, progress: bool = True) -> dict:

@@ -3,8 +3,8 @@
 One process is the plain path: `Ranks.single()` wraps nothing and every method is a no-op, so a single-process
 run is exactly what it was. With WORLD_SIZE > 1, accelerate's `Accelerator` sets up the process group (gloo on
 CPU, nccl on GPU) and wraps the model in DDP. FSDP and DeepSpeed, which shard the weights, are refused with a clear
-error until checkpoints gather sharded weights. The recipe (sft.py) shards micro-batches by rank, sums
-supervised-token counts over ranks, and lets only rank 0 write the run directory.
+error until checkpoints gather sharded weights. The recipe (recipe.py) shards micro-batches by rank, sums
+the objective's loss counts over ranks, and lets only rank 0 write the run directory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tuneforge.train.loss import loss_sum
 
 
 def launched_world_size() -> int:
@@ -24,16 +23,18 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-class LossSum(torch.nn.Module):
-    """`loss_sum` as a module, so DDP/FSDP see the forward pass they need to synchronise gradients while the
-    loss keeps its fast path (output layer at supervised positions only, in chunks)."""
+class ObjectiveLoss(torch.nn.Module):
+    """The objective's loss as a module, so DDP/FSDP see the forward pass they need to synchronise gradients
+    while the loss keeps its own shape (SFT: output layer at supervised positions only, in chunks; DPO: the
+    policy and reference passes). forward(batch) → (loss sum, {metric: sum})."""
 
-    def __init__(self, model):
+    def __init__(self, model, objective):
         super().__init__()
         self.model = model
+        self.objective = objective
 
     def forward(self, batch: dict[str, torch.Tensor]):
-        return loss_sum(self.model, batch)
+        return self.objective.loss(self.model, batch)
 
 
 @dataclass
@@ -53,9 +54,9 @@ class Ranks:
         """Rank 0 writes the run directory, logs and checkpoints."""
         return self.rank == 0
 
-    def wrap(self, model, optimizer):
-        """(module computing loss_sum, optimizer) ready for this launch: unwrapped for one process."""
-        module = LossSum(model)
+    def wrap(self, model, optimizer, objective):
+        """(module computing the objective's loss, optimizer) ready for this launch: unwrapped for one process."""
+        module = ObjectiveLoss(model, objective)
         if self.accelerator is None:
             return module, optimizer
         return self.accelerator.prepare(module, optimizer)

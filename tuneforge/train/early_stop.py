@@ -1,6 +1,6 @@
 """Validation bookkeeping for the training loop: the typed loop state, early stopping, the overfitting signal.
 
-Pure functions over `LoopState` and the metrics rows already in memory; the loop (sft.py) does the I/O.
+Pure functions over `LoopState` and the metrics rows already in memory; the loop (recipe.py) does the I/O.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
-"""THE supervised fine-tuning recipe: setup → loop (grad-accum, eval, early stop, checkpoints) → save.
+"""THE training recipe: prepare → loop (grad-accum, eval, early stop, checkpoints, exact resume) → finish.
 
-Library: `train(cfg)`; CLI: `tuneforge train --data F --output RUN [--key value ...]`.
+Library: `train(cfg)`; CLI: `tuneforge train --data F --output RUN [--key value ...]`. What is learned comes from
+the run's objective (`cfg.objective`, `train.objectives`: SFT by default): it turns rows into items, items into
+micro-batches, and a micro-batch into a loss sum and its count; everything else is here, once. The parts other
+packages reuse are public: `prepare` (with or without loading weights), the batch plan (`schedule`,
+`epoch_order`, `batch_indices`, `micro_batch`), `make_optimizer`/`make_scheduler`, `optimizer_step`, `finish`.
 """
 
 from __future__ import annotations
@@ -23,36 +27,35 @@ from tqdm.auto import tqdm
 import tuneforge
 from tuneforge import methods
 from tuneforge.config import TrainConfig, load_config, save_config
-from tuneforge.data.formats import Sample, near_key
-from tuneforge.data.load import load_samples
-from tuneforge.data.split import split_indices
-from tuneforge.data.tokenize import IGNORE, Encoded, encode
 from tuneforge.errors import ConfigError, DataError, TuneforgeError
 from tuneforge.memory import large_buffers_returned
 from tuneforge.models.load import default_device, load_base, resolve, set_default_decoding
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
-from tuneforge.train import auto, checkpoint, distributed, lineage
+from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
 from tuneforge.train.early_stop import LoopState, after_evaluation
-from tuneforge.train.loss import evaluate, input_tokens
-from tuneforge.train.packing import collate, packed_attention
+from tuneforge.train.packing import packed_attention
 from tuneforge.train.trackers import check_available as check_trackers
 from tuneforge.train.trackers import open_trackers
 
-VAL_BATCH_SIZE = 16  # validation examples per forward pass (no gradients: memory is activations only)
 SMALL_DATA = 1000  # the guide's rule of thumb for the examples a fine-tune needs
 
 
 @dataclass
 class Prepared:
     cfg: TrainConfig  # resolved: no "auto" left; what config.yaml records
-    base: object
-    model: object
-    train: list[Encoded]
-    val: list[Encoded]
+    base: object  # models.load.Base (tokenizer, path); its model is None when prepared without weights
+    model: object  # the trainable model (methods.prepare), None without weights
+    train: list  # the objective's encoded items (SFT: `Encoded` examples), dealt out by the batch plan
+    val: list
     data_info: dict
     labels: list[str] | None = None  # classification data: the label set (run.json, model card, eval)
     auto: dict[str, str] = field(default_factory=dict)  # {field: why} for each value chosen for the user
+    objective: objectives.Objective | None = None  # default: the one cfg.objective names
+
+    def __post_init__(self):
+        if self.objective is None:
+            self.objective = objectives.create(self.cfg)
 
 
 @dataclass
@@ -81,40 +84,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def holdout(samples: list[Sample], frac: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded validation hold-out; near-duplicates stay on one side (no leakage), stratified by label."""
-    if frac <= 0 or len(samples) < 2:
-        return samples, []
-    labels = [s.label for s in samples]
-    idx = split_indices([near_key(s) for s in samples], test=0.0, val=frac, seed=seed,
-                        stratify=labels if all(x is not None for x in labels) else None)
-    return [samples[i] for i in idx["train"]], [samples[i] for i in idx["val"]]
-
-
-def _encode_all(samples: list[Sample], tok, cfg: TrainConfig, what: str) -> tuple[list[Encoded], int]:
-    out, truncated = [], 0
-    for s in samples:
-        e = encode(s, tok, max_seq_len=cfg.max_seq_len, train_on_prompt=cfg.train_on_prompt)
-        truncated += e.truncated
-        if e.n_supervised:
-            out.append(e)
-    if not out:
-        raise DataError(f"no {what} example has a supervised token left after truncation to "
-                        f"max_seq_len={cfg.max_seq_len}", path=samples[0].where.rsplit(":", 1)[0] if samples else "",
-                        field="max_seq_len", code="empty")
-    return out, truncated
-
-
-def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = None) -> Prepared:
+def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None) -> Prepared:
     """Everything that can fail on bad input happens here, before anything is written.
 
-    `split` gives the (train, val) samples directly (cross-validation folds) instead of reading cfg.data.
+    `split` gives the (train, val) rows directly (cross-validation folds) instead of reading cfg.data.
     Settings left at "auto" (method, learning rate, epochs) are resolved here from the model and data size,
     printed with their reasons, and returned in `Prepared.cfg`; the caller's `cfg` is left as it was.
     """
     cfg = cfg.model_copy(deep=True)
     if not cfg.data:
         raise ConfigError("config: 'data' is required (--data FILE)")
+    objective = objectives.create(cfg)  # holds this copy of cfg: it sees every value resolved below
     if cfg.from_run:
         lineage.inherit(cfg)  # base, method and adapter shape come from the parent run
     if cfg.method != "auto":
@@ -123,26 +103,26 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     if split is not None:
         train_s, val_s = split
     elif cfg.val_data:
-        train_s, val_s = load_samples(cfg.data), load_samples(cfg.val_data)
+        train_s, val_s = objective.load(cfg.data), objective.load(cfg.val_data)
     else:
-        train_s, val_s = holdout(load_samples(cfg.data), cfg.val_split, cfg.seed)
+        train_s, val_s = objective.holdout(objective.load(cfg.data), cfg.val_split, cfg.seed)
     seed_everything(cfg.seed)
     device = default_device()
     chosen = {}
     if cfg.method == "auto":
         cfg.method, chosen["method"] = methods.choose(resolve(cfg.base), device)
     method = methods.get(cfg.method)
-    if cfg.packing and not method.packing:
+    if cfg.packing and not (method.packing and objective.packing):
         cfg.packing = False  # recorded in config.yaml: what actually ran
     base = method.load(cfg, device) if method.load else load_base(cfg.base, device=device)
-    train, n_trunc = _encode_all(train_s, base.tokenizer, cfg, "training")
-    val, _ = _encode_all(val_s, base.tokenizer, cfg, "validation") if val_s else ([], 0)
+    train, n_trunc = objective.encode(train_s, base.tokenizer, "training")
+    val, _ = objective.encode(val_s, base.tokenizer, "validation") if val_s else ([], 0)
     chosen.update(auto.resolve(cfg, n_train=len(train), n_params=methods.count_parameters(base.model)[1],
                                world=distributed.launched_world_size()))
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the reasons, not one per process
         for why in chosen.values():
             _say(why)
-    labels = label_set(train_s + val_s)
+    labels = objective.labels(train_s + val_s)
     seed_everything(cfg.seed)  # adapter init depends only on the seed
     model = methods.prepare(base.model, cfg)
     if cfg.from_run:
@@ -154,20 +134,10 @@ def prepare(cfg: TrainConfig, split: tuple[list[Sample], list[Sample]] | None = 
     info = {"files": files, "train_examples": len(train), "val_examples": len(val),
             "truncated_examples": n_trunc, "dropped_without_supervision": len(train_s) - len(train),
             "val_source": "val_data" if cfg.val_data else f"val_split={cfg.val_split}", "split_seed": cfg.seed,
-            "train_tokens": sum(len(e.input_ids) for e in train),
-            "train_supervised_tokens": sum(e.n_supervised for e in train),
-            "max_answer_tokens": max(e.n_supervised for e in train),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            **objective.data_info(train), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if labels:
         info["label_counts"] = {lab: sum(s.label == lab for s in train_s) for lab in labels}
-    return Prepared(cfg, base, model, train, val, info, labels, chosen)
-
-
-def label_set(samples: list[Sample]) -> list[str] | None:
-    """Classification data (every example has a label): its sorted label set, else None."""
-    if not samples or any(s.label is None for s in samples):
-        return None
-    return sorted({s.label for s in samples})
+    return Prepared(cfg, base, model, train, val, info, labels, chosen, objective)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -176,15 +146,21 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def micro_batch(p: Prepared, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
-    """This rank's index-th micro-batch of the whole run (epochs concatenated). With several processes the
-    run's micro-batches are dealt out in turn (global micro-batch index*world + rank), so each example is
-    seen once per epoch by exactly one process."""
-    bs, n = p.cfg.per_device_train_batch_size, len(p.train)
+def batch_indices(n: int, cfg: TrainConfig, index: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Which of the `n` training items make this rank's index-th micro-batch of the whole run (epochs
+    concatenated). With several processes the run's micro-batches are dealt out in turn (global micro-batch
+    index*world + rank), so each item is seen once per epoch by exactly one process."""
+    bs = cfg.per_device_train_batch_size
     per_epoch = math.ceil(n / bs)
     epoch, k = divmod(index * world + rank, per_epoch)
-    order = epoch_order(n, p.cfg.seed, epoch)[k * bs:(k + 1) * bs]
-    return collate([p.train[i] for i in order], packing=p.cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
+    return epoch_order(n, cfg.seed, epoch)[k * bs:(k + 1) * bs]
+
+
+def micro_batch(p: Prepared, index: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+    """This rank's index-th micro-batch of the whole run, built by the objective (from the model being
+    trained, for an on-policy objective)."""
+    return p.objective.batch(p, [p.train[i] for i in batch_indices(len(p.train), p.cfg, index, rank, world)],
+                             p.model)
 
 
 def make_optimizer(model, cfg: TrainConfig):
@@ -218,6 +194,39 @@ def schedule(p: Prepared, world: int = 1) -> tuple[int, int, int]:
     total = p.cfg.max_steps if p.cfg.max_steps > 0 else math.ceil(p.cfg.num_train_epochs * steps_per_epoch)
     every = p.cfg.eval_steps or max(1, math.ceil(steps_per_epoch / 2))
     return total, steps_per_epoch, every
+
+
+@dataclass
+class StepDone:
+    """What one optimizer step did (`optimizer_step`)."""
+
+    loss_sums: list[torch.Tensor]  # each micro-batch's loss sum on this process (detached), in order
+    count: int  # the step's normaliser: the objective's units over every micro-batch and process
+    tokens: int  # input tokens over every micro-batch and process
+    metrics: dict[str, float]  # the objective's metric sums on this process
+    grad_norm: torch.Tensor | None  # before clipping; None when clipping is off
+
+
+def optimizer_step(module, opt, sched, objective: objectives.Objective, batches: list[dict], ranks: distributed.Ranks,
+                   max_grad_norm: float) -> StepDone:
+    """One optimizer step over `batches` (this process's micro-batches of the step): forward and backward of
+    each, normalised by the step's total count over all micro-batches and processes (so accumulation equals
+    one larger batch exactly), clipping, optimizer and scheduler step. `module` is `ranks.wrap`'s."""
+    count, tokens = (int(x) for x in ranks.sum([sum(objective.count(b) for b in batches),
+                                                sum(objective.tokens(b) for b in batches)]))
+    sums, metrics = [], {}
+    for j, b in enumerate(batches):
+        with ranks.no_sync(module, last=j == len(batches) - 1):
+            s, m = module(b)
+            (s / count * ranks.world).backward()  # DDP averages gradients over processes
+        sums.append(s.detach())
+        for k, v in m.items():
+            metrics[k] = metrics.get(k, 0.0) + float(v)
+    gnorm = ranks.clip_grad_norm_(module, max_grad_norm) if max_grad_norm > 0 else None
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return StepDone(sums, count, tokens, metrics, gnorm)
 
 
 def _start_run_dir(p: Prepared, out: Path, resume: bool, write: bool = True) -> Path | None:
@@ -310,24 +319,27 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     say = _say if ranks.main else (lambda msg: None)
     total, steps_per_epoch, eval_every = schedule(p, ranks.world)
     save_every = cfg.save_steps or eval_every
-    module, opt = ranks.wrap(model, make_optimizer(model, cfg))  # module(batch) -> loss_sum (DDP/FSDP-aware)
+    objective = p.objective
+    # module(batch) -> (loss sum, metric sums) through the objective (DDP/FSDP-aware)
+    module, opt = ranks.wrap(model, make_optimizer(model, cfg), objective)
     sched = make_scheduler(opt, cfg, total)
     ckpt = _start_run_dir(p, out, resume, write=ranks.main)
     ranks.barrier()
     ckpt = ckpt or (checkpoint.latest(out / "checkpoints") if resume else None)
+    objective.setup(p, out, ranks, resume)  # before a checkpoint's weights replace the starting ones
     metrics = out / "metrics.jsonl"
     history: list[dict] = []  # metrics rows of this run so far (the overfitting signal reads them)
     state = LoopState()
     if ckpt is not None:
-        state = LoopState.from_json(checkpoint.load(ckpt, model, opt, sched, ranks.rank, ranks.world))
+        state = LoopState.from_json(checkpoint.load(ckpt, model, opt, sched, ranks.rank, ranks.world,
+                                                    objective=objective))
         history = [r for r in read_metrics(out) if r.get("step", 0) <= state.step]
         if ranks.main:
             write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
         say(f"resumed {out} from step {state.step} of {total}")
     state.stopped_early = False
     accum = cfg.gradient_accumulation_steps
-    val_batches = [collate(p.val[i:i + VAL_BATCH_SIZE], packing=cfg.packing, pad_id=p.base.tokenizer.pad_token_id)
-                   for i in range(0, len(p.val), VAL_BATCH_SIZE)]
+    val_batches = objective.val_batches(p) if p.val else []
     trainable, n_params = methods.count_parameters(model)
     say(f"{cfg.method} on {cfg.base}: {trainable:,} trainable of {n_params:,} parameters "
          f"({100 * trainable / n_params:.2f}%); {len(p.train)} train / {len(p.val)} val examples; {total} steps"
@@ -348,46 +360,46 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
     def save_checkpoint(step: int) -> Path:
         rngs = ranks.gather(checkpoint.rng_state())
+        objective_states = ranks.gather(objective.state_dict())
         if ranks.main:
             checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(),
-                            keep=cfg.save_total_limit, rng_states=rngs)
+                            keep=cfg.save_total_limit, rng_states=rngs, objective_states=objective_states)
         return out / "checkpoints" / f"step-{step}"
 
-    run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
+    run_loss, run_count, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
+    run_metrics: dict[str, float] = {}  # the objective's metric sums over the logging window
     for step in range(state.step + 1, total + 1):
         t0, logged_before, saved = time.perf_counter(), len(history), None
+        # every micro-batch of the step before the first forward pass (on-policy: all from the same weights)
         batches = [micro_batch(p, (step - 1) * accum + j, ranks.rank, ranks.world) for j in range(accum)]
-        # the step's loss is normalised by the supervised tokens of every micro-batch on every process
-        n_sup_step, n_tok_step = (int(x) for x in ranks.sum([
-            sum(int((b["targets"] != IGNORE).sum()) for b in batches), sum(input_tokens(b) for b in batches)]))
-        for j, b in enumerate(batches):
-            with ranks.no_sync(module, last=j == accum - 1):
-                s, _, _ = module(b)
-                (s / n_sup_step * ranks.world).backward()  # DDP averages gradients over processes
-            run_loss += s.detach()
-        win_tok += n_tok_step
-        state.tokens += n_tok_step
-        run_sup += n_sup_step
-        gnorm = ranks.clip_grad_norm_(module, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        done = optimizer_step(module, opt, sched, objective, batches, ranks, cfg.max_grad_norm)
+        for s in done.loss_sums:
+            run_loss += s
+        for k, v in done.metrics.items():
+            run_metrics[k] = run_metrics.get(k, 0.0) + v
+        gnorm = done.grad_norm
+        win_tok += done.tokens
+        state.tokens += done.tokens
+        run_count += done.count
         state.step = step
         state.elapsed += time.perf_counter() - t0
         bar.update(1)
         epoch = round(step / steps_per_epoch, 4)
         if step % cfg.logging_steps == 0 or step == total:
             now = time.perf_counter()
-            run_loss = ranks.sum([float(run_loss)])[0]
-            rec = {"step": step, "epoch": epoch, "loss": run_loss / max(run_sup, 1),
+            names = sorted(run_metrics)
+            run_loss, *sums = ranks.sum([float(run_loss), *(run_metrics[k] for k in names)])
+            rec = {"step": step, "epoch": epoch, "loss": run_loss / max(run_count, 1),
                    "lr": sched.get_last_lr()[0], "grad_norm": None if gnorm is None else float(gnorm),
-                   "tokens_per_s": win_tok / max(now - win_t0, 1e-9), "supervised_tokens": run_sup}
+                   "tokens_per_s": win_tok / max(now - win_t0, 1e-9), objective.count_key: run_count,
+                   **{k: v / max(run_count, 1) for k, v in zip(names, sums)}}
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            run_loss, run_sup, win_tok, win_t0 = torch.zeros(()), 0, 0, now
+            run_loss, run_count, win_tok, win_t0 = torch.zeros(()), 0, 0, now
+            run_metrics.clear()
         if val_batches and (step % eval_every == 0 or step == total):
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
-                     bar.write if ranks.main else None)
+                     bar.write if ranks.main else None, objective=objective)
         if step % save_every == 0 and step < total and not state.stopped_early:
             saved = save_checkpoint(step)
         if on_step is not None:  # every process asks the same question: only the main one runs on_step
@@ -409,11 +421,12 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
 
 def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
-             history: list[dict], log, write) -> None:
-    """One validation pass: log val loss, keep the best weights in out/best, warn once on overfitting,
-    and set state.stopped_early when the patience is used up. `write` prints beside the progress bar; None on
-    ranks other than 0, which compute the same val loss (so all stop together) but write nothing."""
-    rec = {"step": state.step, "epoch": epoch, "val_loss": evaluate(model, val_batches, forward=module)}
+             history: list[dict], log, write, objective: objectives.Objective) -> None:
+    """One validation pass: log val loss (and the objective's other validation metrics), keep the best weights
+    in out/best, warn once on overfitting, and set state.stopped_early when the patience is used up. `write`
+    prints beside the progress bar; None on ranks other than 0, which compute the same val loss (so all stop
+    together) but write nothing."""
+    rec = {"step": state.step, "epoch": epoch, **objective.validate(model, module, val_batches)}
     ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec])
     log({**rec, "best_val_loss": state.best_val})
     val_loss = rec["val_loss"]
@@ -448,7 +461,8 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
     trainable, n_params = methods.count_parameters(model)
     info = {"schema": 1, "tuneforge_version": tuneforge.__version__, "run_dir": str(out),
             "created": p.data_info.get("created"), "git_commit": record_git_commit(out),
-            "base": cfg.base, "base_path": p.base.path, "method": cfg.method, "adapter": adapter,
+            "base": cfg.base, "base_path": p.base.path, "method": cfg.method, "objective": cfg.objective,
+            "adapter": adapter,
             "trainable_parameters": trainable, "total_parameters": n_params, "steps": state.step,
             "stopped_early": state.stopped_early, "best_step": state.best_step,
             "train_seconds": round(state.elapsed, 2), "train_tokens": state.tokens,
