@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from tuneforge.errors import ConfigError
 from tuneforge.graders import formula, similarity, template
-from tuneforge.graders.sandbox import DEFAULT_TIMEOUT, PythonSandbox, SandboxError
+from tuneforge.graders.sandbox import PythonSandbox, SandboxError
 
 TYPES = ("string_check", "text_similarity", "python", "score_model", "multi")
 OPERATIONS = ("eq", "ne", "like", "ilike")
@@ -143,7 +143,7 @@ class Python(Grader):
 
     type = "python"
 
-    def __init__(self, name: str, source: str, *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, name: str, source: str, *, timeout: float | None = None):
         super().__init__(name)
         self.sandbox = PythonSandbox(source, timeout=timeout)
 
@@ -413,14 +413,14 @@ def validate(spec: Any, *, at: str = "", nested: bool = False) -> dict:
     return out
 
 
-def build(spec: Any, *, judge: JudgeFactory | None = None, python_timeout: float = DEFAULT_TIMEOUT) -> Grader:
+def build(spec: Any, *, judge: JudgeFactory | None = None, python_timeout: float | None = None) -> Grader:
     """Validate then construct; python graders start their process here (a source whose grade cannot be
     defined — an import error, say — is a GraderError now, not 0 on every sample later)."""
     spec = validate(spec)
     return _build(spec, judge, python_timeout, at="")
 
 
-def _build(spec: dict, judge, timeout: float, at: str) -> Grader:
+def _build(spec: dict, judge, timeout: float | None, at: str) -> Grader:
     kind, name = spec["type"], spec["name"]
     if kind == "string_check":
         return StringCheck(name, spec["input"], spec["reference"], spec["operation"])

@@ -12,6 +12,7 @@ blow-ups of the user's own grader.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORKER = Path(__file__).with_name("_worker.py")
-DEFAULT_TIMEOUT = 10.0  # seconds per sample (OpenAI: 2 minutes for a whole grading call)
+DEFAULT_TIMEOUT = 10.0  # seconds per sample (OpenAI: 2 minutes for a whole grading call); env overrides it
+TIMEOUT_ENV = "TUNEFORGE_GRADER_TIMEOUT"
 START_TIMEOUT = 60.0  # compiling the source and its imports
 
 
@@ -37,7 +39,10 @@ class SandboxError(ValueError):
 
 
 class PythonSandbox:
-    def __init__(self, source: str, *, timeout: float = DEFAULT_TIMEOUT, memory_mb: int = 4096):
+    def __init__(self, source: str, *, timeout: float | None = None, memory_mb: int = 4096):
+        """`timeout`: seconds per sample; default $TUNEFORGE_GRADER_TIMEOUT, else DEFAULT_TIMEOUT."""
+        if timeout is None:
+            timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
         self.source, self.timeout, self.memory_mb = source, timeout, memory_mb
         self.proc: subprocess.Popen | None = None
         self.lines: queue.Queue = queue.Queue()
