@@ -43,9 +43,9 @@ JudgeFactory = Callable[[str, dict], ChatFn]  # (model, sampling_params) -> chat
 class GraderError(ConfigError):
     """An invalid grader spec; `field` is the dotted path of the offending key ("graders.a.operation")."""
 
-    def __init__(self, message: str, field: str | None = None):
-        self.field, self.detail = field, message
-        super().__init__(f"grader{'.' + field if field else ''}: {message}")
+    def __init__(self, message: str, field: str | None = None, path: str | None = None):
+        self.field, self.detail, self.path = field, message, path
+        super().__init__(f"{path + ': ' if path else ''}grader{'.' + field if field else ''}: {message}")
 
 
 @dataclass
@@ -458,7 +458,7 @@ def load(path: str | Path) -> dict:
     try:
         return validate(spec)
     except GraderError as e:
-        raise GraderError(f"{p}: {e.detail}", e.field) from None
+        raise GraderError(e.detail, e.field, str(p)) from None
 
 
 def summarize(results: list[Result]) -> dict:
