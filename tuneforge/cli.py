@@ -725,14 +725,20 @@ def monitor_export_feedback(output: Path = typer.Option(..., "--output", help="J
                             model: Optional[str] = typer.Option(None, "--model", help="Only this served model."),
                             min_score: float = typer.Option(0.8, "--min-score", help="Answers rated at least "
                                                             "this (0-1; thumbs up = 1) are kept as they are; "
-                                                            "corrected answers are kept whatever the score.")):
+                                                            "corrected answers are kept whatever the score."),
+                            pairs: bool = typer.Option(False, "--pairs", help="Write preference pairs for "
+                                                       "`train --objective dpo` instead: a correction over the "
+                                                       "answer it corrected; an answer rated >= --min-score over "
+                                                       "one rated <= 1 - --min-score to the same prompt.")):
     """Well-rated and corrected answers → chat-format training rows with provenance (`metadata`), ready for
-    `tuneforge data check` and `tuneforge train --from RUN --data FILE`."""
+    `tuneforge data check` and `tuneforge train --from RUN --data FILE`; with --pairs, preference rows for
+    `tuneforge train --objective dpo --from RUN --data FILE`."""
     from tuneforge.db import connect
-    from tuneforge.monitor.export import export_feedback
+    from tuneforge.monitor.export import export_feedback, export_pairs
     from tuneforge.monitor.query import parse_since
 
-    res = export_feedback(connect(db), output, since=parse_since(since), model=model, min_score=min_score)
+    fn = export_pairs if pairs else export_feedback
+    res = fn(connect(db), output, since=parse_since(since), model=model, min_score=min_score)
     typer.echo(res.summary())
 
 

@@ -33,8 +33,28 @@ class TrainConfig(BaseModel):
         "auto (default): lora when the base fits in memory with room to spare, else qlora; printed with the "
         "reason and saved resolved in config.yaml.")
     objective: str = Field("sft", description="What the run learns from its data (train.objectives): sft = "
-                           "supervised fine-tuning, cross-entropy on the answers of examples. An unknown name is "
+                           "supervised fine-tuning, cross-entropy on the answers of examples. dpo = preference "
+                           "training on pairs (prompt, preferred answer, non-preferred answer; see loss_type): "
+                           "needs no reward model, and teaches what to avoid as well as what to say, but each "
+                           "step runs two answers (plus a reference pass for DPO/IPO). An unknown name is "
                            "an error listing the registered ones.")
+    # preference objectives (objective: dpo)
+    loss_type: Literal["sigmoid", "ipo", "simpo", "orpo"] = Field(
+        "sigmoid", description="objective dpo: sigmoid = DPO (the default; beta 0.1). ipo: squared loss on "
+        "per-token averages; does not drive margins to infinity on easy/separable pairs, so it overfits less "
+        "(beta 0.1). simpo: reference-free and length-normalised (beta 2.0, margin simpo_gamma): no reference "
+        "pass, so faster and lighter, but nothing anchors the model to where it started. orpo: reference-free, "
+        "NLL on the preferred answer plus an odds-ratio term weighted by beta (0.1): learns the answers and the "
+        "preference in one run, no SFT first.")
+    beta: float | None = Field(None, gt=0, description="Strength of the objective's regulariser; unset = the "
+                               "objective's default. dpo: how far from the reference the model may move (DPO/IPO "
+                               "0.1; higher = stays closer to the reference, safer but learns the preference "
+                               "less; OpenAI's range (0, 2]); the reward scale for simpo (2.0) and the odds-ratio "
+                               "weight for orpo (0.1). grpo: weight of the KL to the reference (default 0: no "
+                               "reference pass, a third cheaper per step, TRL's default; 0.04 holds the model "
+                               "closer to where it started, DeepSeekMath's value).")
+    simpo_gamma: float = Field(0.5, ge=0, description="loss_type simpo: target reward margin between the "
+                               "preferred and non-preferred answer; higher separates them more, at some fluency.")
     data: str | None = Field(None, description="Training examples (.jsonl/.json/.csv/.parquet).")
     val_data: str | None = Field(None, description="Validation examples; if absent, `val_split` of data is held out.")
     val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of data held out for validation when no val_data.")

@@ -36,7 +36,7 @@ def test_hyperparameters_top_level_or_in_method_with_auto_defaults():
     ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier"),
     ({"hyperparameters": {"learning_rate_multiplier": "fast"}}, "hyperparameters.learning_rate_multiplier"),
     ({"hyperparameters": {"epochs": 3}}, "hyperparameters.epochs"),
-    ({"method": {"type": "dpo"}}, "method.type"),
+    ({"method": {"type": "rlhf"}}, "method.type"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 99}}}},
      "method.supervised.hyperparameters.n_epochs"),
     ({"hyperparameters": {"n_epochs": 2}, "method": {"type": "supervised", "supervised": {

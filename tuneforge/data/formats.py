@@ -1,4 +1,8 @@
-"""Example formats (prompt/completion, chat, alpaca, text, classification) mapped to one `Sample`.
+"""Example formats (prompt/completion, chat, alpaca, text, classification, preference) mapped to one `Sample`.
+
+Preference rows (OpenAI's `input`/`preferred_output`/`non_preferred_output`, TRL's `prompt`/`chosen`/`rejected`)
+become a `Preference`, a Sample whose `messages` are the prompt plus the preferred answer, so every reader of
+Samples (splits, dedup, eval references) works on them unchanged.
 
 Use: `to_sample(rec, detect_format(rec), "file:line")`; `exact_key`/`near_key` name an example for dedup and splits.
 """
@@ -46,10 +50,29 @@ class Sample:
         return None
 
 
+@dataclass
+class Preference(Sample):
+    """One preference pair: a prompt, the preferred answer turns and the non-preferred answer turns.
+
+    `messages` = prompt + chosen (what SFT-side code and eval see: the preferred chat); `prompt`, `chosen` and
+    `rejected` keep the parts apart so the DPO objective can score both answers after the same prompt."""
+
+    prompt: list[dict] = field(default_factory=list)
+    chosen: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    @property
+    def prompt_messages(self) -> list[dict]:
+        return list(self.prompt)
+
+
 ROLES = ("system", "user", "assistant", "tool", "function")
 # OpenAI's checker knows role/content/name/weight/function_call; tool_calls/tool_call_id belong to the tools API.
 MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call")
-FORMATS = ("chat", "prompt_completion", "alpaca", "classification", "text")
+FORMATS = ("chat", "prompt_completion", "alpaca", "classification", "text", "preference")
+# keys that make a row a preference row (either shape); a row with only some of them is a preference row with a
+# missing side, reported as such rather than as an unknown format
+PREFERENCE_KEYS = {"preferred_output", "non_preferred_output", "chosen", "rejected"}
 
 
 def _loc(where: str) -> dict:
@@ -64,6 +87,8 @@ def detect_format(record, where: str = "") -> str:
     if not isinstance(record, dict):
         raise DataError(f"expected an object, got {type(record).__name__}", code="data_type", **loc)
     keys = set(record)
+    if keys & PREFERENCE_KEYS:
+        return "preference"
     if "messages" in keys:
         return "chat"
     if {"prompt", "completion"} <= keys:
@@ -75,7 +100,8 @@ def detect_format(record, where: str = "") -> str:
     if "text" in keys:
         return "text"
     raise DataError(f"unknown format: keys {sorted(keys)}; expected prompt/completion, messages, "
-                    "instruction/input/output, text/label or text", code="unknown_format", **loc)
+                    "instruction/input/output, text/label, text, input/preferred_output/non_preferred_output or "
+                    "prompt/chosen/rejected", code="unknown_format", **loc)
 
 
 def _is_missing(v) -> bool:
@@ -168,6 +194,8 @@ def _to_sample(record: dict, fmt: str, where: str) -> Sample:
         raise DataError(f"expected an object, got {type(record).__name__}", code="data_type", **loc)
     if fmt == "chat":
         return Sample(messages=_check_chat(record, loc), format=fmt, where=where)
+    if fmt == "preference":
+        return _to_preference(record, loc, where)
     if fmt == "text":
         return Sample(text=_text_field(record, "text", loc), format=fmt, where=where)
     if fmt == "prompt_completion":
@@ -182,6 +210,78 @@ def _to_sample(record: dict, fmt: str, where: str) -> Sample:
                   label=label, format=fmt, where=where)
 
 
+def _turns(v, name: str, loc: dict, *, answer: bool) -> list[dict]:
+    """A string (one user/assistant turn) or a message list, checked like a chat's messages."""
+    if _is_missing(v):
+        raise DataError(f"missing value for '{name}'", field=name, code="missing_field", **loc)
+    if isinstance(v, str):
+        if not v.strip():
+            raise DataError(f"'{name}' is empty", field=name, code="missing_content", **loc)
+        return [{"role": "assistant" if answer else "user", "content": v}]
+    if not isinstance(v, list) or not v:
+        raise DataError(f"'{name}' must be a string or a non-empty list of messages, got {type(v).__name__}",
+                        field=name, code="data_type", **loc)
+    if answer:
+        bad = next((i for i, m in enumerate(v) if isinstance(m, dict) and m.get("role") != "assistant"), None)
+        if bad is not None:
+            raise DataError(f"an answer holds assistant messages only, got role {v[bad].get('role')!r}",
+                            field=f"{name}[{bad}].role", code="unrecognized_role", **loc)
+    try:  # reuse the chat checks; a prompt has no assistant answer to require, so lend it one
+        msgs = _check_chat({"messages": v if answer else v + [{"role": "assistant", "content": "x"}]}, loc)
+    except DataError as e:
+        fld = e.field.replace("messages", name, 1) if e.field else name
+        raise DataError(e.detail, field=fld, code=e.code, **loc) from None
+    return msgs if answer else msgs[:-1]
+
+
+def _implicit_prompt(record: dict, loc: dict) -> dict:
+    """TRL's implicit-prompt rows: `chosen`/`rejected` are whole conversations; the shared opening is the prompt."""
+    c, r = record.get("chosen"), record.get("rejected")
+    if not (isinstance(c, list) and isinstance(r, list)):
+        raise DataError("missing value for 'prompt' (chosen/rejected without a prompt must be whole conversations "
+                        "sharing their opening turns)", field="prompt", code="missing_field", **loc)
+    n = 0
+    while n < min(len(c), len(r)) and c[n] == r[n]:
+        n += 1
+    while n and isinstance(c[n - 1], dict) and c[n - 1].get("role") == "assistant":
+        n -= 1  # the answers start at the first differing assistant turn
+    if n == 0:
+        raise DataError("missing value for 'prompt': chosen and rejected share no opening turns", field="prompt",
+                        code="missing_field", **loc)
+    return {**record, "prompt": c[:n], "chosen": c[n:], "rejected": r[n:]}
+
+
+def _to_preference(record: dict, loc: dict, where: str) -> Preference:
+    """OpenAI's DPO rows or TRL's preference rows; both sides present, non-empty and different."""
+    if "input" in record or "preferred_output" in record or "non_preferred_output" in record:
+        inp = record.get("input")
+        if not isinstance(inp, dict) or "messages" not in inp:
+            raise DataError("'input' must be an object with 'messages'", field="input", code="missing_field", **loc)
+        pfield, sides = "input.messages", ("preferred_output", "non_preferred_output")
+    else:
+        pfield, sides = "prompt", ("chosen", "rejected")
+        if "prompt" not in record:
+            record = _implicit_prompt(record, loc)
+    prompt = _turns(inp.get("messages") if pfield == "input.messages" else record.get("prompt"), pfield, loc,
+                    answer=False)
+    for name in sides:
+        if name not in record or _is_missing(record[name]):
+            raise DataError(f"missing side '{name}': a preference row needs both answers", field=name,
+                            code="missing_field", **loc)
+    chosen = _turns(record[sides[0]], sides[0], loc, answer=True)
+    rejected = _turns(record[sides[1]], sides[1], loc, answer=True)
+    if prompt[-1]["role"] == "assistant":
+        raise DataError("the prompt ends with an assistant turn; the answers would follow an answer",
+                        field=pfield,
+                        code="invalid_prompt", **loc)
+    norm = lambda ms: [unicodedata.normalize("NFC", m["content"].strip()) for m in ms]  # noqa: E731
+    if norm(chosen) == norm(rejected):
+        raise DataError(f"'{sides[0]}' and '{sides[1]}' are identical: nothing to prefer", field=sides[1],
+                        code="identical_answers", **loc)
+    return Preference(messages=prompt + chosen, prompt=prompt, chosen=chosen, rejected=rejected,
+                      format="preference", where=where)
+
+
 _SEP = "\u241e"  # SYMBOL FOR RECORD SEPARATOR: cannot be confused with ordinary text
 # Punctuation that rarely changes meaning; operators (+ - * / < > = ...) are kept so "2+3" != "2*3".
 _SOFT_PUNCT = set(".,;:!?'\"`\u2018\u2019\u201c\u201d\u2026\u00bf\u00a1")
@@ -189,10 +289,17 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def exact_key(sample: Sample) -> str:
-    """The example's content (roles and text, each stripped): equal keys are exact duplicates."""
+    """The example's content (roles and text, each stripped): equal keys are exact duplicates. A preference
+    pair's key covers both answers (the same prompt with two different pairs is not an exact duplicate)."""
+    if isinstance(sample, Preference):
+        return _chat_key(sample.prompt + sample.chosen) + _SEP + "rejected" + _SEP + _chat_key(sample.rejected)
     if sample.messages is None:
         return unicodedata.normalize("NFC", (sample.text or "").strip())
-    return _SEP.join(f"{m['role']}:{unicodedata.normalize('NFC', m['content'].strip())}" for m in sample.messages)
+    return _chat_key(sample.messages)
+
+
+def _chat_key(messages: list[dict]) -> str:
+    return _SEP.join(f"{m['role']}:{unicodedata.normalize('NFC', m['content'].strip())}" for m in messages)
 
 
 def near_dup_text(text: str) -> str:
@@ -202,7 +309,12 @@ def near_dup_text(text: str) -> str:
 
 
 def near_key(sample: Sample) -> str:
-    """`exact_key` normalised: equal keys are near duplicates, and always share a split (no leakage)."""
+    """`exact_key` normalised: equal keys are near duplicates, and always share a split (no leakage).
+
+    A preference pair is keyed by its prompt alone: every pair for one prompt (and for its near duplicates)
+    lands on one side of a split, so a held-out prompt was never seen in training with other answers."""
+    if isinstance(sample, Preference):
+        return _SEP.join(near_dup_text(part) for part in _chat_key(sample.prompt).split(_SEP))
     return _SEP.join(near_dup_text(part) for part in exact_key(sample).split(_SEP))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuneforge.data.formats import Sample
+from tuneforge.data.formats import Preference, Sample
 from tuneforge.errors import DataError
 
 IGNORE = -100
@@ -70,6 +70,55 @@ def encode(sample: Sample, tokenizer, *, max_seq_len: int = 2048,
             labels.append(eos_id)
     truncated = len(ids) > max_seq_len
     return Encoded(ids[:max_seq_len], labels[:max_seq_len], truncated)
+
+
+@dataclass
+class EncodedPair:
+    """A preference pair as two token sequences, prompt + chosen and prompt + rejected, each with its loss mask on
+    its answer only (earlier assistant turns in a multi-turn prompt are context, not supervised)."""
+
+    chosen: Encoded
+    rejected: Encoded
+    prompt_len: int  # tokens of the shared prompt (both sequences start with the same prompt_len ids)
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.chosen.input_ids[:self.prompt_len]
+
+    @property
+    def truncated(self) -> bool:
+        return self.chosen.truncated or self.rejected.truncated
+
+    @property
+    def supervised(self) -> bool:
+        """Both answers keep at least one supervised token after truncation (else the pair cannot train)."""
+        return bool(self.chosen.n_supervised and self.rejected.n_supervised)
+
+
+def _encode_answer(prompt: list[dict], answer: list[dict], tokenizer, max_seq_len: int) -> tuple[Encoded, int]:
+    messages = prompt + answer
+    text, spans = _assistant_spans(messages, tokenizer)
+    spans = spans[sum(m["role"] == "assistant" for m in prompt):]  # the answer's turns only
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    labels = [tid if any(a <= s < b for a, b in spans) and e > s else IGNORE
+              for tid, (s, e) in zip(ids, enc["offset_mapping"])]
+    eos_id = tokenizer.eos_token_id
+    if eos_id is not None and eos_id not in [ids[i] for i, lab in enumerate(labels) if lab != IGNORE]:
+        ids.append(eos_id)  # as in `encode`: the model must learn to stop after the preferred answer too
+        labels.append(eos_id)
+    first = next((i for i, lab in enumerate(labels) if lab != IGNORE), len(ids))
+    return Encoded(ids[:max_seq_len], labels[:max_seq_len], len(ids) > max_seq_len), first
+
+
+def encode_preference(pair: Preference, tokenizer, *, max_seq_len: int = 2048) -> EncodedPair:
+    """Tokenize a preference pair with the base's chat template; truncation cuts the answers' ends (the prompt is
+    kept whole when it fits), and a pair whose answer is cut entirely is not `supervised`."""
+    if tokenizer.chat_template is None:
+        raise DataError("the base model's tokenizer has no chat template", field="chat_template", code="template")
+    chosen, pc = _encode_answer(pair.prompt, pair.chosen, tokenizer, max_seq_len)
+    rejected, pr = _encode_answer(pair.prompt, pair.rejected, tokenizer, max_seq_len)
+    return EncodedPair(chosen, rejected, min(pc, pr))
 
 
 def render_prompt(sample_or_messages, tokenizer) -> str:

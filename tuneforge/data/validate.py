@@ -8,9 +8,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.data.formats import REINFORCEMENT, exact_key, near_key
+from tuneforge.data.formats import REINFORCEMENT, Preference, exact_key, near_key
 from tuneforge.data.load import scan
-from tuneforge.data.tokenize import IGNORE, encode
+from tuneforge.data.tokenize import IGNORE, encode, encode_preference
 from tuneforge.errors import DataError
 
 GUIDE_MIN_EXAMPLES = 1000  # the guide: below this, prompting or RAG usually beats fine-tuning
@@ -37,6 +37,7 @@ class Report:
     max_seq_len: int = 2048
     duplicates: dict = field(default_factory=lambda: {"exact": [], "near": []})
     label_balance: dict | None = None
+    answer_tokens: dict | None = None  # preference data: {"chosen"|"rejected": {"mean", "max"}} answer tokens
 
     @property
     def ok(self) -> bool:
@@ -47,7 +48,8 @@ class Report:
                 "format": self.format, "formats": self.formats, "errors": self.errors, "warnings": self.warnings,
                 "tokens": self.tokens, "supervised_tokens": self.supervised_tokens, "n_truncated": self.n_truncated,
                 "n_unsupervised": self.n_unsupervised, "max_seq_len": self.max_seq_len,
-                "duplicates": self.duplicates, "label_balance": self.label_balance}
+                "duplicates": self.duplicates, "label_balance": self.label_balance,
+                "answer_tokens": self.answer_tokens}
 
     def render(self) -> str:
         """Plain text (no markup): the CLI echoes it, and it reads the same in a log file."""
@@ -59,6 +61,10 @@ class Report:
             t = self.tokens
             out.append(f"  tokens per example: min {t['min']}, p50 {t['p50']}, mean {t['mean']}, p95 {t['p95']}, "
                        f"max {t['max']}; total {t['total']:,}, supervised {self.supervised_tokens:,}")
+            if self.answer_tokens:
+                a = self.answer_tokens
+                out.append(f"  answer tokens: chosen mean {a['chosen']['mean']} (max {a['chosen']['max']}), "
+                           f"rejected mean {a['rejected']['mean']} (max {a['rejected']['max']})")
             out.append(f"  truncated at max_seq_len={self.max_seq_len}: {self.n_truncated}"
                        + (f" ({self.n_unsupervised} lose their whole answer)" if self.n_unsupervised else ""))
         else:
@@ -111,17 +117,31 @@ def _duplicates(good: list) -> dict:
 
 def _token_stats(rep: Report, good: list, tokenizer, max_seq_len: int) -> None:
     lens, sup, trunc, lost = [], 0, 0, 0
+    answers: dict[str, list[int]] = {"chosen": [], "rejected": []}
     for _, s in good:
-        e = encode(s, tokenizer, max_seq_len=10**9)  # full length, so the stats show how much is cut
-        kept = sum(1 for x in e.labels[:max_seq_len] if x != IGNORE)
-        lens.append(len(e.input_ids))
-        sup += kept
-        trunc += len(e.input_ids) > max_seq_len
-        lost += kept == 0
+        if isinstance(s, Preference):  # two sequences: the longer one is what truncation cuts
+            pair = encode_preference(s, tokenizer, max_seq_len=10**9)
+            seqs = [pair.chosen, pair.rejected]
+            answers["chosen"].append(pair.chosen.n_supervised)
+            answers["rejected"].append(pair.rejected.n_supervised)
+        else:
+            seqs = [encode(s, tokenizer, max_seq_len=10**9)]  # full length, so the stats show how much is cut
+        kept = [sum(1 for x in e.labels[:max_seq_len] if x != IGNORE) for e in seqs]
+        lens.append(max(len(e.input_ids) for e in seqs))
+        sup += sum(kept)
+        trunc += any(len(e.input_ids) > max_seq_len for e in seqs)
+        lost += min(kept) == 0
     srt = sorted(lens)
     rep.tokens = {"min": srt[0], "max": srt[-1], "mean": round(sum(srt) / len(srt), 1),
                   "p50": _percentile(srt, 0.5), "p95": _percentile(srt, 0.95), "total": sum(srt)}
     rep.supervised_tokens, rep.n_truncated, rep.n_unsupervised = sup, trunc, lost
+    if answers["chosen"]:  # preference data: answer lengths per side (a length gap is a bias DPO can learn)
+        rep.answer_tokens = {k: {"mean": round(sum(v) / len(v), 1), "max": max(v)} for k, v in answers.items()}
+        c, r = (rep.answer_tokens[k]["mean"] for k in ("chosen", "rejected"))
+        if min(c, r) > 0 and max(c, r) > 2 * min(c, r):
+            rep.warnings.append(f"chosen answers average {c} tokens and rejected ones {r}: a length gap this large "
+                                "can teach length instead of content (consider loss_type ipo or simpo, which "
+                                "normalise by length)")
     if trunc:
         rep.warnings.append(f"{trunc} example(s) are longer than max_seq_len={max_seq_len} and will be truncated"
                             + (f"; {lost} lose their whole answer and will be skipped" if lost else "")
@@ -160,7 +180,11 @@ def check_file(path: str | Path, tokenizer=None, max_seq_len: int = 2048, fmt: s
         n = sum(len(v) - 1 for v in rep.duplicates["exact"])
         rep.warnings.append(f"{n} exact duplicate row(s) in {len(rep.duplicates['exact'])} group(s): they over-weight "
                             "those examples (splits keep each group on one side)")
-    if rep.duplicates["near"]:
+    prefs = bool(good) and all(isinstance(s, Preference) for _, s in good)
+    if rep.duplicates["near"] and prefs:
+        rep.warnings.append(f"{len(rep.duplicates['near'])} prompt(s) have several preference pairs (or near-"
+                            "duplicate prompts); splits keep each prompt's pairs on one side")
+    elif rep.duplicates["near"]:
         rep.warnings.append(f"{len(rep.duplicates['near'])} group(s) of near duplicates (differ only in case, "
                             "spacing or punctuation)")
 

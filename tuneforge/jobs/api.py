@@ -70,8 +70,14 @@ def job_object(j: JobRow) -> dict:
             "seed": j.seed, "status": j.status, "trained_tokens": j.trained_tokens,
             "training_file": j.training_file, "validation_file": j.validation_file,
             "estimated_finish": j.estimated_finish, "integrations": [], "metadata": j.user_metadata,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+            "method": _method_object(j.options, hp),
             "user_provided_suffix": j.suffix, "tuneforge": {**j.options, "run_dir": j.run_dir}}
+
+
+def _method_object(options: dict, hp: dict) -> dict:
+    """OpenAI's `method` of a job: its type from the objective the job trains (supervised unless dpo)."""
+    kind = "dpo" if (options or {}).get("objective") == "dpo" else "supervised"
+    return {"type": kind, kind: {"hyperparameters": hp}}
 
 
 def event_object(e: EventRow) -> dict:
@@ -198,9 +204,11 @@ class JobsAPI:
         self.store.add_event(job_id, f"Validating training file: {job.training_file}"
                              + (f" and validation file: {job.validation_file}" if job.validation_file else ""))
         try:
-            n, err = recipe.check_file(self.files.path(job.training_file), "training_file")
+            objective = (job.options or {}).get("objective", "sft")
+            n, err = recipe.check_file(self.files.path(job.training_file), "training_file", objective=objective)
             if err is None and job.validation_file:
-                _, err = recipe.check_file(self.files.path(job.validation_file), "validation_file", min_examples=1)
+                _, err = recipe.check_file(self.files.path(job.validation_file), "validation_file", min_examples=1,
+                                           objective=objective)
         except Exception as e:  # noqa: BLE001 - unreadable file: the job fails with the reason, nothing trains
             log.exception("validating %s", job_id)
             n, err = 0, {"code": "invalid_file", "message": f"{type(e).__name__}: {e}", "param": "training_file"}
@@ -404,6 +412,12 @@ class JobsAPI:
         try:
             hp, _ = recipe.hyperparameters_from(body)
             options = recipe.options_from(body)
+            objective = recipe.OBJECTIVE_OF[recipe.method_type(body)]
+            if options.get("objective", objective) != objective:
+                raise recipe.SpecError(f"tuneforge.objective: '{options['objective']}' contradicts method.type "
+                                       f"'{recipe.method_type(body)}'", "tuneforge.objective")
+            if objective != "sft":
+                options = {**options, "objective": objective}
         except recipe.SpecError as e:
             raise P.bad_request(e.message, param=e.param, code="invalid_value") from None
         return {"model": model, "base": self.bases.get(model, model), **files, "suffix": suffix, "seed": seed,

@@ -15,6 +15,11 @@ methods whose result, a LoRA adapter, the server can add to the base it is alrea
 `prompt-tuning` are for `tuneforge train`. One default differs from `tuneforge train`: logging_steps=1, a metrics
 event per step as OpenAI reports them. Without a validation_file the recipe holds out `val_split` (10%) of the
 training file for validation and keeps the best weights, as `tuneforge train` does (`"val_split": 0` turns it off).
+
+Preference jobs (OpenAI's `method={"type": "dpo", "dpo": {"hyperparameters": {"beta": ...}}}`) train
+`--objective dpo` on a preference file (`input`/`preferred_output`/`non_preferred_output` rows); `beta` is a
+number in (0, 2] or "auto" (0.1), beside the three hyperparameters above. The method is stored in the job's
+options as `objective: dpo`, and the job object reports it back as `method.type`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ JOB_KEYS = ("base", "data", "val_data", "output", "num_train_epochs", "per_devic
 SERVABLE_METHODS = ("lora", "qlora")
 JOB_DEFAULTS = {"logging_steps": 1, "method": "lora"}
 LIMITS = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (0.0, 10.0)}
+# per OpenAI method.type: the hyperparameters it takes (dpo adds beta, OpenAI's range (0, 2])
+METHOD_LIMITS = {"supervised": LIMITS, "dpo": {**LIMITS, "beta": (0.0, 2.0)}}
+OBJECTIVE_OF = {"supervised": "sft", "dpo": "dpo"}  # method.type → the TrainConfig objective it trains
 
 
 class SpecError(Exception):
@@ -61,35 +69,44 @@ def hyperparameters_from(body: dict) -> tuple[dict, bool]:
     if top is not None and not isinstance(top, dict):
         raise SpecError("hyperparameters: expected an object", "hyperparameters")
     given_in_method = method is not None
+    kind = "supervised"
     if given_in_method:
-        if not isinstance(method, dict) or method.get("type") != "supervised":
-            kind = method.get("type") if isinstance(method, dict) else method
-            raise SpecError(f"method.type: only 'supervised' fine-tuning is supported here (got {kind!r})",
-                            "method.type")
-        sup = method.get("supervised") or {}
+        kind = method.get("type") if isinstance(method, dict) else method
+        if not isinstance(method, dict) or kind not in METHOD_LIMITS:
+            raise SpecError(f"method.type: {kind!r} is not supported here (have: "
+                            f"{', '.join(METHOD_LIMITS)})", "method.type")
+        sup = method.get(kind) or {}
         inner = sup.get("hyperparameters") if isinstance(sup, dict) else None
         if inner is not None and not isinstance(inner, dict):
-            raise SpecError("method.supervised.hyperparameters: expected an object",
-                            "method.supervised.hyperparameters")
+            raise SpecError(f"method.{kind}.hyperparameters: expected an object",
+                            f"method.{kind}.hyperparameters")
         if top and inner and top != inner:
-            raise SpecError("give hyperparameters either at the top level or in method.supervised, not both",
+            raise SpecError(f"give hyperparameters either at the top level or in method.{kind}, not both",
                             "hyperparameters")
         top = inner or top
-    where = "method.supervised.hyperparameters" if given_in_method else "hyperparameters"
+    where = f"method.{kind}.hyperparameters" if given_in_method else "hyperparameters"
     hp = dict(top or {})
-    unknown = sorted(set(hp) - set(LIMITS))
+    limits = METHOD_LIMITS[kind]
+    unknown = sorted(set(hp) - set(limits))
     if unknown:
-        raise SpecError(f"{where}.{unknown[0]}: unknown hyperparameter (expected n_epochs, batch_size, "
-                        "learning_rate_multiplier)", f"{where}.{unknown[0]}")
-    return {k: _checked(k, hp.get(k), where) for k in LIMITS}, given_in_method
+        raise SpecError(f"{where}.{unknown[0]}: unknown hyperparameter (expected {', '.join(limits)})",
+                        f"{where}.{unknown[0]}")
+    return {k: _checked(k, hp.get(k), where, limits) for k in limits}, given_in_method
 
 
-def _checked(key: str, v, where: str):
-    """"auto" (or absent), or a number in LIMITS[key]: epochs and batch size whole, the multiplier above 0."""
+def method_type(body: dict) -> str:
+    """OpenAI's `method.type` of a job request ("supervised" when absent)."""
+    m = body.get("method")
+    return m.get("type", "supervised") if isinstance(m, dict) else "supervised"
+
+
+def _checked(key: str, v, where: str, limits: dict = LIMITS):
+    """"auto" (or absent), or a number in limits[key]: epochs and batch size whole, the multiplier (and DPO's
+    beta) above 0."""
     if v is None or v == "auto":
         return "auto"
-    lo, hi = LIMITS[key]
-    integral = key != "learning_rate_multiplier"
+    lo, hi = limits[key]
+    integral = key not in ("learning_rate_multiplier", "beta")
     number = isinstance(v, (int, float)) and not isinstance(v, bool)
     if integral and number and float(v).is_integer() and lo <= v <= hi:
         return int(v)
@@ -131,10 +148,14 @@ def options_from(body: dict) -> dict:
 def resolve_hyperparameters(hp: dict, n_examples: int) -> dict:
     """"auto" → the number this job will use (see the module docstring)."""
     default_bs = TrainConfig.model_fields["per_device_train_batch_size"].default
-    return {"n_epochs": auto_epochs(n_examples) if hp["n_epochs"] == "auto" else hp["n_epochs"],
-            "batch_size": default_bs if hp["batch_size"] == "auto" else hp["batch_size"],
-            "learning_rate_multiplier": 1.0 if hp["learning_rate_multiplier"] == "auto"
-            else hp["learning_rate_multiplier"]}
+    out = {"n_epochs": auto_epochs(n_examples) if hp["n_epochs"] == "auto" else hp["n_epochs"],
+           "batch_size": default_bs if hp["batch_size"] == "auto" else hp["batch_size"],
+           "learning_rate_multiplier": 1.0 if hp["learning_rate_multiplier"] == "auto"
+           else hp["learning_rate_multiplier"]}
+    if "beta" in hp:  # a dpo job: "auto" is the DPO default
+        from tuneforge.train.objectives.dpo import default_beta
+        out["beta"] = default_beta("sigmoid") if hp["beta"] == "auto" else hp["beta"]
+    return out
 
 
 def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, seed: int,
@@ -144,15 +165,22 @@ def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, 
     return TrainConfig(**cfg, base=base, data=str(data), val_data=str(val_data) if val_data else None,
                        output=str(output), seed=seed, num_train_epochs=hyperparameters["n_epochs"],
                        per_device_train_batch_size=hyperparameters["batch_size"],
-                       learning_rate_multiplier=hyperparameters["learning_rate_multiplier"])
+                       learning_rate_multiplier=hyperparameters["learning_rate_multiplier"],
+                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}))
 
 
-def check_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES) -> tuple[int, dict | None]:
+def check_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES,
+               objective: str = "sft") -> tuple[int, dict | None]:
     """tuneforge's data checks on an uploaded file: (valid examples, None) or (n, OpenAI job error) where the
-    error's code is the first problem's data-check code and its message names the line and field."""
+    error's code is the first problem's data-check code and its message names the line and field. A dpo job
+    needs preference rows."""
     from tuneforge.data.validate import check_file as check
 
     rep = check(path)
+    if objective == "dpo" and not rep.errors and rep.format != "preference":
+        return rep.n_valid, {"code": "invalid_file_format", "param": param,
+                             "message": f"{param}: a dpo job needs preference rows ({{\"input\": {{\"messages\"}}, "
+                                        f"\"preferred_output\", \"non_preferred_output\"}}), got {rep.format} rows"}
     if rep.errors:
         e = rep.errors[0]
         line = f"line {e['line']}" if e["line"] is not None else "the file"

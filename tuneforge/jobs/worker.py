@@ -74,6 +74,9 @@ class _Lease:
         self._thread.join(timeout=5)
 
 
+DPO_METRICS = ("reward_margin", "accuracy", "chosen_reward", "rejected_reward", "logp_chosen", "logp_rejected")
+
+
 class _Reporter:
     """train's on_step for one job: events, checkpoint objects, estimated_finish, and the stop decision."""
 
@@ -104,11 +107,17 @@ class _Reporter:
             if "loss" in row:
                 data.update(train_loss=row["loss"], learning_rate=row.get("lr"), epoch=row.get("epoch"),
                             tokens_per_s=row.get("tokens_per_s"))
+                data.update({k: row[k] for k in DPO_METRICS if k in row})  # a dpo job's preference metrics
             if "val_loss" in row:
                 data.update(valid_loss=row["val_loss"], full_valid_loss=row["val_loss"])
+                data.update({k: row[k] for k in ("val_accuracy", "val_reward_margin") if k in row})
         self.latest.update({k: data[k] for k in ("train_loss", "valid_loss", "full_valid_loss") if k in data})
         parts = [f"{name}={data[key]:.4f}" for key, name in (("train_loss", "training loss"),
-                                                             ("valid_loss", "validation loss")) if key in data]
+                                                             ("valid_loss", "validation loss"),
+                                                             ("reward_margin", "reward margin"),
+                                                             ("accuracy", "preference accuracy"),
+                                                             ("val_accuracy", "validation preference accuracy"))
+                 if key in data]
         self.w.store.add_event(self.job.id, f"Step {r.step}/{r.total}: " + ", ".join(parts), type="metrics",
                                data=data)
 

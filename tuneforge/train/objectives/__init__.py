@@ -126,6 +126,7 @@ class Objective:
 # name → "module:class"; imported on first use, so `import tuneforge.train.objectives` stays light
 OBJECTIVES: dict[str, str] = {
     "sft": "tuneforge.train.objectives.sft:SFT",
+    "dpo": "tuneforge.train.objectives.dpo:DPO",
     "grpo": "tuneforge.train.objectives.grpo:GRPO",
 }
 

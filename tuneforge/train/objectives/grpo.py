@@ -182,7 +182,7 @@ class GRPO(Objective):
 
     @property
     def beta(self) -> float:
-        b = getattr(self.cfg, "beta", None)
+        b = self.cfg.beta
         return DEFAULT_BETA if b is None else float(b)
 
     # --- rows → items -------------------------------------------------------------------------------
