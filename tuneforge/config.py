@@ -50,7 +50,9 @@ class TrainConfig(BaseModel):
                                "objective's default. dpo: how far from the reference the model may move (DPO/IPO "
                                "0.1; higher = stays closer to the reference, safer but learns the preference "
                                "less; OpenAI's range (0, 2]); the reward scale for simpo (2.0) and the odds-ratio "
-                               "weight for orpo (0.1).")
+                               "weight for orpo (0.1). grpo: weight of the KL to the reference (default 0: no "
+                               "reference pass, a third cheaper per step, TRL's default; 0.04 holds the model "
+                               "closer to where it started, DeepSeekMath's value).")
     simpo_gamma: float = Field(0.5, ge=0, description="loss_type simpo: target reward margin between the "
                                "preferred and non-preferred answer; higher separates them more, at some fluency.")
     data: str | None = Field(None, description="Training examples (.jsonl/.json/.csv/.parquet).")
@@ -130,6 +132,22 @@ class TrainConfig(BaseModel):
                                     "capacity and longer sequences.")
     prompt_tuning_init_text: str | None = Field(None, description="Prompt tuning: initialise the soft prompt "
                                                 "from this text (usually trains faster than random).")
+    # reinforcement (objective: grpo); its KL strength is the shared `beta` key (grpo default 0.0)
+    grader: str | None = Field(None, description="objective grpo: the grader JSON file (OpenAI's shapes: "
+                               "string_check, text_similarity, python, score_model, multi) that scores each sampled "
+                               "answer against its row; `tuneforge grader run` tries it on answers first.")
+    num_generations: int = Field(8, ge=2, description="objective grpo: answers sampled per prompt (the group whose "
+                                 "mean is the baseline). More = a better baseline and fewer all-same groups (no "
+                                 "signal), at proportionally more sampling and training compute per prompt.")
+    max_completion_length: int = Field(128, ge=1, description="objective grpo: token budget of each sampled "
+                                       "answer. Too short cuts answers before they can be right (reward 0); "
+                                       "longer costs decode time on every step.")
+    temperature: float = Field(1.0, gt=0, description="objective grpo: sampling temperature of the answers. "
+                               "Higher explores more (groups differ, so there is signal); lower exploits what "
+                               "the model already does (groups often all equal: no gradient).")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="objective grpo: PPO clip range; the ratio of new to "
+                           "sampling-time probability is clipped to [1-epsilon, 1+epsilon]. Smaller = more "
+                           "conservative updates (stabler, slower); larger = faster but can overshoot.")
 
     @field_validator("target_modules", "modules_to_save", "report_to", mode="before")
     @classmethod

@@ -62,5 +62,5 @@ def main() -> None:
 
 # the command groups register themselves on `app` (in the order `tuneforge --help` lists them)
 from tuneforge.cli import (  # noqa: E402,F401
-    train, evaluate, data, export, optimize, models, runs, serve, jobs, advise, monitor,
+    train, evaluate, data, export, optimize, models, runs, serve, jobs, advise, monitor, grader,
 )

@@ -63,8 +63,13 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
                                        "it with the label (default: constrained prediction over the label set)."),
              output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: "
                                                    "RUN/eval.json for a run)."),
-             progress: bool = typer.Option(True, "--progress/--no-progress")):
+             progress: bool = typer.Option(True, "--progress/--no-progress"),
+             grader: Optional[Path] = typer.Option(None, "--grader", help="RL rows: the grader JSON (default: the "
+                                                   "run's own grader).")):
     """Generate on held-out data and score (exact match, BLEU, ROUGE, chrF or classification metrics).
+
+    RL rows (prompts + grader keys): the grader's mean score, tuned vs baseline (default: the run's base), with
+    bootstrap CIs and the paired delta; written to RUN/eval_rl.json (or --output).
 
     Classification data is answered by constrained prediction: each label's likelihood is scored and the most
     likely label is the answer, for the baseline too; eval.json records the per-label probabilities and the
@@ -74,7 +79,21 @@ def eval_cmd(target: str = typer.Argument(..., help="Run dir or model to evaluat
     answers: `tuneforge human-eval export RUN/eval.json --output DIR`.
     """
     from tuneforge.eval.harness import evaluate_file, save_eval
+    from tuneforge.eval.reinforcement import evaluate_rl, is_rl_file, render
 
+    if is_rl_file(data):
+        from tuneforge.cli.grader import grader_judge
+        from tuneforge.run import is_run, write_json
+
+        res = evaluate_rl(target, str(data), grader=str(grader) if grader else None,
+                          baseline=baseline or "base", max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          limit=limit, temperature=temperature, judge=grader_judge)
+        typer.echo(render(res))
+        dest = output or (Path(target) / "eval_rl.json" if is_run(target) else None)
+        if dest is not None:
+            write_json(dest, res)
+            typer.echo(f"written: {dest}")
+        return
     res = evaluate_file(target, str(data), baseline=baseline, max_new_tokens=max_new_tokens,
                         batch_size=batch_size, limit=limit, progress=progress, temperature=temperature,
                         top_p=top_p, seed=seed, free=free,

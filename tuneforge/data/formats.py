@@ -186,6 +186,8 @@ def source_id(sample: Sample) -> str:
 
 def _to_sample(record: dict, fmt: str, where: str) -> Sample:
     loc = _loc(where)
+    if fmt == REINFORCEMENT:
+        return _to_reinforcement(record, loc, where)
     if fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}' (have: {', '.join(FORMATS)})", code="unknown_format", **loc)
     if not isinstance(record, dict):
@@ -314,3 +316,35 @@ def near_key(sample: Sample) -> str:
     if isinstance(sample, Preference):
         return _SEP.join(near_dup_text(part) for part in _chat_key(sample.prompt).split(_SEP))
     return _SEP.join(near_dup_text(part) for part in exact_key(sample).split(_SEP))
+
+
+# --- reinforcement (RL) rows: OpenAI's reinforcement fine-tuning format ---------------------------------------
+REINFORCEMENT = "reinforcement"
+
+
+def _to_reinforcement(record, loc: dict, where: str) -> Sample:
+    """`{"messages": [...the prompt...], ...any other keys}`: the messages are what the model is asked (no
+    assistant answer to end on: the model writes it, the grader scores it); every key of the row, messages
+    included, is the grader's `item` (`{{item.KEY}}`, `item["KEY"]`), kept in `Sample.extra["item"]`."""
+    if not isinstance(record, dict):
+        raise DataError(f"expected an object, got {type(record).__name__}", code="data_type", **loc)
+    msgs = record.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError("'messages' (the prompt) must be a non-empty list", field="messages",
+                        code="missing_messages_list", **loc)
+    checked = _check_chat({"messages": msgs + [{"role": "assistant", "content": "-"}]}, loc)[:-1]
+    if checked[-1]["role"] == "assistant":
+        raise DataError("the prompt ends with an assistant message: the model writes the answer, so end on a user "
+                        "(or tool) message", field=f"messages[{len(msgs) - 1}].role", code="invalid_prompt", **loc)
+    if not any(m["role"] == "user" for m in checked):
+        raise DataError("the prompt has no user message", field="messages", code="invalid_prompt", **loc)
+    return Sample(messages=checked, format=REINFORCEMENT, where=where, extra={"item": dict(record)})
+
+
+def looks_like_reinforcement(records: list) -> bool:
+    """A file whose rows all have `messages` and none has an assistant turn is a file of RL prompts (an SFT chat
+    file always has answers): `data check` then reports it as reinforcement rows."""
+    rows = [r for r in records if r is not None]
+    return bool(rows) and all(
+        isinstance(r, dict) and isinstance(r.get("messages"), list) and
+        not any(isinstance(m, dict) and m.get("role") == "assistant" for m in r["messages"]) for r in rows)

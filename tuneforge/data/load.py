@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from tuneforge.data.formats import FORMATS, Sample, detect_format, to_sample
+from tuneforge.data.formats import FORMATS, REINFORCEMENT, Sample, detect_format, looks_like_reinforcement, to_sample
 from tuneforge.errors import DataError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -185,8 +185,8 @@ class ScanResult:
 
 
 def _check_fmt(fmt: str, path: str | Path) -> None:
-    if fmt != "auto" and fmt not in FORMATS:
-        raise DataError(f"unknown format '{fmt}' (have: auto, {', '.join(FORMATS)})", path=str(path),
+    if fmt != "auto" and fmt not in FORMATS and fmt != REINFORCEMENT:
+        raise DataError(f"unknown format '{fmt}' (have: auto, {', '.join(FORMATS)}, {REINFORCEMENT})", path=str(path),
                         code="unknown_format")
 
 
@@ -211,6 +211,8 @@ def scan(path: str | Path, fmt: str = "auto") -> ScanResult:
                 res.errors.append(e)
     except DataError as e:  # file-level: nothing more can be read
         res.errors.append(e)
+    if fmt == "auto" and not res.valid and res.records and looks_like_reinforcement(res.records):
+        return scan(path, REINFORCEMENT)  # prompts only, no answers: RL rows
     return res
 
 

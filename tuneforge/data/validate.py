@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.data.formats import Preference, exact_key, near_key
+from tuneforge.data.formats import REINFORCEMENT, Preference, exact_key, near_key
 from tuneforge.data.load import scan
 from tuneforge.data.tokenize import IGNORE, encode, encode_preference
 from tuneforge.errors import DataError
@@ -212,6 +212,9 @@ def check_file(path: str | Path, tokenizer=None, max_seq_len: int = 2048, fmt: s
             rep.warnings.append(f"label imbalance: '{big}' has {max(counts)} examples, '{small}' {min(counts)} "
                                 f"(ratio > {IMBALANCE_RATIO}); the guide asks for a balanced distribution")
 
+    if rep.format == REINFORCEMENT:
+        _reinforcement_stats(rep, good, tokenizer, max_seq_len)
+        return rep
     if tokenizer is not None and good:
         try:
             _token_stats(rep, good, tokenizer, max_seq_len)
@@ -223,3 +226,27 @@ def check_file(path: str | Path, tokenizer=None, max_seq_len: int = 2048, fmt: s
     elif rep.n_examples and not good:
         rep.warnings.append("no valid example, so no assistant reply to learn from")
     return rep
+
+
+def _reinforcement_stats(rep: Report, good: list, tokenizer, max_seq_len: int) -> None:
+    """RL rows: prompt lengths (the model writes the answers, up to max_completion_length, in training) and the
+    item keys a grader can read; there is no answer to supervise."""
+    if tokenizer is not None and good:
+        from tuneforge.data.tokenize import render_prompt
+
+        try:
+            lens = sorted(len(tokenizer(render_prompt(s, tokenizer), add_special_tokens=False)["input_ids"])
+                          for _, s in good)
+        except Exception as e:  # noqa: BLE001 - e.g. no chat template: a problem to report
+            rep.errors.append({"where": rep.path, "line": None, "field": None, "code": "tokenizer",
+                               "message": str(e)})
+            return
+        rep.tokens = {"min": lens[0], "max": lens[-1], "mean": round(sum(lens) / len(lens), 1),
+                      "p50": _percentile(lens, 0.5), "p95": _percentile(lens, 0.95), "total": sum(lens)}
+        rep.supervised_tokens, rep.n_truncated, rep.n_unsupervised = 0, sum(n > max_seq_len for n in lens), 0
+        if rep.n_truncated:
+            rep.warnings.append(f"{rep.n_truncated} prompt(s) are longer than max_seq_len={max_seq_len} and will "
+                                "be cut from the left")
+    keys = sorted({k for _, s in good for k in s.extra.get("item", {}) if k != "messages"})
+    rep.warnings.append("reinforcement rows (prompts for GRPO): item keys a grader can read: "
+                        + (", ".join(keys) if keys else "none (only messages)"))

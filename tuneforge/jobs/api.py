@@ -43,7 +43,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from tuneforge.ids import new_id
-from tuneforge.jobs import recipe
+from tuneforge.jobs import recipe, reinforcement
 from tuneforge.jobs.files import MULTIPART_OVERHEAD, PURPOSES, STALE_PART_S, FileStore, receive_upload
 from tuneforge.jobs.store import SUCCEEDED, VALIDATING, EventRow, CheckpointRow, FileRow, InvalidState, JobRow, \
     Page, Store
@@ -79,6 +79,8 @@ def job_object(j: JobRow) -> dict:
 
 def _method_object(options: dict, hp: dict) -> dict:
     """OpenAI's `method` of a job: its type from the objective the job trains (supervised unless dpo)."""
+    if (options or {}).get("objective") == "grpo":
+        return reinforcement.method_object(options, hp)
     kind = "dpo" if (options or {}).get("objective") == "dpo" else "supervised"
     return {"type": kind, kind: {"hyperparameters": hp}}
 
@@ -369,6 +371,20 @@ class JobsAPI:
             return list_object(self._page(store.list_checkpoints, job_id, after=after, limit=limit),
                                checkpoint_object)
 
+        @router.post("/v1/fine_tuning/alpha/graders/run")
+        def run_grader(body: dict):
+            try:
+                return reinforcement.run_grader(body)
+            except reinforcement.RLSpecError as e:
+                raise P.bad_request(e.message, param=e.param, code="invalid_value") from None
+
+        @router.post("/v1/fine_tuning/alpha/graders/validate")
+        def validate_grader(body: dict):
+            try:
+                return reinforcement.validate_grader(body)
+            except reinforcement.RLSpecError as e:
+                raise P.bad_request(e.message, param=e.param, code="invalid_value") from None
+
         return router
 
     def _job_fields(self, body: dict) -> dict:
@@ -421,7 +437,12 @@ class JobsAPI:
                                        f"'{recipe.method_type(body)}'", "tuneforge.objective")
             if objective != "sft":
                 options = {**options, "objective": objective}
-        except recipe.SpecError as e:
+            if objective == "grpo":
+                if "grader" in options:
+                    raise recipe.SpecError("tuneforge.grader: set by method.reinforcement.grader", "tuneforge.grader")
+                spec = reinforcement.grader_from(body)
+                options["grader"] = str(reinforcement.save_grader(self.store.root, spec))
+        except (recipe.SpecError, reinforcement.RLSpecError) as e:
             raise P.bad_request(e.message, param=e.param, code="invalid_value") from None
         return {"model": model, "base": self.bases.get(model, model), **files, "suffix": suffix, "seed": seed,
                 "user_metadata": _metadata(body.get("metadata")), "hyperparameters": hp,

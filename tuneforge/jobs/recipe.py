@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tuneforge.config import TrainConfig
 from tuneforge.errors import ConfigError
+from tuneforge.jobs.reinforcement import REAL_VALUED, RL_LIMITS, check_rows, training_keys
 
 TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 1, 25
@@ -41,6 +42,8 @@ LIMITS = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier
 # per OpenAI method.type: the hyperparameters it takes (dpo adds beta, OpenAI's range (0, 2])
 METHOD_LIMITS = {"supervised": LIMITS, "dpo": {**LIMITS, "beta": (0.0, 2.0)}}
 OBJECTIVE_OF = {"supervised": "sft", "dpo": "dpo"}  # method.type → the TrainConfig objective it trains
+METHOD_LIMITS["reinforcement"] = {**LIMITS, **RL_LIMITS}  # grpo with a grader: jobs/reinforcement.py
+OBJECTIVE_OF["reinforcement"] = "grpo"
 
 
 class SpecError(Exception):
@@ -106,7 +109,7 @@ def _checked(key: str, v, where: str, limits: dict = LIMITS):
     if v is None or v == "auto":
         return "auto"
     lo, hi = limits[key]
-    integral = key not in ("learning_rate_multiplier", "beta")
+    integral = key not in ("learning_rate_multiplier", "beta", *REAL_VALUED)
     number = isinstance(v, (int, float)) and not isinstance(v, bool)
     if integral and number and float(v).is_integer() and lo <= v <= hi:
         return int(v)
@@ -155,6 +158,7 @@ def resolve_hyperparameters(hp: dict, n_examples: int) -> dict:
     if "beta" in hp:  # a dpo job: "auto" is the DPO default
         from tuneforge.train.objectives.dpo import default_beta
         out["beta"] = default_beta("sigmoid") if hp["beta"] == "auto" else hp["beta"]
+    out.update({k: hp[k] for k in RL_LIMITS if k in hp})  # a reinforcement job ("auto" = the grpo defaults)
     return out
 
 
@@ -166,7 +170,8 @@ def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, 
                        output=str(output), seed=seed, num_train_epochs=hyperparameters["n_epochs"],
                        per_device_train_batch_size=hyperparameters["batch_size"],
                        learning_rate_multiplier=hyperparameters["learning_rate_multiplier"],
-                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}))
+                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}),
+                       **training_keys(hyperparameters))
 
 
 def check_training_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES,
@@ -181,6 +186,9 @@ def check_training_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES
         return rep.n_valid, {"code": "invalid_file_format", "param": param,
                              "message": f"{param}: a dpo job needs preference rows ({{\"input\": {{\"messages\"}}, "
                                         f"\"preferred_output\", \"non_preferred_output\"}}), got {rep.format} rows"}
+    rl_err = check_rows(rep, param) if objective == "grpo" else None
+    if rl_err is not None:
+        return rep.n_valid, rl_err
     if rep.errors:
         e = rep.errors[0]
         line = f"line {e['line']}" if e["line"] is not None else "the file"

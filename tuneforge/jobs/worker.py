@@ -74,6 +74,7 @@ class _Lease:
         self._thread.join(timeout=5)
 
 
+RL_METRICS = ("reward", "reward_std", "kl", "completion_length", "zero_std_groups", "grader_errors")
 DPO_METRICS = ("reward_margin", "accuracy", "chosen_reward", "rejected_reward", "logp_chosen", "logp_rejected")
 
 
@@ -108,15 +109,18 @@ class _Reporter:
                 data.update(train_loss=row["loss"], learning_rate=row.get("lr"), epoch=row.get("epoch"),
                             tokens_per_s=row.get("tokens_per_s"))
                 data.update({k: row[k] for k in DPO_METRICS if k in row})  # a dpo job's preference metrics
+                data.update({k: row[k] for k in RL_METRICS if k in row})  # a reinforcement job's (grpo)
             if "val_loss" in row:
                 data.update(valid_loss=row["val_loss"], full_valid_loss=row["val_loss"])
-                data.update({k: row[k] for k in ("val_accuracy", "val_reward_margin") if k in row})
+                data.update({k: row[k] for k in ("val_accuracy", "val_reward_margin", "val_reward") if k in row})
         self.latest.update({k: data[k] for k in ("train_loss", "valid_loss", "full_valid_loss") if k in data})
         parts = [f"{name}={data[key]:.4f}" for key, name in (("train_loss", "training loss"),
                                                              ("valid_loss", "validation loss"),
                                                              ("reward_margin", "reward margin"),
                                                              ("accuracy", "preference accuracy"),
-                                                             ("val_accuracy", "validation preference accuracy"))
+                                                             ("val_accuracy", "validation preference accuracy"),
+                                                             ("reward", "mean reward"),
+                                                             ("val_reward", "validation reward"))
                  if key in data]
         self.w.store.add_event(self.job.id, f"Step {r.step}/{r.total}: " + ", ".join(parts), type="metrics",
                                data=data)

@@ -130,6 +130,7 @@ class Objective:
 OBJECTIVES: dict[str, str] = {
     "sft": "tuneforge.train.objectives.sft:SFT",
     "dpo": "tuneforge.train.objectives.dpo:DPO",
+    "grpo": "tuneforge.train.objectives.grpo:GRPO",
 }
 
 
