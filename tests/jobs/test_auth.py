@@ -17,7 +17,8 @@ EXPECTED = {("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{fil
             ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs"), ("GET", "/v1/fine_tuning/jobs/{job_id}"),
             ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"), ("POST", "/v1/fine_tuning/jobs/{job_id}/pause"),
             ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"), ("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
-            ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints")}
+            ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),
+            ("POST", "/v1/fine_tuning/alpha/graders/run"), ("POST", "/v1/fine_tuning/alpha/graders/validate")}
 
 
 @pytest.fixture(scope="module")

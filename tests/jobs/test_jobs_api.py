@@ -100,7 +100,7 @@ def test_the_guides_module_level_call_reaches_this_server(server, good_file, tin
 @pytest.mark.parametrize("extra,param", [
     ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
     ({"hyperparameters": {"learning_rate_multiplier": -1}}, "hyperparameters.learning_rate_multiplier"),
-    ({"method": {"type": "dpo", "dpo": {}}}, "method.type"),
+    ({"method": {"type": "rlhf"}}, "method.type"),
     ({"suffix": "no spaces please"}, "suffix"),
     ({"seed": -1}, "seed"),
     ({"metadata": {"k": 5}}, "metadata"),
