@@ -296,6 +296,19 @@ def test_playground_json_schema_mode_answers_valid_json_and_flags_bad_schemas(st
              "the server's schema error")
         assert drv.find_element("id", "p-send").is_enabled()
 
+        # JSON object mode: no schema box, the answer is an object (or one cut off by max_tokens, never free text)
+        Select(drv.find_element("id", "p-format")).select_by_visible_text("JSON object")
+        assert not drv.find_element("id", "p-schema").is_displayed() and not text(drv, "p-schema-err")
+        drv.find_element("id", "p-send").click()
+        wait(drv, lambda d: text(d, "p-ans-0").strip() and not d.find_element("id", "p-stop").is_enabled(), 120,
+             "the JSON-object answer")
+        answer = text(drv, "p-ans-0")
+        assert answer.startswith("{"), answer
+        try:
+            assert isinstance(json.loads(answer), dict)
+        except json.JSONDecodeError:
+            assert len(answer) > 20  # ran out of max_tokens mid-object
+
 
 def ctrl_enter() -> str:
     from selenium.webdriver.common.keys import Keys
