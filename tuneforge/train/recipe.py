@@ -18,7 +18,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,7 @@ from tuneforge.models.load import Base, default_device, load_base, load_tokenize
 from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card, read_json, read_metrics, record_git_commit,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
+from tuneforge.train.objectives import Prepared  # noqa: F401 - recipe.Prepared is public
 from tuneforge.train.early_stop import LoopState, after_evaluation, stop_reason
 from tuneforge.train.packing import packed_attention
 from tuneforge.train.schedule import make_scheduler, refresh
@@ -43,23 +44,6 @@ from tuneforge.train.trackers import open_trackers
 
 SMALL_DATA = 1000  # the guide's rule of thumb for the examples a fine-tune needs
 PLATEAU_DECAY = 0.5  # the plateau schedule's factor per evaluation without progress
-
-
-@dataclass
-class Prepared:
-    cfg: TrainConfig  # resolved: no "auto" left; what config.yaml records
-    base: object  # models.load.Base (tokenizer, path); its model is None when prepared without weights
-    model: object  # the trainable model (methods.prepare), None without weights
-    train: list  # the objective's encoded items (SFT: `Encoded` examples), dealt out by the batch plan
-    val: list
-    data_info: dict
-    labels: list[str] | None = None  # classification data: the label set (run.json, model card, eval)
-    auto: dict[str, str] = field(default_factory=dict)  # {field: why} for each value chosen for the user
-    objective: objectives.Objective | None = None  # default: the one cfg.objective names
-
-    def __post_init__(self):
-        if self.objective is None:
-            self.objective = objectives.create(self.cfg)
 
 
 @dataclass

@@ -517,6 +517,8 @@ loaders.play = async () => {
 let streams = [];
 async function streamInto(model, messages, pre, signal) {
   const body = { model, messages, stream: true, temperature: Number($("p-temp").value), top_p: Number($("p-topp").value), max_tokens: Number($("p-max").value) };
+  const fmt = responseFormat();
+  if (fmt) body.response_format = fmt;
   const r = await api("POST", "/v1/chat/completions", body, { raw: true, signal });
   const reader = r.body.getReader(), dec = new TextDecoder();
   let buf = "";
@@ -537,8 +539,39 @@ async function streamInto(model, messages, pre, signal) {
     }
   }
 }
+// Structured output: off / JSON object / JSON schema (the schema is validated as JSON as you type; send waits for it).
+let streaming = false;
+function responseFormat() {
+  const mode = $("p-format").value;
+  if (mode === "json_object") return { type: "json_object" };
+  if (mode !== "json_schema") return null;
+  return { type: "json_schema", json_schema: { name: "playground", schema: JSON.parse($("p-schema").value), strict: true } };
+}
+function checkSchema() {
+  const mode = $("p-format").value, box = $("p-schema");
+  $("p-schema-box").hidden = mode !== "json_schema";
+  let msg = "";
+  if (mode === "json_schema") {
+    try {
+      const s = JSON.parse(box.value);
+      if (s === null || typeof s !== "object" || Array.isArray(s)) msg = "The schema must be a JSON object, e.g. {\"type\": \"object\"}.";
+    } catch (e) { msg = "Not valid JSON: " + e.message; }
+  }
+  box.setAttribute("aria-invalid", msg ? "true" : "false");
+  $("p-schema-err").textContent = msg;
+  $("p-send").disabled = streaming || !!msg;
+  return !msg;
+}
+// A 400 about response_format (a malformed or unsupported schema) belongs next to the schema box.
+function isFormatError(e) {
+  return e && e.status === 400 && (e.code === "unsupported_schema" || String(e.param || "").startsWith("response_format"));
+}
+$("p-format").addEventListener("change", checkSchema);
+$("p-schema").addEventListener("input", checkSchema);
+checkSchema();
 async function send() {
   showErr("p-err", null);
+  if (!checkSchema()) { $("p-schema").focus(); return; }
   const models = [...$("p-models").querySelectorAll("input:checked")].map((i) => i.value);
   const text = $("p-prompt").value.trim();
   if (!models.length) { showErr("p-err", new Error("Pick at least one model.")); return; }
@@ -548,9 +581,16 @@ async function send() {
   messages.push({ role: "user", content: text });
   $("p-out").innerHTML = models.map((m, i) => `<div class="card"><strong>${esc(m)}</strong><pre id="p-ans-${i}" aria-live="polite"></pre><span class="err" id="p-err-${i}"></span></div>`).join("");
   const ctl = new AbortController(); streams.push(ctl);
-  $("p-send").disabled = true; $("p-stop").disabled = false;
-  await Promise.all(models.map((m, i) => streamInto(m, messages, $("p-ans-" + i), ctl.signal).catch((e) => { if (e.name !== "AbortError") showErr("p-err-" + i, e); })));
-  $("p-send").disabled = false; $("p-stop").disabled = true;
+  streaming = true; $("p-send").disabled = true; $("p-stop").disabled = false;
+  await Promise.all(models.map((m, i) => streamInto(m, messages, $("p-ans-" + i), ctl.signal).catch((e) => {
+    if (e.name === "AbortError") return;
+    showErr("p-err-" + i, e);
+    if (isFormatError(e)) showErr("p-schema-err", e);
+  })));
+  streaming = false; $("p-stop").disabled = true;
+  const formatErr = $("p-schema-err").textContent;
+  checkSchema();
+  if (formatErr && !$("p-schema-err").textContent) { $("p-schema-err").textContent = formatErr; $("p-schema").setAttribute("aria-invalid", "true"); }
 }
 $("p-send").addEventListener("click", send);
 $("p-prompt").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) send(); });

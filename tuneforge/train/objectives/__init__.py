@@ -41,16 +41,16 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tuneforge.errors import ConfigError
 
-if TYPE_CHECKING:  # annotations only: importing the recipe here would be circular
+if TYPE_CHECKING:  # annotations only
     import torch
 
     from tuneforge.config import TrainConfig
     from tuneforge.train.distributed import Ranks
-    from tuneforge.train.recipe import Prepared
 
 
 class Objective:
@@ -147,3 +147,24 @@ def get(name: str) -> type[Objective]:
 def create(cfg: "TrainConfig") -> Objective:
     """The objective instance for a run of `cfg`."""
     return get(cfg.objective)(cfg)
+
+
+@dataclass
+class Prepared:
+    """What `train.recipe.prepare` hands the loop and the objective: the resolved config, the loaded base and
+    trainable model, the objective's encoded items. It lives here, beside `Objective`, because it is the contract
+    between the two (the recipe imports it; nothing here imports the recipe)."""
+
+    cfg: "TrainConfig"  # resolved: no "auto" left; what config.yaml records
+    base: object  # models.load.Base (tokenizer, path); its model is None when prepared without weights
+    model: object  # the trainable model (methods.prepare), None without weights
+    train: list  # the objective's encoded items (SFT: `Encoded` examples), dealt out by the batch plan
+    val: list
+    data_info: dict
+    labels: list[str] | None = None  # classification data: the label set (run.json, model card, eval)
+    auto: dict[str, str] = field(default_factory=dict)  # {field: why} for each value chosen for the user
+    objective: Objective | None = None  # default: the one cfg.objective names
+
+    def __post_init__(self):
+        if self.objective is None:
+            self.objective = create(self.cfg)
