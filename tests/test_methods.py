@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import typing
+
 import pytest
 import torch
 
@@ -57,6 +60,25 @@ def test_prompt_tuning_trains_under_a_tenth_of_a_percent_of_a_real_sized_model()
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(ConfigError, match="lora"):
         methods.get("adalora")
+
+
+def test_config_method_choices_are_the_rows_plus_auto():
+    # config (a layer below methods) cannot import the rows: its Literal is held equal to them here
+    choices = typing.get_args(TrainConfig.model_fields["method"].annotation)
+    assert sorted(choices) == sorted([*methods.METHODS, "auto"])
+
+
+def test_role_names_pick_rows_with_the_role():
+    assert methods.METHODS[methods.DEFAULT].lora_shaped and not methods.METHODS[methods.DEFAULT].quantized_base
+    assert methods.METHODS[methods.LOW_MEMORY].quantized_base and methods.METHODS[methods.LOW_MEMORY].lora_shaped
+    assert methods.METHODS[methods.ALL_WEIGHTS].weight_gradients and not methods.METHODS[methods.ALL_WEIGHTS].adapter
+
+
+@pytest.mark.parametrize("name", list(methods.METHODS))
+def test_every_row_has_a_learning_rate_for_every_base_size(name):
+    table = methods.METHODS[name].learning_rates
+    bounds = [b for b, _ in table]
+    assert bounds == sorted(bounds) and bounds[-1] == math.inf and all(rate > 0 for _, rate in table)
 
 
 def _linear_weight_bytes(model) -> int:

@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers import arithmetic_rows, write_jsonl
 from tests.helpers import tf
+from tuneforge import methods
 from tuneforge.config import TrainConfig
 from tuneforge.train import auto
 from tuneforge.train.auto import CAP_EPOCHS, MAX_EPOCHS, MAX_EXAMPLES, MIN_STEPS
@@ -57,21 +58,32 @@ def test_gradient_accumulation_counts_optimizer_steps():
     assert auto.epochs(n, 8, 4)[0] > CAP_EPOCHS
 
 
-@pytest.mark.parametrize("method, table", [("lora", auto.LORA_LR), ("qlora", auto.LORA_LR), ("full", auto.FULL_LR)])
-def test_learning_rate_steps_down_at_each_size_bound(method, table):
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_learning_rate_steps_down_at_each_size_bound(method):
+    table = methods.get(method).learning_rates
+    assert len(table) > 1 and table[-1][0] == math.inf
     for (bound, rate), (_, next_rate) in zip(table, table[1:]):
         assert auto.learning_rate(method, int(bound) - 1)[0] == rate
         assert auto.learning_rate(method, int(bound))[0] == next_rate
         assert next_rate < rate
     assert auto.learning_rate("full", 135_000_000)[0] < auto.learning_rate("lora", 135_000_000)[0]
     lr, why = auto.learning_rate("prompt-tuning", 135_000_000)
-    assert lr == auto.PROMPT_TUNING_LR and "soft prompt" in why
+    assert lr == methods.PROMPT_TUNING_LR[0][1] and "soft prompt" in why
+
+
+def test_learning_rate_reason_names_the_method_and_the_base_size():
+    assert auto.learning_rate("qlora", 135_000_000)[1] == (
+        "learning_rate 0.001 (auto): qlora on a 135M-parameter base (smaller bases take larger steps); "
+        "--learning_rate to override")
+    assert auto.learning_rate("full", 1_700_000_000)[1] == (
+        "learning_rate 2e-05 (auto): full fine-tuning on a 1.7B-parameter base (every weight moves); "
+        "--learning_rate to override")
 
 
 def test_resolve_fills_only_what_is_auto():
     cfg = TrainConfig(method="lora")
     why = auto.resolve(cfg, n_train=200, n_params=135_000_000)
-    assert cfg.learning_rate == auto.LORA_LR[0][1] and set(why) == {"learning_rate", "num_train_epochs",
+    assert cfg.learning_rate == methods.LORA_LR[0][1] and set(why) == {"learning_rate", "num_train_epochs",
                                                                     "lr_scheduler_type"}
     cfg = TrainConfig(method="lora", learning_rate=3e-4, num_train_epochs=2, lr_scheduler_type="cosine")
     assert auto.resolve(cfg, n_train=200, n_params=135_000_000) == {}
@@ -84,9 +96,9 @@ def test_resolve_fills_only_what_is_auto():
 def test_learning_rate_multiplier_scales_only_the_auto_rate():
     cfg = TrainConfig(method="lora", learning_rate_multiplier=0.5)  # the jobs API's learning_rate_multiplier
     why = auto.resolve(cfg, n_train=200, n_params=135_000_000)
-    assert cfg.learning_rate == pytest.approx(auto.LORA_LR[0][1] * 0.5) and "x0.5" in why["learning_rate"]
+    assert cfg.learning_rate == pytest.approx(methods.LORA_LR[0][1] * 0.5) and "x0.5" in why["learning_rate"]
     auto.resolve(cfg, n_train=200, n_params=135_000_000)  # resolved once: a resume does not scale it again
-    assert cfg.learning_rate == pytest.approx(auto.LORA_LR[0][1] * 0.5)
+    assert cfg.learning_rate == pytest.approx(methods.LORA_LR[0][1] * 0.5)
     cfg = TrainConfig(method="lora", learning_rate=3e-4, learning_rate_multiplier=2)
     auto.resolve(cfg, n_train=200, n_params=135_000_000)
     assert cfg.learning_rate == 3e-4
@@ -123,8 +135,8 @@ def test_help_config_states_the_rules_numbers():
     assert f"at least {MIN_STEPS} optimizer steps" in epochs_help and f"at most {MAX_EPOCHS} epochs" in epochs_help
     assert f"{MAX_EXAMPLES:,} examples" in epochs_help and f"auto (default): {CAP_EPOCHS:g};" in epochs_help
     lr_help = TrainConfig.model_fields["learning_rate"].description
-    for table, name in ((auto.LORA_LR, "LoRA/QLoRA"), (auto.FULL_LR, "full")):
+    for table, name in ((methods.LORA_LR, "LoRA/QLoRA"), (methods.FULL_LR, "full")):
         part = lr_help[lr_help.index(name):]
         for bound, rate in table:
             assert f"{rate:.0e}".replace("e-0", "e-") in part and (bound == math.inf or f"{bound / 1e9:g}B" in part)
-    assert f"prompt tuning {auto.PROMPT_TUNING_LR:g}" in lr_help
+    assert f"prompt tuning {methods.PROMPT_TUNING_LR[0][1]:g}" in lr_help

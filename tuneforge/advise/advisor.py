@@ -269,12 +269,12 @@ def recommend_method(base_dir: Path, device: str, n_distinct: int) -> dict:
     from tuneforge import methods
 
     name, why = methods.choose(base_dir, device)
-    if name == "lora" and n_distinct >= FULL_MIN_EXAMPLES and not device.startswith("cuda"):
+    if not methods.get(name).quantized_base and n_distinct >= FULL_MIN_EXAMPLES and not device.startswith("cuda"):
         size = methods.weight_bytes(base_dir)
         need = size / 4 * FULL_BYTES_PER_PARAM * 1.5
         if need < psutil.virtual_memory().available:
-            return {"value": "full", "reason": f"{n_distinct:,} distinct examples can use full fine-tuning's capacity "
-                    f"and ~{need / 2**30:.1f} GB (weights, gradients, Adam, activations) fits the free RAM; "
+            return {"value": methods.ALL_WEIGHTS, "reason": f"{n_distinct:,} distinct examples can use full "
+                    f"fine-tuning's capacity and ~{need / 2**30:.1f} GB (weights, gradients, Adam, activations) fits the free RAM; "
                     "watch for catastrophic forgetting (or use lora: faster, far less memory)"}
     return {"value": name, "reason": why.split(": ", 1)[-1] if why.startswith("method auto") else why}
 
@@ -284,6 +284,7 @@ def recommend_hyperparameters(n_train: int, method: str, *, n_params: int | None
     """Starting hyperparameters, each {"value", "reason"}: the learning rate and epochs `tuneforge train` would
     pick itself (train/auto.py, from the bench in bench/RESULTS.md "Defaults"), a batch size within the guide's
     4-32, warm-up 10%. The one place `advise` and `--write-config` take them from; TrainConfig keys and types."""
+    from tuneforge import methods
     from tuneforge.train import auto
 
     hp: dict[str, dict] = {}
@@ -319,7 +320,7 @@ def recommend_hyperparameters(n_train: int, method: str, *, n_params: int | None
     put("early_stopping_patience", 3, "stop after 3 evaluations where neither validation loss nor exact match "
         "improved and keep the best weights (guide: early stopping against overfitting); with the epoch cap, "
         "this is what decides the run's length")
-    if method in ("lora", "qlora"):
+    if methods.get(method).lora_shaped:
         put("lora_r", 16, "the guide's LoRA rank (r=16, alpha=32)")
         put("lora_alpha", 32, "the guide's LoRA config")
         put("target_modules", ["all-linear"], "every linear layer: it learnt more than the guide's q_proj+v_proj "
@@ -332,6 +333,7 @@ def advise(path: str | Path, *, base: str = DEFAULT_BASE, task: str | None = Non
            seed: int = 0, progress: bool = False) -> Advice:
     """Read the data and the base, measure, and recommend. `sample` examples are answered by the base
     (0 skips the zero-shot measurement, which is the slow part: one batched generation)."""
+    from tuneforge import methods
     from tuneforge.data.load import scan
     from tuneforge.models.load import default_device, load_tokenizer, resolve
 
@@ -363,10 +365,12 @@ def advise(path: str | Path, *, base: str = DEFAULT_BASE, task: str | None = Non
     device = default_device()
     try:
         method = recommend_method(base_dir, device, distinct) if base_dir else \
-            {"value": "lora", "reason": "hub model not downloaded here: LoRA, the guide's parameter-efficient default"}
+            {"value": methods.DEFAULT,
+             "reason": "hub model not downloaded here: LoRA, the guide's parameter-efficient default"}
     except ConfigError as e:  # not even a 4-bit base fits: say so as evidence, recommend the smallest footprint
         reasons.append(Reason("memory", "no-go", f"{e}; use a smaller base or a machine with more memory"))
-        method = {"value": "qlora", "reason": "the smallest memory footprint, and it still does not fit here"}
+        method = {"value": methods.LOW_MEMORY,
+                  "reason": "the smallest memory footprint, and it still does not fit here"}
     n_train = int(distinct * 0.9)
     try:
         from tuneforge.advise.cost import model_shape

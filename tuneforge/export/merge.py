@@ -108,6 +108,8 @@ def merged_model(run):
 
 def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool | None = None) -> Path:
     """Write the merged model; `check` (default: on for QLoRA) records a parity check in merge_check.json."""
+    from tuneforge import methods
+
     run = read_run(run_dir)
     out = Path(output) if output else run.path / "model"
     if run.adapter is None:
@@ -118,8 +120,9 @@ def merge(run_dir: str | Path, output: str | Path | None = None, *, check: bool 
         raise TuneforgeError(f"{run.path}: run has no adapter/ to merge")
     require_mergeable(run)
     merged, tokenizer = merged_model(run)
-    report = parity_check(run, merged, tokenizer) if (check or (check is None and
-                                                                     run.info["method"] == "qlora")) else None
+    if check is None:
+        check = methods.get(run.info["method"]).quantized_base  # a 4-bit base: merged weights differ a little
+    report = parity_check(run, merged, tokenizer) if check else None
 
     def write(d: Path) -> None:
         merged.save_pretrained(d)

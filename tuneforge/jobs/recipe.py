@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from tuneforge import methods
 from tuneforge.config import TrainConfig
 from tuneforge.errors import ConfigError
 from tuneforge.jobs.reinforcement import REAL_VALUED, RL_LIMITS, check_rows, training_keys
@@ -36,8 +37,9 @@ MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 1, 25
 MIN_EXAMPLES = 10  # OpenAI refuses smaller training files (code invalid_n_examples); so do we
 JOB_KEYS = ("base", "data", "val_data", "output", "num_train_epochs", "per_device_train_batch_size",
             "learning_rate", "learning_rate_multiplier", "seed")
-SERVABLE_METHODS = ("lora", "qlora")
-JOB_DEFAULTS = {"logging_steps": 1, "method": "lora"}
+# the methods whose result, a LoRA adapter, the server adds beside the base it already serves
+SERVABLE_METHODS = tuple(name for name, row in methods.METHODS.items() if row.lora_shaped)
+JOB_DEFAULTS = {"logging_steps": 1, "method": methods.DEFAULT}
 LIMITS = {"n_epochs": (1, 50), "batch_size": (1, 256), "learning_rate_multiplier": (0.0, 10.0)}
 # per OpenAI method.type: the hyperparameters it takes (dpo adds beta, OpenAI's range (0, 2])
 METHOD_LIMITS = {"supervised": LIMITS, "dpo": {**LIMITS, "beta": (0.0, 2.0)}}
@@ -130,7 +132,7 @@ def options_from(body: dict) -> dict:
         if k in JOB_KEYS:
             raise SpecError(f"tuneforge.{k}: set by the job itself (model, training_file, validation_file, "
                             "hyperparameters, seed), not here", f"tuneforge.{k}")
-    method = opts.get("method", "lora")
+    method = opts.get("method", JOB_DEFAULTS["method"])
     if method not in SERVABLE_METHODS:
         raise SpecError(f"tuneforge.method: '{method}' is not available through the jobs API (lora or qlora: "
                         "their adapter is served next to the base; run `tuneforge train --method "

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib
 
-import torch
-
 from tuneforge.errors import ConfigError
 from tuneforge.methods import lora
 
@@ -87,6 +85,8 @@ def quantize_nf4(model) -> int:
 
     The output head stays full precision (it is usually tied to the input embeddings), as bitsandbytes does.
     A layer whose size is not a multiple of the 64-weight block is left as it is."""
+    import torch
+
     try:
         from torchao.quantization import to_nf4
     except ImportError:  # torchao < 0.15 kept it under dtypes

@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 
 from tuneforge.errors import ConfigError
+from tuneforge.methods import ALL_WEIGHTS
 from tuneforge.run import is_run, read_json, read_run, write_atomic_dir, write_atomic_text, write_json
 
-DEFAULTS = {"method": "full", "learning_rate": 5e-5}
+DEFAULTS = {"method": ALL_WEIGHTS, "learning_rate": 5e-5}
 
 
 def student_base(spec: str, teacher) -> str:

@@ -15,8 +15,8 @@
   such evaluations. With explicit epochs or max_steps the length is known: "linear" (the guide's) decays to it.
 - `eval_steps` 0: EVALS_PER_EPOCH evaluations per pass, at least every MIN_EVAL_EVERY steps, so a stop after
   `early_stopping_patience` flat evaluations comes within about one pass of the best.
-- `learning_rate` from the method and the base model's size (LORA_LR, FULL_LR, PROMPT_TUNING_LR), times
-  `learning_rate_multiplier` (1 unless a jobs-API request sets it).
+- `learning_rate` from the method and the base model's size (the method's row: `methods.METHODS[m].learning_rates`,
+  e.g. LoRA/QLoRA 1e-3 under 0.5B parameters), times `learning_rate_multiplier` (1 unless a jobs-API request sets it).
 - `method` from the base's size and free memory: `methods.choose` (lora, else qlora).
 
 Evidence for the numbers: `python bench/defaults.py` (tasks, sweep and table in bench/RESULTS.md, "Defaults").
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+from tuneforge import methods
 from tuneforge.config import AUTO, TrainConfig
 
 CAP_EPOCHS = 6  # the cap validation stops within: 2x the guide's usual 3, inside its 3-10
@@ -37,11 +38,6 @@ MAX_EXAMPLES = 50_000  # large sets: at most about this many examples (2x OpenAI
 NO_VAL_EPOCHS = 3  # no validation set: nothing stops the run early, so the guide's low end
 EVALS_PER_EPOCH = 4  # eval_steps 0: validate this often per pass (patience 3 = stop within ~3/4 pass of flat)
 MIN_EVAL_EVERY = 5  # ... but not more often than every this many optimizer steps (tiny sets: cost, noise)
-# LoRA/QLoRA peak learning rate by base size (parameters below the bound → rate). Measured on SmolLM2-135M
-# (bench/defaults.py); the larger rows follow common practice (QLoRA paper: 2e-4 for 7-13B, 1e-4 for 33-65B).
-LORA_LR = ((0.5e9, 1e-3), (3e9, 5e-4), (20e9, 2e-4), (math.inf, 1e-4))
-FULL_LR = ((0.5e9, 5e-5), (3e9, 2e-5), (math.inf, 1e-5))  # full fine-tuning: the guide's 1e-5..5e-5
-PROMPT_TUNING_LR = 3e-2  # soft prompts start far from any useful point and need large steps
 
 
 def _params(n: int) -> str:
@@ -51,15 +47,11 @@ def _params(n: int) -> str:
 
 
 def learning_rate(method: str, n_params: int) -> tuple[float, str]:
-    """(peak learning rate, reason) for a method on a base of n_params parameters."""
-    if method == "prompt-tuning":
-        return PROMPT_TUNING_LR, f"learning_rate {PROMPT_TUNING_LR:g} (auto): prompt tuning trains only a soft prompt"
-    table = FULL_LR if method == "full" else LORA_LR
-    lr = next(rate for bound, rate in table if n_params < bound)
-    what = "full fine-tuning" if method == "full" else method
-    return lr, (f"learning_rate {lr:g} (auto): {what} on a {_params(n_params)}-parameter base "
-                f"({'smaller bases take larger steps' if method != 'full' else 'every weight moves'}); "
-                "--learning_rate to override")
+    """(peak learning rate, reason) for a method on a base of n_params parameters: the method row's table."""
+    row = methods.get(method)
+    lr = next(rate for bound, rate in row.learning_rates if n_params < bound)
+    return lr, f"learning_rate {lr:g} (auto): " + row.learning_rate_reason.format(method=method,
+                                                                                  params=_params(n_params))
 
 
 def steps_per_epoch(n_train: int, batch: int, accum: int, world: int = 1) -> int:

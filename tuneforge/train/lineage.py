@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tuneforge import methods
 from tuneforge.errors import ConfigError, ModelError
 from tuneforge.run import file_sha256, is_run, read_run
 
@@ -42,7 +43,7 @@ def inherit(cfg) -> None:
         if key not in pcfg:
             continue
         want = pcfg[key]
-        if key == "base" and method == "full":
+        if key == "base" and not methods.get(method).adapter:
             if parent.model is None:
                 raise ConfigError(f"--from {cfg.from_run}: a full fine-tune without model/ to continue from")
             want = str(parent.model)
@@ -50,14 +51,14 @@ def inherit(cfg) -> None:
             raise ConfigError(f"--{key} {getattr(cfg, key)!r}: --from {cfg.from_run} continues its {key} "
                               f"({want!r}); leave --{key} out")
         setattr(cfg, key, want)
-    if method != "full" and parent.adapter is None:
+    if methods.get(method).adapter and parent.adapter is None:
         raise ConfigError(f"--from {cfg.from_run}: the run has no adapter/ to continue from")
 
 
 def load_parent(model, cfg) -> None:
     """Load the parent's adapter weights into the prepared peft model (nothing to do for a full fine-tune,
     whose base already is the parent's weights)."""
-    if cfg.method == "full":
+    if not methods.get(cfg.method).adapter:
         return
     from peft import set_peft_model_state_dict
 

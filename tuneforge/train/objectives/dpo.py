@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from tuneforge import methods
 from tuneforge.data.tokenize import IGNORE, EncodedPair
 from tuneforge.train.objectives import Objective
 
@@ -198,7 +199,7 @@ def reference_mode(cfg) -> str:
     fine-tune, prompt tuning, or --from a parent run: one pass with the starting weights before the first step)."""
     if cfg.loss_type in REFERENCE_FREE:
         return "none"
-    if cfg.method in ("lora", "qlora") and not cfg.from_run:
+    if methods.get(cfg.method).lora_shaped and not cfg.from_run:
         return "adapter"
     return "cached"
 
