@@ -14,6 +14,8 @@ correction, and repeats of a row already written.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import json
 import re
 from dataclasses import dataclass, field
@@ -70,16 +72,7 @@ def export_feedback(engine, output: str | Path, *, since: float | None = None, m
     by_id = {r["id"]: r for r in query.requests(engine, ids=list(latest))}
     seen: set[str] = set()
     lines = []
-    for rid, f in latest.items():
-        req = by_id.get(rid)
-        if req is None:
-            continue
-        if req["status"] != 200:
-            skipped["failed request"] += 1
-            continue
-        if req["endpoint"] != "chat.completions":
-            skipped["not chat"] += 1
-            continue
+    for rid, f, req in _answered_chats(latest, by_id, skipped):
         correction = f["correction"]
         msgs = _messages(query.prompt_of(req))
         if msgs is None or (correction and HASHED.fullmatch(correction)):
@@ -169,16 +162,7 @@ def export_pairs(engine, output: str | Path, *, since: float | None = None, mode
         lines.append(json.dumps({**row, "metadata": {"source": "tuneforge-feedback", **meta}}, ensure_ascii=False))
         return True
 
-    for rid, f in latest.items():
-        req = by_id.get(rid)
-        if req is None:
-            continue
-        if req["status"] != 200:
-            skipped["failed request"] += 1
-            continue
-        if req["endpoint"] != "chat.completions":
-            skipped["not chat"] += 1
-            continue
+    for rid, f, req in _answered_chats(latest, by_id, skipped):
         msgs = _messages(query.prompt_of(req))
         answer = req["completion"]
         correction = f["correction"]
@@ -215,3 +199,18 @@ def export_pairs(engine, output: str | Path, *, since: float | None = None, mode
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic_text(out, "".join(line + "\n" for line in lines))
     return res
+
+
+def _answered_chats(latest: dict, by_id: dict, skipped) -> "Iterator[tuple[str, dict, dict]]":
+    """(request id, its latest feedback, the request) for each rated request that was a chat answered with 200;
+    the others are counted in `skipped`."""
+    for rid, f in latest.items():
+        req = by_id.get(rid)
+        if req is None:
+            continue
+        if req["status"] != 200:
+            skipped["failed request"] += 1
+        elif req["endpoint"] != "chat.completions":
+            skipped["not chat"] += 1
+        else:
+            yield rid, f, req
