@@ -94,6 +94,7 @@ def test_near_duplicates_differ_only_in_case_spacing_or_punctuation(tmp_path):
     assert d == {"exact": [[1, 4]], "near": [[1, 2, 4]]}
 
 
+@pytest.mark.integration  # a timing check on a 100k-row file: out of the quick loop
 def test_duplicate_check_is_fast_on_100k_rows(tmp_path):
     import time
 

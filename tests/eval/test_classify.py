@@ -112,6 +112,7 @@ def cls_run(tiny_dir, tmp_path_factory):
     return d / "run", test
 
 
+@pytest.mark.cli
 def test_a_classification_run_records_its_label_set(cls_run):
     run, _ = cls_run
     info = json.loads((run / "run.json").read_text())
@@ -123,6 +124,7 @@ def test_a_classification_run_records_its_label_set(cls_run):
     assert "## Task: classification" in card and "`even`, `odd`" in card
 
 
+@pytest.mark.cli
 def test_eval_is_constrained_for_both_models_with_probabilities_and_calibration(cls_run, tiny_dir):
     run, test = cls_run
     res = evaluate_file(str(run), str(test), baseline="base", progress=False)

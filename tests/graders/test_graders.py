@@ -94,6 +94,7 @@ def test_text_similarity_agrees_with_eval_metrics():
 PY_OK = "def grade(sample, item):\n    return 1.0 if sample['output_text'] == item['answer'] else 0.0\n"
 
 
+@pytest.mark.integration  # waits on a looping grader subprocess's timeout
 def test_python_grader_that_raises_or_loops_scores_zero_and_goes_on():
     source = ("import os\n"
               "def grade(sample, item):\n"

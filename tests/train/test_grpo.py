@@ -86,6 +86,7 @@ def test_grpo_run_logs_metrics_and_learns_something(tiny_dir, tmp_path):
     assert (out / "adapter").is_dir() and json.loads((out / "run.json").read_text())["objective"] == "grpo"
 
 
+@pytest.mark.integration  # waits on a looping grader subprocess's timeout
 def test_grader_that_raises_or_hangs_scores_zero_and_training_goes_on(tiny_dir, tmp_path, monkeypatch):
     source = ("def grade(sample, item):\n"
               "    v = sum(map(ord, sample['output_text'])) % 5\n"
