@@ -123,6 +123,8 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None, *, weights
         for why in chosen.values():
             _say(why)
         _say(validation_note(cfg, len(val), split is not None))
+        for note in objective.notes(train_s + val_s):
+            _say(note)
     labels = objective.labels(train_s + val_s)
     model = None
     if weights:
