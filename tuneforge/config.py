@@ -170,6 +170,10 @@ class TrainConfig(BaseModel):
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
+    if key == "deepspeed":  # TrainingArguments' flag: say what to use instead (README "Sharded training")
+        return ConfigError(f"{source}: deepspeed is not supported (no DeepSpeed path runs on CPU, where tuneforge "
+                           "is tested); use --fsdp full_shard (PyTorch FSDP2: ZeRO-3-style sharding of weights, "
+                           "gradients and optimizer state)")
     close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"{source}: unknown config key '{key}'{hint}")

@@ -161,6 +161,8 @@ def test_fsdp_refusals_name_what_would_be_needed():
         shard.check(TrainConfig(method="qlora", fsdp="full_shard"), "cpu", 2)
     with pytest.raises(ConfigError, match="launch several"):
         shard.check(TrainConfig(method="lora", fsdp="full_shard"), "cpu", 1)
+    with pytest.raises(ConfigError, match="fsdp_cpu_offload.*drop it"):
+        shard.check(TrainConfig(method="full", fsdp="full_shard", fsdp_cpu_offload=True), "cpu", 2)
     with pytest.raises(ConfigError, match="hybrid_shard.*CPU"):
         shard.check(TrainConfig(method="lora", fsdp="hybrid_shard"), "cpu", 2)
     with pytest.raises(ConfigError, match="objective dpo"):
@@ -168,3 +170,5 @@ def test_fsdp_refusals_name_what_would_be_needed():
     shard.check(TrainConfig(method="full", fsdp="shard_grad_op"), "cpu", 2)  # fine
     with pytest.raises(ConfigError, match="fsdp"):
         load_config(None, {"fsdp": "zero3"})
+    with pytest.raises(ConfigError, match="command line: deepspeed is not supported.*--fsdp full_shard"):
+        load_config(None, {"deepspeed": "ds_config.json"})

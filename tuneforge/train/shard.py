@@ -29,8 +29,9 @@ STRATEGIES = ("full_shard", "shard_grad_op", "hybrid_shard")
 
 
 def check(cfg, device: str, world: int) -> None:
-    """Refuse what cannot run, before any weights load: FSDP with one process, QLoRA on CPU, hybrid_shard on
-    CPU (accelerate's ParallelismConfig, which builds the 2-D mesh, refuses MULTI_CPU)."""
+    """Refuse what cannot run, before any weights load: FSDP with one process, QLoRA on CPU, CPU offload on CPU
+    (torch 2.13: `pin_memory` → "Cannot access accelerator device when none is available."), hybrid_shard on CPU
+    (accelerate's ParallelismConfig, which builds the 2-D mesh, refuses MULTI_CPU)."""
     if not cfg.fsdp:
         return
     if cfg.objective != "sft":
@@ -43,6 +44,9 @@ def check(cfg, device: str, world: int) -> None:
         raise ConfigError("config: fsdp with method qlora needs CUDA GPUs: FSDP2 shards bitsandbytes' 4-bit weights "
                           "only when they are stored in a float dtype (bnb_4bit_quant_storage=bfloat16) on CUDA; "
                           "on CPU use --method lora or full with --fsdp, or qlora without --fsdp")
+    if cfg.fsdp_cpu_offload and device == "cpu":  # torch pins the offloaded shards: needs an accelerator
+        raise ConfigError("config: fsdp_cpu_offload moves shards from GPU to CPU memory; training on CPU they are "
+                          "there already (and FSDP2's offload pins memory, which needs a GPU): drop it")
     if cfg.fsdp == "hybrid_shard" and device == "cpu":
         raise ConfigError("config: fsdp hybrid_shard (shard within a node, replicate across nodes) needs "
                           "accelerate's ParallelismConfig, which accelerate refuses on CPU (MULTI_CPU); use "
