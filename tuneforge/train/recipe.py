@@ -516,6 +516,9 @@ def finish(p: Prepared, out: Path, state: LoopState, *, weights: dict | None = N
 
     if not adapter:  # a full fine-tune's model/ is used as it is: decode like generate/eval by default
         set_default_decoding(model, tok, max_new_tokens=answer_budget(p.data_info))
+        if weights is not None and getattr(model.config, "tie_word_embeddings", False):
+            for k in getattr(model, "all_tied_weights_keys", None) or {}:  # as save_pretrained writes one process's
+                weights.pop(k, None)
 
     def write_weights(d: Path) -> None:
         model.save_pretrained(d, **({} if weights is None else {"state_dict": weights}))
