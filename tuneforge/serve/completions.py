@@ -8,6 +8,7 @@ and every answered request is reported to the app's request hooks (the request l
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -82,6 +83,13 @@ class Generation:
         self.t0 = time.perf_counter()
         self.served: ServedModel = self._model()
         self.tools, self.tool_mode, self.tool_name = req.tool_mode() if kind == "chat" else (None, "none", None)
+        # a classification run answers chat requests with one of its labels (scored, as `eval` predicts)
+        self.labels: list[str] | None = self.served.defaults.get("labels") if kind == "chat" else None
+        self.label_logprobs: list[float] | None = None  # log p(label | the label set), in label order
+        if self.labels and (self.tools or req.response_format):
+            param = "tools" if self.tools else "response_format"
+            raise P.bad_request(f"{param}: model '{self.served.name}' is a classification run and answers with one "
+                                f"of its labels {self.labels}", param=param)
         self.prompts = self._prompt_ids()
         self.stop = req.stop_list()
         self.params = self._params()
@@ -91,7 +99,7 @@ class Generation:
         self.token_text = TokenText(self.served.tokenizer)
         self.prompt_scores: list[list[tuple[float | None, list]]] | None = None  # echo + logprobs
         if self.params.temperature == 0 and self.params.logprobs is None and self.params.constraint is None \
-                and self.params.max_tokens > 0:
+                and self.params.max_tokens > 0 and not self.labels:
             self.cache_key = ("chat" if kind == "chat" else "text",) + ResponseCache.key(
                 self.served.name, [t for p in self.prompts for t in p + [-1]], max_tokens=self.params.max_tokens,
                 stop=self.stop, n=n, ignore_eos=self.params.ignore_eos, min_tokens=self.params.min_tokens)
@@ -187,6 +195,9 @@ class Generation:
             self.choices = [_Choice(i, None, None, c.finish_reason, c.text, c.completion_tokens)
                             for i, c in enumerate(cached)]
             return False
+        if self.labels:  # no generation: `score_prompts` scores every label
+            self.choices = [_Choice(j, None, None) for j in range(self.req.n)]
+            return True
         if self.params.max_tokens == 0:  # echo only: the prompt is the answer (scored in `score_prompts`)
             self.choices = [_Choice(i * self.req.n + j, None, None, "length")
                             for i in range(len(self.prompts)) for j in range(self.req.n)]
@@ -211,12 +222,39 @@ class Generation:
 
     async def score_prompts(self) -> None:
         """echo + logprobs on /v1/completions: every prompt token's logprob, from one forward per prompt."""
+        if self.labels:
+            await self._score_labels()
+            return
         k = self.params.logprobs
         if self.kind != "completion" or not self.req.echo or k is None or self.prompt_scores is not None:
             return
         loop = asyncio.get_running_loop()
         self.prompt_scores = [await loop.run_in_executor(None, self.engine.score_prompt, self.served.name, p, k)
                               for p in self.prompts]
+
+    async def _score_labels(self) -> None:
+        """A classification run's answer: each label's log-likelihood (label + end-of-turn, as training encoded
+        it: `eval.classify.label_token_pairs`) from the engine's prompt scoring, the most likely label as the
+        content (the first listed on ties, as `eval`), and its probability among the labels for `logprobs`."""
+        from tuneforge.eval.classify import label_token_pairs, probabilities
+
+        if self.label_logprobs is not None:
+            return
+        tok, loop = self.served.tokenizer, asyncio.get_running_loop()
+        pairs = label_token_pairs(self.req.template_messages(), self.labels, tok)
+        scores = []
+        for prompt, answer in pairs:
+            try:
+                lps = await loop.run_in_executor(None, self.engine.score_prompt, self.served.name, prompt + answer, 0)
+            except P.OpenAIError:
+                raise P.bad_request(f"model '{self.served.name}' is a classification run, and this engine cannot "
+                                    "score its labels (serve it with the builtin engine)", param="model") from None
+            scores.append(sum(lp for lp, _ in lps[len(prompt):]))
+        probs = probabilities(scores)
+        self.label_logprobs = [math.log(p) if p > 0 else -math.inf for p in probs]
+        best = max(range(len(probs)), key=lambda i: (probs[i], -i))
+        for c in self.choices:
+            c.final_text, c.finish_reason, c.tokens = self.labels[best], "stop", len(pairs[best][1])
 
     async def deltas(self, c: _Choice) -> AsyncIterator[str]:
         """Text deltas of one choice; sets its finish_reason when done."""
@@ -272,6 +310,13 @@ class Generation:
     def chat_logprobs(self, c: _Choice, start: int = 0, end: int | None = None) -> list[dict] | None:
         if self.params.logprobs is None:
             return None
+        if self.label_logprobs is not None:  # one entry: the label, its probability among the labels, the others
+            if end is not None and end <= start:
+                return []
+            ranked = sorted(zip(self.labels, self.label_logprobs), key=lambda x: -x[1])
+            enc = lambda t: (t, list(t.encode("utf-8")))  # noqa: E731
+            lp = dict(ranked)[c.final_text]
+            return [P.token_logprob(enc(c.final_text), lp, [(enc(t), v) for t, v in ranked[:self.params.logprobs]])]
         tt = self.token_text
         end = c.tokens if end is None else end
         return [P.token_logprob(tt(t), lp, [(tt(i), v) for i, v in top])
@@ -393,11 +438,13 @@ async def run_stream(gen: Generation) -> AsyncIterator[bytes]:
 
     def mk(c: _Choice, content: str | None = None, *, role: str | None = None,
            finish_reason: str | None = None, echo: bool = False, tool_calls: list[dict] | None = None) -> dict:
-        lp_start, c.lp_sent = c.lp_sent, c.tokens
+        lp_start = c.lp_sent
+        if role is None:  # the opening role chunk carries no token
+            c.lp_sent = c.tokens
         if chat:
             if content is not None and role is None:
                 content = gen.visible(c, content)
-            lps = gen.chat_logprobs(c, lp_start, c.tokens) if content is not None else None
+            lps = gen.chat_logprobs(c, lp_start, c.lp_sent) if content is not None else None
             return P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, content=content, role=role,
                                 finish_reason=finish_reason, logprobs=lps, tool_calls=tool_calls)
         lps = gen.completion_logprobs(c, with_prompt=echo, start=lp_start, end=c.tokens) \
