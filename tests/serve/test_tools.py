@@ -164,3 +164,30 @@ def test_parse_tool_calls_reads_blocks_lists_and_bare_objects_and_keeps_bad_ones
     bad = "sure <tool_call>\n{\"name\": \"a\", \"argum"
     assert parse_tool_calls(bad) == (bad, [])
     assert parse_tool_calls("just text") == ("just text", [])
+
+
+def test_a_run_trained_on_tool_rows_passes_data_check_and_serves_tool_calls(lively_base, tmp_path):
+    from tests.helpers import write_jsonl
+    from tuneforge.config import TrainConfig
+    from tuneforge.data.validate import check_file
+    from tuneforge.train.recipe import train
+
+    rows = []
+    for i, city in enumerate(["Paris", "Rome", "Oslo"] * 4):
+        call = {"id": f"call_{i}", "type": "function",
+                "function": {"name": "get_weather", "arguments": json.dumps({"city": city, "unit": "c"})}}
+        rows.append({"tools": [WEATHER], "messages": [
+            {"role": "user", "content": f"weather in {city}?"}, {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call_{i}", "content": "sunny"},
+            {"role": "assistant", "content": f"It is sunny in {city}."}]})
+    data = write_jsonl(tmp_path / "tools.jsonl", rows)
+    rep = check_file(data, tokenizer=AutoTokenizer.from_pretrained(lively_base), max_seq_len=1024)
+    assert rep.ok and rep.n_valid == 12 and rep.n_truncated == 0, rep.render()
+    run = train(TrainConfig(base=str(lively_base), data=str(data), output=str(tmp_path / "weather"), max_steps=2,
+                            learning_rate=1e-3, max_seq_len=1024), progress=False)
+    with serving(run, response_cache_size=0) as s:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        r = c.chat.completions.create(model="weather", messages=ASK, tools=[WEATHER], max_tokens=80,
+                                      tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        assert r.choices[0].finish_reason == "tool_calls"
+        _check_calls(r.choices[0].message, {"get_weather"})
