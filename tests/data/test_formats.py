@@ -94,7 +94,8 @@ def test_openai_data_check_codes(rec, code, field):
 
 def test_assistant_tool_call_may_have_no_content():
     rec = {"messages": [{"role": "user", "content": "weather?"},
-                        {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]},
+                        {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function",
+                                                                                  "function": {"name": "weather"}}]},
                         {"role": "tool", "content": "sunny", "tool_call_id": "1"},
                         {"role": "assistant", "content": "It is sunny.", "weight": 1}]}
     assert _sample(rec).reference == "It is sunny."

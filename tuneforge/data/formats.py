@@ -10,10 +10,12 @@ Use: `to_sample(rec, detect_format(rec), "file:line")`; `exact_key`/`near_key` n
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from tuneforge.data.tools import check_tool_calls, check_tools
 from tuneforge.errors import DataError
 
 
@@ -33,6 +35,7 @@ class Sample:
     format: str = ""
     where: str = ""
     extra: dict = field(default_factory=dict)
+    tools: list[dict] | None = None  # OpenAI's function specs on a tool-calling chat row (data.tools renders them)
 
     @property
     def prompt_messages(self) -> list[dict]:
@@ -148,10 +151,23 @@ def _check_chat(record: dict, loc: dict) -> list[dict]:
             raise DataError(f"unrecognized role {role!r} (allowed: {', '.join(ROLES)})", field=f"{f}.role",
                             code="unrecognized_role", **loc)
         c = m.get("content")
-        if not (isinstance(c, str) and c.strip()) and not (c is None and calls):
+        if not (isinstance(c, str) and c.strip()) and not (not c and calls):
             raise DataError(f"content must be a non-empty string, got {c!r:.40}", field=f"{f}.content",
                             code="missing_content", **loc)
-        out.append({"role": role, "content": c or ""})
+        msg = {"role": role, "content": c or ""}
+        if m.get("tool_calls") is not None:
+            problem = check_tool_calls(m["tool_calls"], f"{f}.tool_calls")
+            if problem:
+                raise DataError(problem, field=problem.split(":")[0], code="invalid_tool_calls", **loc)
+            msg["tool_calls"] = m["tool_calls"]
+        if m.get("function_call") is not None:
+            problem = check_tool_calls([{"function": m["function_call"]}], f"{f}.function_call")
+            if problem:
+                raise DataError(problem, field=f"{f}.function_call", code="invalid_tool_calls", **loc)
+            msg["tool_calls"] = [{"type": "function", "function": m["function_call"]}]
+        if isinstance(m.get("tool_call_id"), str):
+            msg["tool_call_id"] = m["tool_call_id"]
+        out.append(msg)
     if not any(m["role"] == "assistant" for m in out):
         raise DataError("no assistant message to learn from", field="messages",
                         code="example_missing_assistant_message", **loc)
@@ -193,7 +209,14 @@ def _to_sample(record: dict, fmt: str, where: str) -> Sample:
     if not isinstance(record, dict):
         raise DataError(f"expected an object, got {type(record).__name__}", code="data_type", **loc)
     if fmt == "chat":
-        return Sample(messages=_check_chat(record, loc), format=fmt, where=where)
+        tools = record.get("tools", record.get("functions"))
+        if tools is not None:
+            if isinstance(tools, list) and "functions" in record and "tools" not in record:  # the legacy key
+                tools = [{"type": "function", "function": f} for f in tools]
+            problem = check_tools(tools)
+            if problem:
+                raise DataError(problem, field=problem.split(":")[0], code="invalid_tools", **loc)
+        return Sample(messages=_check_chat(record, loc), format=fmt, where=where, tools=tools)
     if fmt == "preference":
         return _to_preference(record, loc, where)
     if fmt == "text":
@@ -299,7 +322,10 @@ def exact_key(sample: Sample) -> str:
 
 
 def _chat_key(messages: list[dict]) -> str:
-    return _SEP.join(f"{m['role']}:{unicodedata.normalize('NFC', m['content'].strip())}" for m in messages)
+    def one(m: dict) -> str:
+        calls = json.dumps(m["tool_calls"], sort_keys=True) if m.get("tool_calls") else ""
+        return f"{m['role']}:{unicodedata.normalize('NFC', m['content'].strip())}{calls}"
+    return _SEP.join(one(m) for m in messages)
 
 
 def near_dup_text(text: str) -> str:

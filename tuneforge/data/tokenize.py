@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tuneforge.data.formats import Preference, Sample
+from tuneforge.data.tools import apply_template
+from tuneforge.data.tools import prepare as prepare_tools
 from tuneforge.errors import DataError
 
 IGNORE = -100
@@ -25,10 +27,15 @@ class Encoded:
         return sum(1 for x in self.labels if x != IGNORE)
 
 
-def _assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
-    """Render the chat and return (text, [(start, end) char spans of each assistant reply])."""
+def _assistant_spans(messages: list[dict], tokenizer,
+                     tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """Render the chat and return (text, [(start, end) char spans of each assistant reply]).
+
+    Tool specs and tool turns are rendered by `data.tools.prepare` (as the server renders them), so an
+    assistant's tool calls are supervised and tool results are not."""
+    messages, kw = prepare_tools(messages, tools, tokenizer)
     render = lambda msgs, gen: tokenizer.apply_chat_template(  # noqa: E731
-        msgs, tokenize=False, add_generation_prompt=gen)
+        msgs, tokenize=False, add_generation_prompt=gen, **kw)
     text = render(messages, False)
     eos = tokenizer.eos_token or ""
     spans = []
@@ -58,7 +65,7 @@ def encode(sample: Sample, tokenizer, *, max_seq_len: int = 2048,
         if tokenizer.chat_template is None:
             raise DataError("the base model's tokenizer has no chat template", field="chat_template",
                             code="template")
-        text, spans = _assistant_spans(sample.messages, tokenizer)
+        text, spans = _assistant_spans(sample.messages, tokenizer, sample.tools)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         labels = []
@@ -124,10 +131,11 @@ def encode_preference(pair: Preference, tokenizer, *, max_seq_len: int = 2048) -
 def render_prompt(sample_or_messages, tokenizer) -> str:
     """The text a model sees before it answers: the prompt turns through the chat template with the generation
     prompt added (plain text as is). Eval, serving checks and export verification all render prompts here."""
+    tools = None
     if isinstance(sample_or_messages, Sample):
         if sample_or_messages.messages is None:
             return sample_or_messages.text or ""
-        msgs = sample_or_messages.prompt_messages
+        msgs, tools = sample_or_messages.prompt_messages, sample_or_messages.tools
     else:
         msgs = sample_or_messages
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return apply_template(tokenizer, msgs, tools, add_generation_prompt=True)

@@ -58,6 +58,17 @@ def _pairs(messages: list[dict], labels: list[str], tokenizer) -> list[_Pair]:
     return out
 
 
+def label_token_pairs(messages: list[dict], labels: list[str], tokenizer) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) per label, as training encoded them: the server scores labels through its engine
+    with these, so a served classification run answers exactly as `eval` predicts."""
+    return [(q.prompt, q.answer) for q in _pairs(messages, check_labels(labels), tokenizer)]
+
+
+def probabilities(scores: list[float]) -> list[float]:
+    """The softmax over label log-likelihoods: the model's belief restricted to the label set."""
+    return _softmax(scores)
+
+
 def check_labels(labels: list[str]) -> list[str]:
     labels = [str(x) for x in labels]
     if len(labels) < 2:

@@ -8,10 +8,14 @@ and every answered request is reported to the app's request hooks (the request l
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+from tuneforge.data.tools import OPEN as TOOL_OPEN
+from tuneforge.data.tools import apply_template, parse_tool_calls
+from tuneforge.ids import new_id
 from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 from tuneforge.serve import protocol as P
 from tuneforge.serve.cache import CachedChoice, ResponseCache
@@ -61,6 +65,10 @@ class _Choice:
     final_text: str = ""
     tokens: int = 0
     lp_sent: int = 0  # tokens whose logprobs were already handed out (streaming)
+    streamed: str = ""  # text seen so far, when tool calls are parsed (streaming)
+    shown: int = 0  # characters of `streamed` sent as content
+    held: bool = False  # a `<tool_call>` began: the rest is held until the answer is parsed
+    parsed: tuple | None = None  # (content, [tool_call dicts]) once the answer is complete
 
 
 class Generation:
@@ -74,6 +82,14 @@ class Generation:
         self.created = int(record.created)
         self.t0 = time.perf_counter()
         self.served: ServedModel = self._model()
+        self.tools, self.tool_mode, self.tool_name = req.tool_mode() if kind == "chat" else (None, "none", None)
+        # a classification run answers chat requests with one of its labels (scored, as `eval` predicts)
+        self.labels: list[str] | None = self.served.defaults.get("labels") if kind == "chat" else None
+        self.label_logprobs: list[float] | None = None  # log p(label | the label set), in label order
+        if self.labels and (self.tools or req.response_format):
+            param = "tools" if self.tools else "response_format"
+            raise P.bad_request(f"{param}: model '{self.served.name}' is a classification run and answers with one "
+                                f"of its labels {self.labels}", param=param)
         self.prompts = self._prompt_ids()
         self.stop = req.stop_list()
         self.params = self._params()
@@ -83,7 +99,7 @@ class Generation:
         self.token_text = TokenText(self.served.tokenizer)
         self.prompt_scores: list[list[tuple[float | None, list]]] | None = None  # echo + logprobs
         if self.params.temperature == 0 and self.params.logprobs is None and self.params.constraint is None \
-                and self.params.max_tokens > 0:
+                and self.params.max_tokens > 0 and not self.labels:
             self.cache_key = ("chat" if kind == "chat" else "text",) + ResponseCache.key(
                 self.served.name, [t for p in self.prompts for t in p + [-1]], max_tokens=self.params.max_tokens,
                 stop=self.stop, n=n, ignore_eos=self.params.ignore_eos, min_tokens=self.params.min_tokens)
@@ -103,9 +119,9 @@ class Generation:
             if not getattr(tok, "chat_template", None):
                 raise P.bad_request(f"model '{self.served.name}' has no chat template: use /v1/completions",
                                     param="messages")
+            messages = self.req.template_messages()
             try:
-                text = tok.apply_chat_template(self.req.template_messages(), tokenize=False,
-                                               add_generation_prompt=True)
+                text = apply_template(tok, messages, self.tools, add_generation_prompt=True)
             except Exception as e:  # noqa: BLE001 - jinja raises for messages the template refuses
                 raise P.bad_request(f"messages: the model's chat template refused them: {e}", param="messages")
             prompts = [tok(text, add_special_tokens=False)["input_ids"]]
@@ -154,12 +170,20 @@ class Generation:
 
     def _constraint(self):
         """A per-choice token constraint from the request's response format, or None (free text)."""
-        from tuneforge.serve.structured import json_constraint, schema_of
+        from tuneforge.serve.structured import json_constraint, schema_of, tool_call_constraint
 
         schema, param = schema_of(getattr(self.req, "response_format", None), self.req.model_extra)
+        tok = self.served.tokenizer
+        if self.tool_mode in ("required", "function"):
+            if schema is not None:
+                raise P.bad_request(f"{param}: cannot be combined with tool_choice {self.tool_mode!r} (the answer "
+                                    "is a tool call)", param=param)
+            # a named function is called once (as vLLM does); `required` may call several unless
+            # parallel_tool_calls is false
+            parallel = self.tool_mode == "required" and self.req.parallel_tool_calls is not False
+            return tool_call_constraint(self.tools, self.tool_name, parallel, tok, len(tok))
         if schema is None:
             return None
-        tok = self.served.tokenizer
         return json_constraint(schema, tok, len(tok), param)
 
     # --- running ---
@@ -171,6 +195,9 @@ class Generation:
             self.choices = [_Choice(i, None, None, c.finish_reason, c.text, c.completion_tokens)
                             for i, c in enumerate(cached)]
             return False
+        if self.labels:  # no generation: `score_prompts` scores every label
+            self.choices = [_Choice(j, None, None) for j in range(self.req.n)]
+            return True
         if self.params.max_tokens == 0:  # echo only: the prompt is the answer (scored in `score_prompts`)
             self.choices = [_Choice(i * self.req.n + j, None, None, "length")
                             for i in range(len(self.prompts)) for j in range(self.req.n)]
@@ -195,12 +222,39 @@ class Generation:
 
     async def score_prompts(self) -> None:
         """echo + logprobs on /v1/completions: every prompt token's logprob, from one forward per prompt."""
+        if self.labels:
+            await self._score_labels()
+            return
         k = self.params.logprobs
         if self.kind != "completion" or not self.req.echo or k is None or self.prompt_scores is not None:
             return
         loop = asyncio.get_running_loop()
         self.prompt_scores = [await loop.run_in_executor(None, self.engine.score_prompt, self.served.name, p, k)
                               for p in self.prompts]
+
+    async def _score_labels(self) -> None:
+        """A classification run's answer: each label's log-likelihood (label + end-of-turn, as training encoded
+        it: `eval.classify.label_token_pairs`) from the engine's prompt scoring, the most likely label as the
+        content (the first listed on ties, as `eval`), and its probability among the labels for `logprobs`."""
+        from tuneforge.eval.classify import label_token_pairs, probabilities
+
+        if self.label_logprobs is not None:
+            return
+        tok, loop = self.served.tokenizer, asyncio.get_running_loop()
+        pairs = label_token_pairs(self.req.template_messages(), self.labels, tok)
+        scores = []
+        for prompt, answer in pairs:
+            try:
+                lps = await loop.run_in_executor(None, self.engine.score_prompt, self.served.name, prompt + answer, 0)
+            except P.OpenAIError:
+                raise P.bad_request(f"model '{self.served.name}' is a classification run, and this engine cannot "
+                                    "score its labels (serve it with the builtin engine)", param="model") from None
+            scores.append(sum(lp for lp, _ in lps[len(prompt):]))
+        probs = probabilities(scores)
+        self.label_logprobs = [math.log(p) if p > 0 else -math.inf for p in probs]
+        best = max(range(len(probs)), key=lambda i: (probs[i], -i))
+        for c in self.choices:
+            c.final_text, c.finish_reason, c.tokens = self.labels[best], "stop", len(pairs[best][1])
 
     async def deltas(self, c: _Choice) -> AsyncIterator[str]:
         """Text deltas of one choice; sets its finish_reason when done."""
@@ -256,6 +310,13 @@ class Generation:
     def chat_logprobs(self, c: _Choice, start: int = 0, end: int | None = None) -> list[dict] | None:
         if self.params.logprobs is None:
             return None
+        if self.label_logprobs is not None:  # one entry: the label, its probability among the labels, the others
+            if end is not None and end <= start:
+                return []
+            ranked = sorted(zip(self.labels, self.label_logprobs), key=lambda x: -x[1])
+            enc = lambda t: (t, list(t.encode("utf-8")))  # noqa: E731
+            lp = dict(ranked)[c.final_text]
+            return [P.token_logprob(enc(c.final_text), lp, [(enc(t), v) for t, v in ranked[:self.params.logprobs]])]
         tt = self.token_text
         end = c.tokens if end is None else end
         return [P.token_logprob(tt(t), lp, [(tt(i), v) for i, v in top])
@@ -282,6 +343,52 @@ class Generation:
             tops.append([(tt(i)[0], v) for i, v in top])
         return P.completion_logprobs(toks, lps, tops, text_start)
 
+    # --- tool calls ---
+    @property
+    def parses_tools(self) -> bool:
+        return self.tool_mode != "none"
+
+    def split(self, c: _Choice) -> tuple[str | None, list[dict]]:
+        """(content, tool_calls) of a finished choice: its text parsed by `data.tools.parse_tool_calls` when the
+        request has tools (and tool_choice is not none), else (text, [])."""
+        if not self.parses_tools:
+            return self._text(c), []
+        if c.parsed is None:
+            content, calls = parse_tool_calls(c.final_text)
+            if self.tool_mode != "auto" and not calls:
+                content = c.final_text  # a forced call cut by max_tokens: the partial text, finish "length"
+            c.parsed = (content, [P.tool_call(new_id("call").replace("-", "_", 1), n, a) for n, a in calls])
+        return c.parsed
+
+    def finish_reason(self, c: _Choice) -> str | None:
+        return "tool_calls" if self.parses_tools and self.split(c)[1] else c.finish_reason
+
+    def visible(self, c: _Choice, delta: str) -> str:
+        """The part of a streamed delta that is content: with tools, text from the first `<tool_call>` on is held
+        (sent as tool calls, or as text if it does not parse, when the answer ends); forced calls send none."""
+        if not self.parses_tools:
+            return delta
+        c.streamed += delta
+        if self.tool_mode != "auto" or c.held:
+            return ""
+        buf, at = c.streamed, c.streamed.find(TOOL_OPEN)
+        if at != -1:
+            end, c.held = at, True
+        else:  # keep back a tail that may be the start of `<tool_call>`
+            end = len(buf) - next((k for k in range(min(len(TOOL_OPEN) - 1, len(buf)), 0, -1)
+                                   if buf.endswith(TOOL_OPEN[:k])), 0)
+        out, c.shown = buf[c.shown:end], max(c.shown, end)
+        return out
+
+    def stream_tail(self, c: _Choice) -> tuple[str, list[dict]]:
+        """After a streamed choice ends: content still to send, and its tool calls as `delta.tool_calls`."""
+        if not self.parses_tools:
+            return "", []
+        calls = self.split(c)[1]
+        if calls:
+            return "", [P.tool_call_delta(i, call) for i, call in enumerate(calls)]
+        return c.streamed[c.shown:], []  # held text that was no call after all
+
     def _text(self, c: _Choice) -> str:
         if self.kind == "completion" and self.req.echo:
             prompt = self.req.prompts()[c.index // self.req.n]
@@ -290,8 +397,11 @@ class Generation:
 
     def response(self) -> dict:
         if self.kind == "chat":
-            choices = [P.chat_choice(c.index, self._text(c), c.finish_reason, logprobs=self.chat_logprobs(c))
-                       for c in self.choices]
+            choices = []
+            for c in self.choices:
+                content, calls = self.split(c)
+                choices.append(P.chat_choice(c.index, content, self.finish_reason(c), tool_calls=calls,
+                                             logprobs=self.chat_logprobs(c)))
             return P.chat_completion(self.id, self.served.name, self.created, choices, self.usage())
         choices = [P.completion_choice(c.index, self._text(c), c.finish_reason,
                                        self.completion_logprobs(c, with_prompt=True)) for c in self.choices]
@@ -327,12 +437,16 @@ async def run_stream(gen: Generation) -> AsyncIterator[bytes]:
     chat = gen.kind == "chat"
 
     def mk(c: _Choice, content: str | None = None, *, role: str | None = None,
-           finish_reason: str | None = None, echo: bool = False) -> dict:
-        lp_start, c.lp_sent = c.lp_sent, c.tokens
+           finish_reason: str | None = None, echo: bool = False, tool_calls: list[dict] | None = None) -> dict:
+        lp_start = c.lp_sent
+        if role is None:  # the opening role chunk carries no token
+            c.lp_sent = c.tokens
         if chat:
-            lps = gen.chat_logprobs(c, lp_start, c.tokens) if content is not None else None
+            if content is not None and role is None:
+                content = gen.visible(c, content)
+            lps = gen.chat_logprobs(c, lp_start, c.lp_sent) if content is not None else None
             return P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, content=content, role=role,
-                                finish_reason=finish_reason, logprobs=lps)
+                                finish_reason=finish_reason, logprobs=lps, tool_calls=tool_calls)
         lps = gen.completion_logprobs(c, with_prompt=echo, start=lp_start, end=c.tokens) \
             if content is not None or echo else None
         return P.completion_chunk(gen.id, gen.served.name, gen.created, c.index, content or "", finish_reason, lps)
@@ -380,7 +494,13 @@ async def run_stream(gen: Generation) -> AsyncIterator[bytes]:
                     t.cancel()
         gen.finish()
         for c in gen.choices:
-            yield P.sse(mk(c, finish_reason=c.finish_reason))
+            if chat and gen.parses_tools:
+                content, calls = gen.stream_tail(c)
+                if content:
+                    yield P.sse(P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, content=content))
+                if calls:
+                    yield P.sse(P.chat_chunk(gen.id, gen.served.name, gen.created, c.index, tool_calls=calls))
+            yield P.sse(mk(c, finish_reason=gen.finish_reason(c) if chat else c.finish_reason))
         if gen.req.include_usage():
             yield P.sse(P.usage_chunk(gen.id, gen.served.name, gen.created,
                                       "chat.completion.chunk" if chat else "text_completion", gen.usage()))

@@ -135,8 +135,12 @@ class ServePlan:
 
 
 def run_defaults(run) -> dict:
-    """A run answers as `tuneforge generate RUN` does by default: greedy, within the run's answer budget."""
-    return {"temperature": 0.0, "max_tokens": run.max_new_tokens}
+    """A run answers as `tuneforge generate RUN` does by default: greedy, within the run's answer budget; a
+    classification run (run.json `task: classification`) answers chat requests with one of its `labels`."""
+    out: dict = {"temperature": 0.0, "max_tokens": run.max_new_tokens}
+    if run.info.get("task") == "classification" and run.info.get("labels"):
+        out["labels"] = [str(x) for x in run.info["labels"]]
+    return out
 
 
 def decoding_defaults(generation_config) -> dict:

@@ -141,11 +141,63 @@ class ChatCompletionRequest(_Request):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict | None = None
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
 
     def template_messages(self) -> list[dict]:
-        """Messages as the chat template wants them; OpenAI's `developer` role is the template's `system`."""
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in self.messages]
+        """Messages as `data.tools.prepare` wants them (OpenAI's shape: an assistant's `tool_calls`, a tool
+        message's `tool_call_id` kept); OpenAI's `developer` role is the template's `system`. A malformed tool
+        turn is a 400 naming it."""
+        from tuneforge.data.tools import check_tool_calls
+
+        out = []
+        for i, m in enumerate(self.messages):
+            d: dict = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            extra = m.model_extra or {}
+            if extra.get("tool_calls") is not None and m.role == "assistant":
+                problem = check_tool_calls(extra["tool_calls"], f"messages[{i}].tool_calls")
+                if problem:
+                    raise bad_request(problem, param=problem.split(":")[0])
+                d["tool_calls"] = extra["tool_calls"]
+            if m.role == "tool":
+                if not isinstance(extra.get("tool_call_id"), str):
+                    raise bad_request(f"messages[{i}].tool_call_id: missing required parameter (a tool message "
+                                      "answers one tool call)", param=f"messages[{i}].tool_call_id",
+                                      code="missing_required_parameter")
+                d["tool_call_id"] = extra["tool_call_id"]
+            if m.name:
+                d["name"] = m.name
+            out.append(d)
+        return out
+
+    def tool_mode(self) -> tuple[list[dict] | None, str, str | None]:
+        """(tools or None, mode, forced name): mode is "none" (no tools, or tool_choice none), "auto" (the
+        model chooses; its answer is parsed), "required" (one call or more, any function) or "function" (the
+        named one). Malformed tools or tool_choice → a 400 naming the field, as OpenAI answers."""
+        from tuneforge.data.tools import check_tools
+
+        tools, choice = self.tools, self.tool_choice
+        if not tools:
+            if tools is not None:
+                raise bad_request("tools: must be a non-empty list (leave it out for no tools)", param="tools")
+            if choice is not None and choice != "none":
+                raise bad_request("tool_choice: only allowed when tools are specified", param="tool_choice")
+            return None, "none", None
+        problem = check_tools(tools)
+        if problem:
+            raise bad_request(problem, param=problem.split(":")[0])
+        if choice is None or choice in ("auto", "none", "required"):
+            return tools, choice or "auto", None
+        if isinstance(choice, dict) and choice.get("type") == "function" \
+                and isinstance((choice.get("function") or {}).get("name"), str):
+            name = choice["function"]["name"]
+            if name not in {t["function"]["name"] for t in tools}:
+                raise bad_request(f"tool_choice.function.name: no tool named {name!r} in tools",
+                                  param="tool_choice.function.name")
+            return tools, "function", name
+        raise bad_request("tool_choice: must be 'none', 'auto', 'required' or "
+                          "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
 
     def logprobs_k(self) -> int | None:
         """None: no logprobs; k >= 0: the sampled token's logprob and its k most likely alternatives."""
@@ -182,8 +234,11 @@ def reject_unsupported(req: _Request) -> None:
     if isinstance(req, CompletionRequest) and req.max_tokens == 0 and not req.echo:
         raise bad_request("max_tokens: 0 is only meaningful with echo: true (prompt scoring)", param="max_tokens")
     extra = req.model_extra or {}
-    if extra.get("tools") or extra.get("functions"):
-        raise bad_request("tools / function calling are not supported by this server", param="tools")
+    if extra.get("functions") or extra.get("function_call"):
+        raise bad_request("functions / function_call (deprecated by OpenAI) are not supported: send tools and "
+                          "tool_choice", param="functions")
+    if isinstance(req, CompletionRequest) and extra.get("tools"):
+        raise bad_request("tools is a chat completions parameter", param="tools")
     if isinstance(req, CompletionRequest) and extra.get("response_format"):
         raise bad_request("response_format is a chat completions parameter", param="response_format")
 
@@ -212,6 +267,16 @@ def chat_completion(id: str, model: str, created: int, choices: list[dict], usag
     """`choices`: built with `chat_choice`, in index order."""
     return {"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices,
             "usage": usage_}
+
+
+def tool_call(id: str, name: str, arguments: str) -> dict:
+    """One entry of `message.tool_calls`: `arguments` is a JSON string, as OpenAI sends it."""
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_call_delta(index: int, call: dict) -> dict:
+    """A streamed tool call (`delta.tool_calls[]`): the whole call in one delta, with its position `index`."""
+    return {"index": index, **call}
 
 
 def chat_chunk(id: str, model: str, created: int, index: int, *, content: str | None = None,

@@ -118,8 +118,54 @@ def json_constraint(schema: dict, tokenizer, vocab_size: int, param: str) -> Cal
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
     except Exception as e:  # noqa: BLE001 - the schema is the user's input
         raise P.bad_request(f"{param}: not a usable JSON schema: {e}", param=param) from None
+    return _checked(grammar, ll, param)
+
+
+def _checked(grammar: str, ll, param: str) -> Callable[[], Constraint]:
+    import llguidance
+
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll)
     if is_error:
         raise P.bad_request(f"{param}: unsupported JSON schema feature: {'; '.join(messages)[:500]}",
                             param=param, code="unsupported_schema")
     return lambda: Constraint(ll, grammar)
+
+
+# the JSON a forced call is written in: `json.dumps`'s separators, as `data.tools.format_call` writes calls in
+# training data and prompts, so a forced call is spelled the way the model was shown calls
+_CALL_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def tool_call_grammar(tools: list[dict], name: str | None, parallel: bool) -> str:
+    """A Lark grammar (llguidance's dialect, `%json` embeds a schema) for `tool_choice` required / named: one
+    `<tool_call>` block (or several, `parallel`) whose JSON is `{"name": <a tool's name>, "arguments": <an
+    object valid against that tool's parameters schema>}` — the format `data.tools` renders and parses."""
+    from tuneforge.data.tools import CLOSE, OPEN
+
+    funcs = [t["function"] for t in tools if name is None or t["function"]["name"] == name]
+    rules, alts = [], []
+    for i, f in enumerate(funcs):
+        schema = {"type": "object", "properties": {"name": {"const": f["name"]},
+                                                   "arguments": f.get("parameters") or {"type": "object"}},
+                  "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": _CALL_JSON}
+        rules.append(f"body{i}: %json " + json.dumps(schema))
+        alts.append(f"body{i}")
+    start = 'start: call ("\\n" call)*' if parallel else "start: call"
+    return "\n".join([start, f"call: {json.dumps(OPEN + chr(10))} ({' | '.join(alts)}) {json.dumps(chr(10) + CLOSE)}",
+                      *rules]) + "\n"
+
+
+def tool_call_constraint(tools: list[dict], name: str | None, parallel: bool, tokenizer,
+                         vocab_size: int) -> Callable[[], Constraint]:
+    """Per-choice constraints that force a well-formed call whose arguments validate against the function's
+    JSON schema; a parameters schema the grammar cannot enforce is a 400 naming it."""
+    import llguidance
+
+    ll = _ll_tokenizer(tokenizer, vocab_size)
+    param = "tool_choice" if name else "tools"
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_lark(tool_call_grammar(tools, name, parallel))
+    except Exception as e:  # noqa: BLE001 - the schemas are the user's input
+        raise P.bad_request(f"tools: a function's parameters are not a usable JSON schema: {e}", param=param) \
+            from None
+    return _checked(grammar, ll, param)
