@@ -104,6 +104,18 @@ def test_learning_rate_multiplier_scales_only_the_auto_rate():
     assert cfg.learning_rate == 3e-4
 
 
+
+@pytest.mark.parametrize("objective", ["dpo", "grpo"])
+def test_preference_and_rl_objectives_take_a_twentieth_of_the_supervised_rate_and_say_why(objective):
+    sft, other = TrainConfig(method="lora"), TrainConfig(method="lora", objective=objective)
+    auto.resolve(sft, n_train=200, n_params=135_000_000)
+    why = auto.resolve(other, n_train=200, n_params=135_000_000)
+    assert other.learning_rate == pytest.approx(sft.learning_rate * 0.05)
+    assert why["learning_rate"].startswith(f"learning_rate {other.learning_rate:g} (auto: {sft.learning_rate:g} x 0.05")
+    explicit = TrainConfig(method="lora", objective=objective, learning_rate=1e-4)
+    auto.resolve(explicit, n_train=200, n_params=135_000_000)
+    assert explicit.learning_rate == 1e-4
+
 @pytest.mark.cli
 def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", arithmetic_rows(40))

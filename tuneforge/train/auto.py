@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 from tuneforge import methods
+from tuneforge.train import objectives
 from tuneforge.config import AUTO, TrainConfig
 
 CAP_EPOCHS = 6  # the cap validation stops within: 2x the guide's usual 3, inside its 3-10
@@ -110,6 +111,11 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
     epochs_auto = cfg.num_train_epochs == AUTO and cfg.max_steps <= 0
     if cfg.learning_rate == AUTO:
         lr, reason = learning_rate(cfg.method, n_params)
+        objective = objectives.get(cfg.objective)
+        if objective.learning_rate_scale != 1:
+            base, lr = lr, lr * objective.learning_rate_scale
+            reason = reason.replace(f"learning_rate {base:g} (auto)", f"learning_rate {lr:g} (auto: {base:g} x "
+                                    f"{objective.learning_rate_scale:g}, {objective.learning_rate_scale_reason})")
         if cfg.learning_rate_multiplier != 1:
             lr *= cfg.learning_rate_multiplier
             reason = reason.replace(" (auto)", f" (auto x{cfg.learning_rate_multiplier:g} learning_rate_multiplier)")

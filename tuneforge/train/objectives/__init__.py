@@ -62,6 +62,9 @@ class Objective:
     # a higher-is-better key of `validate`'s dict that early stopping watches beside val_loss, and that picks the
     # best weights first (train/early_stop.py); None: val_loss alone. Absent from a row = not measured this run.
     val_metric: ClassVar[str | None] = None
+    # `learning_rate auto` (train.auto) is the method's supervised rate times this; the reason is printed with it
+    learning_rate_scale: ClassVar[float] = 1.0
+    learning_rate_scale_reason: ClassVar[str] = ""
 
     def __init__(self, cfg: "TrainConfig"):
         self.cfg = cfg

@@ -171,6 +171,10 @@ def token_logps(model, batch: dict, temperature: float) -> torch.Tensor:
 class GRPO(Objective):
     name = "grpo"
     count_key = "completions"
+    # like DPO: the policy starts from a model that already answers; RL recipes train far below SFT's rate
+    # (TRL's GRPO default 1e-6 for full fine-tuning; LoRA recipes 5e-6..5e-5)
+    learning_rate_scale = 0.05
+    learning_rate_scale_reason = "1/20 of the supervised rate for reinforcement from a grader"
     packing = False  # micro-batches are sampled, not collated
 
     def __init__(self, cfg):
