@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from tuneforge import methods
 from tuneforge.errors import ConfigError
 
 STRATEGIES = ("full_shard", "shard_grad_op", "hybrid_shard")
@@ -40,9 +41,9 @@ def check(cfg, device: str, world: int) -> None:
     if world <= 1:
         raise ConfigError("config: fsdp shards over processes; launch several (--nproc N, torchrun or accelerate "
                           "launch) or drop --fsdp")
-    if cfg.method == "qlora" and device == "cpu":
-        raise ConfigError("config: fsdp with method qlora needs CUDA GPUs: FSDP2 shards bitsandbytes' 4-bit weights "
-                          "only when they are stored in a float dtype (bnb_4bit_quant_storage=bfloat16) on CUDA; "
+    if methods.get(cfg.method).quantized_base and device == "cpu":
+        raise ConfigError(f"config: fsdp with method {cfg.method} (a 4-bit base) needs CUDA GPUs: FSDP2 shards "
+                          "bitsandbytes' 4-bit weights only when they are stored in a float dtype (bnb_4bit_quant_storage=bfloat16) on CUDA; "
                           "on CPU use --method lora or full with --fsdp, or qlora without --fsdp")
     if cfg.fsdp_cpu_offload and device == "cpu":  # torch pins the offloaded shards: needs an accelerator
         raise ConfigError("config: fsdp_cpu_offload moves shards from GPU to CPU memory; training on CPU they are "
