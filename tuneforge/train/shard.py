@@ -167,8 +167,17 @@ def load_full_trainable(model, state: dict[str, torch.Tensor]) -> None:
 # --- memory per rank ---
 
 def _local_bytes(t: torch.Tensor) -> int:
+    """This rank's bytes of `t` (its shard for a DTensor). Quantized tensor subclasses (torchao NF4,
+    bitsandbytes) may not answer element_size(): counted from their inner tensors, never an error (accounting
+    must not stop a run)."""
     t = t.to_local() if hasattr(t, "to_local") else t
-    return t.numel() * t.element_size()
+    try:
+        return t.numel() * t.element_size()
+    except Exception:  # noqa: BLE001 - a tensor subclass without element_size
+        inner = getattr(t, "__tensor_flatten__", None)
+        if inner is None:
+            return 0
+        return sum(_local_bytes(getattr(t, name)) for name in inner()[0])
 
 
 def memory(model, optimizer) -> dict[str, int]:
