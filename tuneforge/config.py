@@ -104,6 +104,18 @@ class TrainConfig(BaseModel):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         [], description="Also log metrics to TensorBoard (RUN/tensorboard) and/or MLflow (RUN/mlruns, or "
         "MLFLOW_TRACKING_URI). Off by default; metrics.jsonl is always written.")
+    # sharded training (train/shard.py): several processes, each holding 1/N of the weights
+    fsdp: Literal["full_shard", "shard_grad_op", "hybrid_shard"] | None = Field(
+        None, description="Shard weights, gradients and optimizer state over the processes of a launch (--nproc "
+        "N, torchrun, accelerate launch) with PyTorch FSDP2 through accelerate: for models whose full fine-tune "
+        "or base does not fit one device. full_shard: least memory per process (parameters gathered per layer, "
+        "freed after use). shard_grad_op: parameters stay gathered from forward to backward (more memory, less "
+        "communication). hybrid_shard: shard within a node, replicate across nodes (CUDA only). Unset "
+        "(default): DDP, every process holds the whole model. See docs/scale-out.md.")
+    fsdp_cpu_offload: bool = Field(False, description="fsdp: keep parameter/gradient/optimizer shards in CPU "
+                                   "memory between uses (GPU memory for models that need it; slower).")
+    fsdp_activation_checkpointing: bool = Field(False, description="fsdp: recompute each decoder layer's "
+                                                "activations in backward (less memory, ~30% more compute).")
     # LoRA (peft LoraConfig)
     lora_r: int = Field(16, ge=1, description="LoRA rank: capacity vs adapter size (guide: 16).")
     lora_alpha: float = Field(32, gt=0, description="LoRA scale numerator; update scaled by alpha/r.")
@@ -158,6 +170,10 @@ class TrainConfig(BaseModel):
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
+    if key == "deepspeed":  # TrainingArguments' flag: say what to use instead (README "Sharded training")
+        return ConfigError(f"{source}: deepspeed is not supported (no DeepSpeed path runs on CPU, where tuneforge "
+                           "is tested); use --fsdp full_shard (PyTorch FSDP2: ZeRO-3-style sharding of weights, "
+                           "gradients and optimizer state)")
     close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"{source}: unknown config key '{key}'{hint}")

@@ -15,7 +15,7 @@ from tests.train.test_dpo_train import preference_rows
 @pytest.fixture(scope="module")
 def server(jobs_base, tmp_path_factory):
     root = tmp_path_factory.mktemp("dpo-jobs")
-    with jobs_server(jobs_base, root, lease_s=30) as (srv, api):
+    with jobs_server(jobs_base, root, lease_seconds=30) as (srv, api):
         yield srv, api, root
 
 

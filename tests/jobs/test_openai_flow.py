@@ -20,7 +20,7 @@ from tests.jobs.conftest import TINY, chat_rows, client, jobs_server, upload, va
 @pytest.fixture(scope="module")
 def server(jobs_base, tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
-    with jobs_server(jobs_base, root, lease_s=30) as (srv, api):
+    with jobs_server(jobs_base, root, lease_seconds=30) as (srv, api):
         yield srv, api, root
 
 

@@ -32,7 +32,7 @@ def rl_rows(n: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def server(jobs_base, tmp_path_factory):
     root = tmp_path_factory.mktemp("rl-jobs")
-    with jobs_server(jobs_base, root, lease_s=30, api_keys=["k1"]) as (srv, api):
+    with jobs_server(jobs_base, root, lease_seconds=30, api_keys=["k1"]) as (srv, api):
         yield srv, api, root
 
 

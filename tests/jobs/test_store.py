@@ -45,7 +45,7 @@ def test_racing_workers_each_take_a_different_job(store):
 
     def worker(name: str) -> None:
         start.wait()
-        while (job := store.claim_next(name, lease_s=60)) is not None:
+        while (job := store.claim_next(name, lease_seconds=60)) is not None:
             claims.append((job.id, name))
 
     threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
@@ -61,11 +61,11 @@ def test_racing_workers_each_take_a_different_job(store):
 
 def test_an_expired_lease_is_taken_over_and_the_old_worker_told(store):
     job_id = _job(store)
-    assert store.claim_next("a", lease_s=0.3).id == job_id
-    assert store.claim_next("b", lease_s=60) is None  # a's lease is live
+    assert store.claim_next("a", lease_seconds=0.3).id == job_id
+    assert store.claim_next("b", lease_seconds=60) is None  # a's lease is live
     assert store.heartbeat(job_id, "a", 0.3)
     time.sleep(0.4)
-    taken = store.claim_next("b", lease_s=60)
+    taken = store.claim_next("b", lease_seconds=60)
     assert taken.id == job_id and taken.worker_id == "b" and taken.restarts == 1
     assert not store.heartbeat(job_id, "a", 60)  # a learns it lost the job
     assert store.control(job_id) == ("running", "b")
@@ -76,12 +76,12 @@ def test_an_expired_lease_is_taken_over_and_the_old_worker_told(store):
 
 def test_a_job_whose_worker_keeps_dying_fails_with_worker_lost(store):
     job_id = _job(store)
-    store.claim_next("w0", lease_s=0.01)
+    store.claim_next("w0", lease_seconds=0.01)
     for i in range(MAX_RESTARTS):
         time.sleep(0.02)
-        assert store.claim_next(f"w{i + 1}", lease_s=0.01).id == job_id
+        assert store.claim_next(f"w{i + 1}", lease_seconds=0.01).id == job_id
     time.sleep(0.02)
-    assert store.claim_next("last", lease_s=60) is None
+    assert store.claim_next("last", lease_seconds=60) is None
     job = store.get_job(job_id)
     assert job.status == "failed" and job.error["code"] == "worker_lost" and job.worker_id is None
 

@@ -92,3 +92,19 @@ def test_dpo_on_a_supervised_file_names_the_line(tiny_dir, tmp_path):
     data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "a", "completion": "b"}])
     with pytest.raises(DataError, match=r"sft.jsonl:1: unknown_format: objective dpo needs preference rows"):
         train(cfg_for(tiny_dir, tmp_path, "bad", data=str(data)), progress=False)
+
+
+def test_sft_on_a_preference_file_learns_the_preferred_answers_and_says_so(tiny_dir, tmp_path):
+    from tuneforge.models.load import load_tokenizer
+    from tuneforge.train.objectives.sft import SFT
+
+    cfg = cfg_for(tiny_dir, tmp_path, "sft", objective="sft")
+    sft = SFT(cfg)
+    rows = sft.load(cfg.data)
+    assert sft.notes(rows) == ["48 preference rows: supervised fine-tuning learns their preferred answers only (the "
+                               "other answer is not used); --objective dpo learns from both"]
+    tok = load_tokenizer(str(tiny_dir))
+    items, _ = sft.encode(rows[:3], tok, "training")
+    for row, item in zip(preference_rows(3), items):
+        learned = tok.decode([t for t in item.labels if t != -100], skip_special_tokens=True)
+        assert learned.strip() == row["preferred_output"][0]["content"]

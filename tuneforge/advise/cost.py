@@ -250,12 +250,20 @@ def activation_values(shape: Shape) -> int:
     return 14 * shape.hidden + 4 * shape.kv + 5 * shape.intermediate
 
 
-def peak_memory(shape: Shape, method: str, trainable: int, micro: Counts, *, gpu: bool) -> dict:
+def peak_memory(shape: Shape, method: str, trainable: int, micro: Counts, *, gpu: bool, world: int = 1,
+                fsdp: str | None = None) -> dict:
     """Peak bytes of one training process by part (formula; CPU: fp32 and the process's own ~450 MB; GPU: bf16,
     what torch allocates). Activations: ACTIVATION_VALUES per position per layer for the largest micro-batch;
     the output layer's logits (and their fp32 copy) for one chunk of supervised positions (every position for
-    prompt tuning)."""
+    prompt tuning).
+
+    With `fsdp` over `world` processes (train/shard.py) each process holds 1/world of the weights, gradients and
+    optimizer state, as FSDP shards them, plus what it gathers to compute: full_shard/hybrid_shard two decoder
+    layers (the one computing and the one prefetched) and the embedding/output/norm unit, kept whole from forward
+    to backward; shard_grad_op keeps every layer gathered from forward to backward (all the weights). Without fsdp
+    (DDP) every process holds everything, as one process does."""
     b = 2 if gpu else 4
+    shards = world if fsdp else 1
     row = methods.get(method)
     if row.quantized_base:
         quantized = sum(i * o for i, o in shape.linear.values())
@@ -266,6 +274,14 @@ def peak_memory(shape: Shape, method: str, trainable: int, micro: Counts, *, gpu
         states = shape.params * 3 * b  # gradients + AdamW's two moments, in the parameters' dtype
     else:
         states = trainable * 16  # peft keeps adapters in fp32: weight, gradient, two moments
+    gathered = 0
+    if shards > 1:
+        if fsdp == "shard_grad_op":
+            gathered = weights * (shards - 1) / shards
+        else:
+            layer = (shape.params - shape.embedding - (0 if shape.tied else shape.head)) / max(shape.layers, 1)
+            gathered = min((2 * layer + shape.embedding + (0 if shape.tied else shape.head)) * b, weights)
+        weights, states = weights / shards, states / shards
     per_pos = activation_values(shape) * shape.layers * b
     acts = micro.positions * per_pos
     from tuneforge.train.loss import CHUNK  # supervised positions per output-layer chunk
@@ -275,6 +291,8 @@ def peak_memory(shape: Shape, method: str, trainable: int, micro: Counts, *, gpu
     base = 0 if gpu else CPU_BASELINE
     parts = {"weights": int(weights), "gradients_and_optimizer": int(states), "activations": int(acts),
              "output_layer": int(logits), "process": base}
+    if shards > 1:
+        parts["gathered_weights"] = int(gathered)
     parts["total"] = sum(parts.values())
     return parts
 
@@ -384,9 +402,11 @@ def _money(seconds: float, row: dict) -> dict:
 
 
 def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = None, bench_steps: int = 4,
-             bench_warmup: int = 1, progress: bool = False) -> dict:
+             bench_warmup: int = 1, progress: bool = False, nproc: int = 1) -> dict:
     """The estimate as a dict (`tuneforge cost --json`). `cpu` measures here (loads the base, runs the
-    micro-benchmark); a GPU row of the price table uses its published peak and needs only the tokenizer/config."""
+    micro-benchmark); a GPU row of the price table uses its published peak and needs only the tokenizer/config.
+    `nproc` processes with `cfg.fsdp`: memory per process under sharding (`peak_memory`), and on a GPU row the
+    fewest processes (GPUs) whose share fits; steps, time and money stay those of one process."""
     prices = prices or load_prices()
     name, row = hardware_row(prices, hardware)
     key = plan_key(cfg)
@@ -407,8 +427,11 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
     plan = plan_from(p, shape, why)
     m = plan.cfg.method
     flops, eval_flops = plan.flops(), plan.eval_flops()
-    memory = {k: peak_memory(shape, k, trainable_params(shape, plan.cfg, k), plan.peak_micro, gpu=not local)
-              for k in methods.METHODS}
+    def memory_for(world: int) -> dict:
+        return {k: peak_memory(shape, k, trainable_params(shape, plan.cfg, k), plan.peak_micro, gpu=not local,
+                               world=world, fsdp=cfg.fsdp) for k in methods.METHODS}
+
+    memory = memory_for(nproc)
     out: dict = {"data": plan.cfg.data, "base": plan.cfg.base, "method": m, "hardware": name,
                  "description": row.get("description", name), "plan_key": key,
                  "examples": {"train": plan.n_train, "val": plan.n_val},
@@ -422,6 +445,7 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
                            "formula": "full: 3F; lora/qlora: 2F + A + 6·N_a·P; F = 2·N_body·P + 2·V·d·S + A, "
                                       "A = 2·L·d·Σn²"},
                  "memory_bytes": {k: v["total"] for k, v in memory.items()}, "memory_parts": memory[m],
+                 "processes": nproc, "fsdp": cfg.fsdp,
                  "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if local:
         bench = micro_benchmark(p, plan, steps=bench_steps, warmup=bench_warmup, progress=progress)
@@ -449,6 +473,9 @@ def estimate(cfg: TrainConfig, *, hardware: str = "cpu", prices: dict | None = N
                               f"(prices.yaml, as of {prices.get('as_of')}); not measured")
         fits = memory[m]["total"] <= row["memory_gb"] * 1e9
         out["fits_memory"] = fits
+        if cfg.fsdp:  # "how many GPUs of this size": the fewest processes (powers of two) whose share fits
+            out["processes_needed"] = next((n for n in (2 ** i for i in range(11))
+                                            if memory_for(n)[m]["total"] <= row["memory_gb"] * 1e9), None)
     out["train_seconds"] = round(train_s, 2)
     out["eval_seconds"] = round(eval_s, 2)
     out["money"] = {"currency": prices.get("currency", "USD"), "prices_as_of": prices.get("as_of"),
@@ -491,7 +518,8 @@ def render(est: dict, spot: bool = False) -> str:
              f"validation: {human_seconds(est['eval_seconds'])}",
              f"  source: {est['time_source']}",
              "peak memory by method (formula" + ("; bf16 GPU" if est["hardware"] != "cpu" else "; fp32 CPU process")
-             + "):"]
+             + (f"; per process of {est['processes']}" + (f", fsdp {est['fsdp']}" if est.get("fsdp") else ", DDP")
+                if est.get("processes", 1) > 1 else "") + "):"]
     mem = est["memory_bytes"]
     lines.append("  " + " | ".join(f"{k} {human_bytes(v)}" + (" ←" if k == est["method"] else "")
                                    for k, v in mem.items()))
@@ -499,6 +527,10 @@ def render(est: dict, spot: bool = False) -> str:
         lines.append(f"  measured in the micro-benchmark ({est['method']}): {human_bytes(est['measured_peak_bytes'])}")
     if est.get("fits_memory") is False:
         lines.append(f"  warning: {est['method']} needs more than the {est['hardware']}'s memory")
+    if est.get("fsdp") and "processes_needed" in est:
+        n = est["processes_needed"]
+        lines.append(f"  fsdp {est['fsdp']}: {n} x {est['hardware']} hold it" if n else
+                     f"  fsdp {est['fsdp']}: more than 1024 x {est['hardware']} would be needed")
     mo = est["money"]
     first, second = ("spot", "on_demand") if spot else ("on_demand", "spot")
     lines.append(f"money ({mo['currency']}, prices as of {mo['prices_as_of']}, editable: {mo['prices']}):")

@@ -58,7 +58,9 @@ def cost(ctx: typer.Context,
                                     "and without quantization and batching."),
          measured: Optional[Path] = typer.Option(None, "--measured", help="--serve: serving bench figures (JSON) "
                                                  "to use where they match."),
-         progress: bool = typer.Option(True, "--progress/--no-progress")):
+         progress: bool = typer.Option(True, "--progress/--no-progress"),
+         nproc: int = typer.Option(1, "--nproc", help="Processes (GPUs) the run would use: with --fsdp, memory "
+                                   "per process under sharding, and on a GPU how many of them hold the model.")):
     """Estimate a fine-tune before running it: tokens, steps, FLOPs, peak memory per method, time (measured here,
     or published GPU throughput) and money (on-demand and spot). `tuneforge train` of the same plan records the
     estimate in the run, and `tuneforge runs show` prints it beside the actual figures."""
@@ -84,6 +86,7 @@ def cost(ctx: typer.Context,
     named = {"data": data, "base": base, "method": method, "num_train_epochs": epochs}
     overrides = {**{k: v for k, v in named.items() if v is not None}, **parse_overrides(ctx.args)}
     cfg = config_for(config, overrides)
-    est = estimate(cfg, hardware=hardware, prices=table, bench_steps=bench_steps, progress=progress and not as_json)
+    est = estimate(cfg, hardware=hardware, prices=table, bench_steps=bench_steps, progress=progress and not as_json,
+                   nproc=nproc)
     remember(est)
     typer.echo(json.dumps(est, indent=1) if as_json else render(est, spot=spot))

@@ -22,4 +22,4 @@ def jobs_worker_cmd(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)
     one worker). Ctrl-C or SIGTERM: the current job stops at its next step with a checkpoint and is re-queued."""
     from tuneforge.jobs.worker import run_worker
 
-    run_worker(db, lease_s=lease_seconds, poll_s=poll_interval)
+    run_worker(db, lease_seconds=lease_seconds, poll_interval=poll_interval)

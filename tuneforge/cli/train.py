@@ -31,8 +31,9 @@ def train(ctx: typer.Context,
                                                  "run's adapter (or full weights); base, method and adapter shape "
                                                  "come from it. `runs show` names it as the parent (config key "
                                                  "from_run; --from: old spelling).")):
-    """Fine-tune a base model; writes a run directory. Any config key is also a flag
-    (--learning_rate 2e-4 --lora_r 16 ...): `tuneforge train --help-config` lists them all."""
+    """Fine-tune a base model; writes a run directory. Any config key is also a flag, spelled as in
+    TrainingArguments (--learning_rate 2e-4 --lora_r 16) or with dashes (--learning-rate, --from-run): both
+    spellings name the same key. `tuneforge train --help-config` lists them all."""
     import os
 
     from tuneforge.config import config_help, parse_overrides

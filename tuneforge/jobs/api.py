@@ -132,7 +132,7 @@ class JobsAPI:
 
     def __init__(self, engine, db_url: str | None = None, *, worker: bool = True,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, bases: dict[str, str] | None = None,
-                 lease_s: float | None = None, poll_s: float = 1.0):
+                 lease_seconds: float | None = None, poll_interval: float = 1.0):
         from tuneforge.db import default_db_url
 
         self.engine, self.bases, self.max_file_bytes = engine, dict(bases or {}), max_file_bytes
@@ -140,9 +140,9 @@ class JobsAPI:
         self.files = FileStore(self.store.root)
         self.worker = None
         if worker:
-            from tuneforge.jobs.worker import DEFAULT_LEASE_S, Worker
+            from tuneforge.jobs.worker import DEFAULT_LEASE_SECONDS, Worker
 
-            self.worker = Worker(self.store, lease_s=lease_s or DEFAULT_LEASE_S, poll_s=poll_s,
+            self.worker = Worker(self.store, lease_seconds=lease_seconds or DEFAULT_LEASE_SECONDS, poll_interval=poll_interval,
                                  before_success=self.serve_before_success)
         self._worker_thread: threading.Thread | None = None
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneforge-validate")
@@ -371,19 +371,19 @@ class JobsAPI:
             return list_object(self._page(store.list_checkpoints, job_id, after=after, limit=limit),
                                checkpoint_object)
 
-        @router.post("/v1/fine_tuning/alpha/graders/run")
-        def run_grader(body: dict):
+        def graders_call(fn, body: dict):
             try:
-                return reinforcement.run_grader(body)
+                return fn(body)
             except reinforcement.RLSpecError as e:
                 raise P.bad_request(e.message, param=e.param, code="invalid_value") from None
 
+        @router.post("/v1/fine_tuning/alpha/graders/run")
+        def run_grader(body: dict):
+            return graders_call(reinforcement.run_grader, body)
+
         @router.post("/v1/fine_tuning/alpha/graders/validate")
         def validate_grader(body: dict):
-            try:
-                return reinforcement.validate_grader(body)
-            except reinforcement.RLSpecError as e:
-                raise P.bad_request(e.message, param=e.param, code="invalid_value") from None
+            return graders_call(reinforcement.validate_grader, body)
 
         return router
 

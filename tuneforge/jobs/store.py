@@ -242,7 +242,7 @@ class Store:
         return KeyError(job_id) if job is None else InvalidState(job_id, job.status, action)
 
     # --- workers ---
-    def claim_next(self, worker_id: str, lease_s: float) -> JobRow | None:
+    def claim_next(self, worker_id: str, lease_seconds: float) -> JobRow | None:
         """Take the oldest job waiting for a worker, or a running one whose worker's lease has expired.
         Returns it (status `running`, held by `worker_id`), or None when there is nothing to do."""
         while True:
@@ -261,7 +261,7 @@ class Store:
                                  f"{restarts + 1} times; not restarting it again", from_status=(RUNNING,)):
                         continue
                 was = waiting if status == QUEUED else orphaned
-                if self._set(job_id, was, status=RUNNING, worker_id=worker_id, lease_expires_at=now + lease_s,
+                if self._set(job_id, was, status=RUNNING, worker_id=worker_id, lease_expires_at=now + lease_seconds,
                              restarts=JobRow.restarts + int(status == RUNNING)):
                     if status == RUNNING:
                         self.add_event(job_id, f"The previous worker stopped responding; {worker_id} takes "
@@ -269,9 +269,9 @@ class Store:
                     return self.get_job(job_id)
             # every candidate was taken by someone else meanwhile: look again
 
-    def heartbeat(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+    def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease; False when the job is no longer this worker's (taken over after a stall)."""
-        return self._set(job_id, JobRow.worker_id == worker_id, lease_expires_at=time.time() + lease_s)
+        return self._set(job_id, JobRow.worker_id == worker_id, lease_expires_at=time.time() + lease_seconds)
 
     def control(self, job_id: str) -> tuple[str, str | None]:
         """(status, worker_id) — what a training worker checks between steps."""

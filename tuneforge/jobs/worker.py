@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tuneforge.jobs")
 
-DEFAULT_LEASE_S = 60.0  # a worker silent this long is presumed dead; its job is taken over
+DEFAULT_LEASE_SECONDS = 60.0  # a worker silent this long is presumed dead; its job is taken over
 PROGRESS_EVERY_S = 2.0  # estimated_finish is written at most this often
 
 
@@ -51,15 +51,15 @@ def worker_id() -> str:
 class _Lease:
     """Renews the job's lease in the background; `lost` is set when the job turns out to be someone else's."""
 
-    def __init__(self, store: Store, job_id: str, worker: str, lease_s: float):
-        self.store, self.job_id, self.worker, self.lease_s = store, job_id, worker, lease_s
+    def __init__(self, store: Store, job_id: str, worker: str, lease_seconds: float):
+        self.store, self.job_id, self.worker, self.lease_seconds = store, job_id, worker, lease_seconds
         self.lost, self._done = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
 
     def _run(self) -> None:
-        while not self._done.wait(self.lease_s / 3):
+        while not self._done.wait(self.lease_seconds / 3):
             try:
-                if not self.store.heartbeat(self.job_id, self.worker, self.lease_s):
+                if not self.store.heartbeat(self.job_id, self.worker, self.lease_seconds):
                     self.lost.set()
                     return
             except Exception:  # noqa: BLE001 - a database hiccup: try again at the next beat
@@ -153,9 +153,10 @@ class Worker:
     adapter_dir) runs when training has finished, just before the job is marked succeeded (the server's
     in-process worker serves the new model there, so a client never sees `succeeded` before it can use it)."""
 
-    def __init__(self, store: Store, *, lease_s: float = DEFAULT_LEASE_S, poll_s: float = 1.0,
+    def __init__(self, store: Store, *, lease_seconds: float = DEFAULT_LEASE_SECONDS, poll_interval: float = 1.0,
                  before_success: Callable[[JobRow, str, Path], None] | None = None, name: str | None = None):
-        self.store, self.lease_s, self.poll_s, self.before_success = store, lease_s, poll_s, before_success
+        self.store, self.lease_seconds, self.poll_interval = store, lease_seconds, poll_interval
+        self.before_success = before_success
         self.id = name or worker_id()
         self.files = FileStore(store.root)
         self.runs = store.root / "runs"
@@ -171,15 +172,15 @@ class Worker:
                 log.exception("worker %s: claiming a job failed", self.id)
                 found = False
             if not found:
-                self.wake.wait(self.poll_s)
+                self.wake.wait(self.poll_interval)
                 self.wake.clear()
 
     def run_once(self) -> bool:
         """Claim one job and train it; False when there was nothing to claim."""
-        job = self.store.claim_next(self.id, self.lease_s)
+        job = self.store.claim_next(self.id, self.lease_seconds)
         if job is None:
             return False
-        with _Lease(self.store, job.id, self.id, self.lease_s) as lease:
+        with _Lease(self.store, job.id, self.id, self.lease_seconds) as lease:
             try:
                 self._train(job, lease)
             except Exception as e:  # noqa: BLE001 - a bug here must fail the job, not re-run it forever
@@ -286,7 +287,7 @@ class Worker:
         return "training_error", msg, None
 
 
-def run_worker(db_url: str | None = None, *, lease_s: float = DEFAULT_LEASE_S, poll_s: float = 1.0) -> None:
+def run_worker(db_url: str | None = None, *, lease_seconds: float = DEFAULT_LEASE_SECONDS, poll_interval: float = 1.0) -> None:
     """`tuneforge jobs worker`: run until SIGINT/SIGTERM. The first signal stops the current job at its next step
     (checkpointed, re-queued for any worker); a second one quits at once (the lease then runs out)."""
     import signal
@@ -299,7 +300,7 @@ def run_worker(db_url: str | None = None, *, lease_s: float = DEFAULT_LEASE_S, p
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="tuneforge: %(message)s", stream=sys.stderr)
     store = Store(db_url or default_db_url())
-    w = Worker(store, lease_s=lease_s, poll_s=poll_s)
+    w = Worker(store, lease_seconds=lease_seconds, poll_interval=poll_interval)
 
     def on_signal(signum, frame):
         if w.stopping.is_set():

@@ -100,12 +100,7 @@ def export_feedback(engine, output: str | Path, *, since: float | None = None, m
         res.corrected += kind == "corrected"
         res.well_rated += kind == "well_rated"
     res.skipped = skipped
-    if not lines:
-        raise TuneforgeError("no request qualifies for export (" + ", ".join(
-            f"{n} {why}" for why, n in skipped.items() if n) + f"; {len(latest)} rated in all): nothing written")
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(out, "".join(line + "\n" for line in lines))
+    _write_rows(output, lines, skipped, len(latest), nothing="no request qualifies for export")
     return res
 
 
@@ -192,13 +187,18 @@ def export_pairs(engine, output: str | Path, *, since: float | None = None, mode
                     res.thumbs += 1
     res.rows = len(lines)
     res.skipped = skipped
+    _write_rows(output, lines, skipped, len(latest), nothing="no preference pair in the request log")
+    return res
+
+
+def _write_rows(output: str | Path, lines: list[str], skipped: dict[str, int], rated: int, *, nothing: str) -> None:
+    """Write the JSONL atomically, or refuse with why every rated request was skipped (nothing half-written)."""
     if not lines:
-        raise TuneforgeError("no preference pair in the request log (" + ", ".join(
-            f"{n} {why}" for why, n in skipped.items() if n) + f"; {len(latest)} rated in all): nothing written")
+        raise TuneforgeError(f"{nothing} (" + ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+                             + f"; {rated} rated in all): nothing written")
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic_text(out, "".join(line + "\n" for line in lines))
-    return res
 
 
 def _answered_chats(latest: dict, by_id: dict, skipped) -> "Iterator[tuple[str, dict, dict]]":

@@ -68,18 +68,22 @@ def requests(engine, *, since: float | None = None, until: float | None = None, 
     return [r for c in chunks for r in _requests(engine, since, until, model, columns, ok_only, c)]
 
 
+def _window(q, created, model_col, since, until, model):
+    """Rows created in [since, until) of one model; None leaves that side open."""
+    if since is not None:
+        q = q.where(created >= since)
+    if until is not None:
+        q = q.where(created < until)
+    return q if model is None else q.where(model_col == model)
+
+
 def _requests(engine, since, until, model, columns, ok_only, ids) -> list[dict]:
     table = RequestRow.__table__
     cols = [table.c[c] for c in columns] if columns else list(table.c)
     q = select(*cols).order_by(table.c.created)
     if ids is not None:
         q = q.where(table.c.id.in_(ids))
-    if since is not None:
-        q = q.where(table.c.created >= since)
-    if until is not None:
-        q = q.where(table.c.created < until)
-    if model is not None:
-        q = q.where(table.c.model == model)
+    q = _window(q, table.c.created, table.c.model, since, until, model)
     if ok_only:
         q = q.where(table.c.status == 200)
     with engine.connect() as conn:
@@ -97,12 +101,7 @@ def feedback(engine, *, since: float | None = None, until: float | None = None, 
     fb, rq = FeedbackRow.__table__, RequestRow.__table__
     q = (select(*fb.c, rq.c.model, rq.c.endpoint, rq.c.status, rq.c.created.label("request_created"))
          .join(rq, fb.c.request_id == rq.c.id).order_by(fb.c.created))
-    if since is not None:
-        q = q.where(fb.c.created >= since)
-    if until is not None:
-        q = q.where(fb.c.created < until)
-    if model is not None:
-        q = q.where(rq.c.model == model)
+    q = _window(q, fb.c.created, rq.c.model, since, until, model)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 

@@ -14,20 +14,18 @@ Rows for different adapters of one base share the batch: peft's mixed-adapter fo
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import threading
 import time
-from collections import deque
 
 import torch
 
 from tuneforge.models.decode import Batch, PrefixCache, prompt_logprobs, sample, top_logprobs
-from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.engine_api import Handle, QueuedEngine, SamplingParams, ServedModel
 from tuneforge.serve.loading import BASE_ADAPTER, ModelGroup, same_base, attach_adapter, plan_adapter
 
 
-class BuiltinEngine(Engine):
+class BuiltinEngine(QueuedEngine):
     """Continuous batching on transformers + peft (the CPU path, also works on one CUDA GPU).
 
     max_num_seqs: rows decoded together (vLLM's name). max_queue: requests waiting for a row; beyond it,
@@ -45,20 +43,14 @@ class BuiltinEngine(Engine):
             g.prefix_cache = PrefixCache() if prefix_caching else None
             for adapter in g.names.values():  # build the merged copies now, not during a first request
                 g.ensure_merged(adapter)
-        self.max_num_seqs, self.max_queue, self.prefill_tokens = max_num_seqs, max_queue, prefill_tokens
+        self.max_num_seqs, self.prefill_tokens = max_num_seqs, prefill_tokens
         self._served: dict[str, tuple[ModelGroup, str, ServedModel]] = {}
         for g in groups:
             for name, adapter in g.names.items():
                 self._register(g, name, adapter, g.tokenizer)
-        self._waiting: deque[Handle] = deque()
-        self._cv = threading.Condition()
+        self._init_queue(max_queue)
         self._model_lock = threading.RLock()  # held during a step; add_adapter waits for the step to end
         self._generators: dict[int, torch.Generator] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = False
-        self._counts = {"steps": 0, "prefills": 0, "cancelled": 0, "finished": 0, "errors": 0,
-                        "generated_tokens": 0}
-        self._recent: deque[float] = deque(maxlen=32)  # recent request durations, for Retry-After
 
     def _register(self, g: ModelGroup, name: str, adapter: str, tokenizer) -> ServedModel:
         parent = next((n for n, a in g.names.items() if a == BASE_ADAPTER), None) if adapter != BASE_ADAPTER else None
@@ -78,13 +70,7 @@ class BuiltinEngine(Engine):
                loop: asyncio.AbstractEventLoop | None = None) -> Handle:
         if model not in self._served:
             raise KeyError(model)
-        h = Handle(model, prompt_ids, params, loop)
-        with self._cv:
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(self._retry_after())
-            self._waiting.append(h)
-            self._cv.notify()
-        return h
+        return self._enqueue(model, prompt_ids, params, loop)
 
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
         """`path`: a finished run directory or a peft LoRA adapter directory. Blocks until the current decode
@@ -148,21 +134,7 @@ class BuiltinEngine(Engine):
             logits = g.model(input_ids=ids, use_cache=False, **kw).logits[0]
         return prompt_logprobs(logits, prompt_ids, k)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name="tuneforge-engine", daemon=True)
-            self._thread.start()
-
-    def shutdown(self) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        for h in list(self._waiting):
-            h.finish("cancelled")
+    def _cancel_running(self) -> None:
         for g in self.groups:
             for h in (g.batch.seqs if g.batch else []):
                 h.finish("cancelled")
@@ -181,10 +153,6 @@ class BuiltinEngine(Engine):
                 "prefix_cache": prefix}
 
     # --- the loop ---
-    def _retry_after(self) -> int:
-        """Seconds until a queue slot is likely free: the mean recent request time (at least 1)."""
-        return max(1, math.ceil(sum(self._recent) / len(self._recent))) if self._recent else 1
-
     def _running(self) -> int:
         return sum(len(g.batch) for g in self.groups if g.batch)
 

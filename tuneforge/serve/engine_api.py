@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -169,3 +171,61 @@ class Engine(ABC):
 
     def stats(self) -> dict:
         return {}
+
+
+class QueuedEngine(Engine):
+    """An engine with one background thread that admits requests from a bounded queue: the admission, the
+    Retry-After estimate and the thread's start/stop that `BuiltinEngine` and `LlamaCppEngine` share. A subclass
+    implements `_run` (the loop: take from `_waiting` under `_cv`, step, finish handles, append their durations to
+    `_recent`) and `_cancel_running` (finish every admitted row with "cancelled" at shutdown)."""
+
+    thread_name = "tuneforge-engine"
+
+    def _init_queue(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self._waiting: deque[Handle] = deque()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._counts = {"steps": 0, "prefills": 0, "cancelled": 0, "finished": 0, "errors": 0,
+                        "generated_tokens": 0}
+        self._recent: deque[float] = deque(maxlen=32)  # recent request durations, for Retry-After
+
+    def _enqueue(self, model: str, prompt_ids: list[int], params: SamplingParams,
+                 loop: asyncio.AbstractEventLoop | None) -> Handle:
+        h = Handle(model, prompt_ids, params, loop)
+        with self._cv:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(self._retry_after())
+            self._waiting.append(h)
+            self._cv.notify()
+        return h
+
+    def _retry_after(self) -> int:
+        """Seconds until a queue slot is likely free: the mean recent request time (at least 1)."""
+        return max(1, math.ceil(sum(self._recent) / len(self._recent))) if self._recent else 1
+
+    @abstractmethod
+    def _run(self) -> None: ...
+
+    @abstractmethod
+    def _cancel_running(self) -> None: ...
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop the loop (the current step ends first), then cancel what is waiting and what is running."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        for h in list(self._waiting):
+            h.finish("cancelled")
+        self._waiting.clear()
+        self._cancel_running()

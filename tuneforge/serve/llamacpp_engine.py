@@ -17,16 +17,13 @@ and runtime adapters are refused with a message naming the built-in engine.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.engine_api import Engine, Handle, QueueFull, SamplingParams, ServedModel
+from tuneforge.serve.engine_api import Handle, QueuedEngine, SamplingParams, ServedModel
 
 INSTALL = "pip install 'tuneforge[llamacpp]' (builds llama-cpp-python from source: cmake and a C++ compiler, minutes)"
 GGUF_TYPES = ("q8_0", "f16")  # a run's exports, in order of preference (q8_0: ~2x faster on CPU, within verify)
@@ -84,8 +81,10 @@ class _Row:
     last: int = -1  # the token to feed at the next decode step
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(QueuedEngine):
     """Continuous batching over llama.cpp's batch API (see the module docstring)."""
+
+    thread_name = "tuneforge-llamacpp"
 
     def __init__(self, gguf: str | Path, name: str, tokenizer, *, defaults: dict | None = None,
                  max_num_seqs: int = 16, max_queue: int = 64, max_model_len: int | None = None,
@@ -96,7 +95,8 @@ class LlamaCppEngine(Engine):
 
         self._L = L
         self.gguf = str(gguf)
-        self.max_num_seqs, self.max_queue, self.n_batch = max_num_seqs, max_queue, n_batch
+        self.max_num_seqs, self.n_batch = max_num_seqs, n_batch
+        self._init_queue(max_queue)
         L.llama_backend_init()
         L.llama_log_set(_QUIET, None)
         self._model = L.llama_model_load_from_file(self.gguf.encode(), L.llama_model_default_params())
@@ -120,16 +120,9 @@ class LlamaCppEngine(Engine):
         eos = {tokenizer.eos_token_id} | {t for t in range(self._n_vocab) if L.llama_vocab_is_eog(self._vocab, t)}
         self.eos_ids = eos - {None}
         self.served = ServedModel(name, None, min(ctx_len, cp.n_ctx), tokenizer, defaults=dict(defaults or {}))
-        self._waiting: deque[Handle] = deque()
         self._rows: list[_Row] = []
         self._free = list(range(max_num_seqs))
         self._generators: dict = {}
-        self._cv = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stop = False
-        self._counts = {"steps": 0, "prefills": 0, "cancelled": 0, "finished": 0, "errors": 0,
-                        "generated_tokens": 0}
-        self._recent: deque[float] = deque(maxlen=32)
 
     # --- Engine API ---
     def models(self) -> list[ServedModel]:
@@ -139,38 +132,22 @@ class LlamaCppEngine(Engine):
                loop: asyncio.AbstractEventLoop | None = None) -> Handle:
         if model != self.served.name:
             raise KeyError(model)
-        h = Handle(model, prompt_ids, params, loop)
-        with self._cv:
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(max(1, math.ceil(sum(self._recent) / len(self._recent))) if self._recent else 1)
-            self._waiting.append(h)
-            self._cv.notify()
-        return h
+        return self._enqueue(model, prompt_ids, params, loop)
 
     def add_adapter(self, name: str, path: str, *, base: str | None = None) -> ServedModel:
         raise TuneforgeError("--engine llama.cpp serves one model: llama.cpp applies LoRA per context, not per "
                              "request; export the run (`tuneforge export gguf RUN --type q8_0`) and serve it, or "
                              "use --engine builtin for many adapters on one base")
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name="tuneforge-llamacpp", daemon=True)
-            self._thread.start()
+    def _cancel_running(self) -> None:
+        for r in self._rows:
+            r.h.finish("cancelled")
+        self._rows = []
 
     def shutdown(self) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        for h in list(self._waiting) + [r.h for r in self._rows]:
-            h.finish("cancelled")
-        self._waiting.clear()
-        self._rows = []
+        super().shutdown()
         L = self._L
-        if self._ctx:
+        if self._ctx:  # the loop has stopped: nothing uses the context any more
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
             L.llama_model_free(self._model)

@@ -44,6 +44,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.errors import TuneforgeError
 from tuneforge.serve import protocol as P
 from tuneforge.studio.tasks import Busy, TaskRunner
 
@@ -75,6 +76,14 @@ def _tuneforge_error(e: Exception, param: str | None = None) -> P.OpenAIError:
     """A library error (bad data, bad config, missing model) as a 400 naming what was wrong."""
     code = getattr(e, "code", None) or "invalid_value"
     return P.bad_request(str(e).splitlines()[0], param=param or getattr(e, "field", None), code=code)
+
+
+async def _in_threadpool(fn):
+    """Run blocking work (a data check, advice, a cost benchmark) off the event loop; its errors become 400s."""
+    try:
+        return await run_in_threadpool(fn)
+    except TuneforgeError as e:
+        raise _tuneforge_error(e) from None
 
 
 def config_schema() -> dict:
@@ -253,8 +262,6 @@ class StudioAPI:
     def _submit(self, kind: str, params: dict, fn, names: dict[str, str] | None = None):
         """Start `fn` as a task; `names` (stored path → upload's filename) keep server paths out of its error."""
         def run() -> dict:
-            from tuneforge.errors import TuneforgeError
-
             try:
                 return fn()
             except TuneforgeError as e:
@@ -273,8 +280,6 @@ class StudioAPI:
 
     # --- routes ---
     def _routes(self) -> APIRouter:  # noqa: C901 - one closure per route, read top to bottom
-        from tuneforge.errors import TuneforgeError
-
         router = APIRouter(prefix=PREFIX)
 
         async def body_of(request: Request) -> dict:
@@ -304,10 +309,7 @@ class StudioAPI:
                 return {"object": "tuneforge.data_check", "file_id": body["file_id"], "filename": filename,
                         **named(rep.to_dict(), path, filename), "path": filename}
 
-            try:
-                return await run_in_threadpool(run)
-            except TuneforgeError as e:
-                raise _tuneforge_error(e) from None
+            return await _in_threadpool(run)
 
         @router.post("/data/advise")
         async def data_advise(request: Request):
@@ -326,10 +328,7 @@ class StudioAPI:
                 return {"object": "tuneforge.advice", "file_id": body["file_id"],
                         **named(advice.to_dict(), path, filename)}
 
-            try:
-                return await run_in_threadpool(run)
-            except TuneforgeError as e:
-                raise _tuneforge_error(e) from None
+            return await _in_threadpool(run)
 
         @router.post("/data/cost")
         async def data_cost(request: Request):
@@ -362,10 +361,7 @@ class StudioAPI:
             if _body_field(body, "background", bool, False):  # minutes on a real base: poll the task
                 return self._submit("cost", {"file_id": body["file_id"], "hardware": hardware}, run,
                                     names={str(path): filename})
-            try:
-                return await run_in_threadpool(run)
-            except TuneforgeError as e:
-                raise _tuneforge_error(e) from None
+            return await _in_threadpool(run)
 
         @router.get("/train/schema")
         def train_schema():

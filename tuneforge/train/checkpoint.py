@@ -2,6 +2,10 @@
 
 A checkpoint is written to `checkpoints/.tmp-step-N/`, fsynced, then renamed to `step-N/`: a kill at
 any moment leaves either the old set of checkpoints or the new one, never a half-written one.
+
+Under FSDP (`save_sharded`) every rank writes its shards with torch.distributed.checkpoint into
+`checkpoints/.dcp-step-N/`; rank 0 then moves them into the temp directory with the scheduler/RNG/loop state and
+renames it to `step-N/` the same way, so a kill of any rank at any moment leaves no half checkpoint either.
 """
 
 from __future__ import annotations
@@ -69,6 +73,36 @@ def save(ckpt_root: Path, step: int, model, optimizer, scheduler, state: dict, k
     return path
 
 
+def save_sharded(ckpt_root: Path, step: int, model, optimizer, scheduler, state: dict, *, rank: int, barrier,
+                 keep: int = 2, rng_states: list, objective_states: list[dict]) -> Path:
+    """FSDP checkpoint; every rank calls it (`barrier` = Ranks.barrier). Weights and optimizer state as DCP
+    shards (`dcp/`), the rest as in `save` (`trainer.pt`, `state.json` with `"sharded": true`)."""
+    from tuneforge.train import shard
+
+    staging = Path(ckpt_root) / f".dcp-step-{step}"
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    barrier()
+    shard.save_sharded(staging, model, optimizer)
+    barrier()
+    path = Path(ckpt_root) / f"step-{step}"
+    if rank == 0:
+        def write(d: Path) -> None:
+            (staging / "dcp").rename(d / "dcp")
+            torch.save({"scheduler": scheduler.state_dict(), "rng": rng_states[0], "rng_ranks": rng_states,
+                        "objective_ranks": objective_states}, d / "trainer.pt")
+            (d / "state.json").write_text(json.dumps({"schema": SCHEMA, "step": step, "world_size": len(rng_states),
+                                                      "sharded": True, **state}, indent=1))
+
+        write_atomic_dir(path, write)
+        shutil.rmtree(staging, ignore_errors=True)
+        for old in sorted(list_checkpoints(ckpt_root))[:-keep]:
+            shutil.rmtree(old[1], ignore_errors=True)
+    barrier()
+    return path
+
+
 def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
     if not ckpt_root.is_dir():
         return []
@@ -92,10 +126,22 @@ def load(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1,
         from tuneforge.errors import TuneforgeError
 
         raise TuneforgeError(f"{path}: written by {state.get('world_size', 1)} process(es); resume it with the same "
-                             f"number (this launch has {world})")
-    load_trainable(model, load_file(path / "trainable.safetensors"))
-    extra = torch.load(path / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
+                             f"number (this launch has {world}): each step's batches and every process's RNG "
+                             "stream depend on it, so another number would not continue the same run")
+    from tuneforge.train import shard
+
+    if state.get("sharded", False) != shard.is_sharded(model):
+        from tuneforge.errors import TuneforgeError
+
+        raise TuneforgeError(f"{path}: written {'with' if state.get('sharded') else 'without'} fsdp; resume it the "
+                             "same way")
+    if state.get("sharded"):  # every rank reads its shards (a collective)
+        shard.load_sharded(path, model, optimizer)
+        extra = torch.load(path / "trainer.pt", weights_only=False)
+    else:
+        load_trainable(model, load_file(path / "trainable.safetensors"))
+        extra = torch.load(path / "optimizer.pt", weights_only=False)
+        optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     set_rng_state(extra.get("rng_ranks", [extra["rng"]])[rank])
     if objective is not None:

@@ -2,9 +2,10 @@
 
 One process is the plain path: `Ranks.single()` wraps nothing and every method is a no-op, so a single-process
 run is exactly what it was. With WORLD_SIZE > 1, accelerate's `Accelerator` sets up the process group (gloo on
-CPU, nccl on GPU) and wraps the model in DDP. FSDP and DeepSpeed, which shard the weights, are refused with a clear
-error until checkpoints gather sharded weights. The recipe (recipe.py) shards micro-batches by rank, sums
-the objective's loss counts over ranks, and lets only rank 0 write the run directory.
+CPU, nccl on GPU) and wraps the model in DDP; with `cfg.fsdp` the model is sharded instead (FSDP2, train/shard.py)
+and the methods that read or write whole weights become collectives. DeepSpeed is refused (README: no DeepSpeed
+path runs on CPU to test it; FSDP2 gives the same ZeRO-3 sharding). The recipe (recipe.py) shards micro-batches by
+rank, sums the objective's loss counts over ranks, and lets only rank 0 write the run directory.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Ranks:
     accelerator: object | None = None
     rank: int = 0
     world: int = 1
+    cfg: object | None = None  # the TrainConfig when the weights are sharded (cfg.fsdp set), else None
+
+    @property
+    def fsdp(self) -> bool:
+        return self.cfg is not None
 
     @classmethod
     def single(cls) -> "Ranks":
@@ -55,11 +61,41 @@ class Ranks:
         return self.rank == 0
 
     def wrap(self, model, optimizer, objective):
-        """(module computing the objective's loss, optimizer) ready for this launch: unwrapped for one process."""
+        """(module computing the objective's loss, optimizer) ready for this launch: unwrapped for one process.
+        `optimizer` is an optimizer or a function model → optimizer; under FSDP it must be the function: the model
+        is sharded in place first and the optimizer built on its shards."""
+        if self.fsdp:
+            from tuneforge.train import shard
+
+            model = shard.shard(self.accelerator, self.cfg, model)
+            return ObjectiveLoss(model, objective), optimizer(model)
         module = ObjectiveLoss(model, objective)
+        optimizer = optimizer(model) if callable(optimizer) else optimizer
         if self.accelerator is None:
             return module, optimizer
         return self.accelerator.prepare(module, optimizer)
+
+    def trainable_state(self, model) -> dict[str, torch.Tensor]:
+        """The full trainable weights on rank 0 ({} elsewhere). Under FSDP a collective: every rank calls it."""
+        from tuneforge.train import checkpoint, shard
+
+        if self.fsdp:
+            return shard.full_state(model, trainable_only=True)
+        return checkpoint.trainable_state(model) if self.main else {}
+
+    def full_state(self, model) -> dict[str, torch.Tensor] | None:
+        """Under FSDP the whole state dict gathered on rank 0 (a collective); None otherwise (use the model)."""
+        if not self.fsdp:
+            return None
+        from tuneforge.train import shard
+
+        return shard.full_state(model)
+
+    def memory(self, model, optimizer) -> list[dict[str, int]]:
+        """Every rank's parameter, gradient and optimizer-state bytes, in rank order (call before zero_grad)."""
+        from tuneforge.train import shard
+
+        return self.gather(shard.memory(model, optimizer))
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over ranks (one all-reduce for several counters)."""
@@ -70,7 +106,7 @@ class Ranks:
 
     def no_sync(self, module, last: bool):
         """Gradient accumulation: all-reduce only on the last micro-batch of an optimizer step."""
-        if self.accelerator is None or last:
+        if self.accelerator is None or last or self.fsdp:  # FSDP: reduce-scatter every micro-batch
             return contextlib.nullcontext()
         return self.accelerator.no_sync(module)
 
@@ -97,20 +133,32 @@ class Ranks:
             torch.distributed.destroy_process_group()
 
 
-def setup(device: str) -> Ranks:
-    """Ranks for this launch; with one process nothing is initialised (and accelerate is not imported)."""
+def setup(device: str, cfg=None) -> Ranks:
+    """Ranks for this launch; with one process nothing is initialised (and accelerate is not imported).
+    `cfg` (the TrainConfig) chooses FSDP (`cfg.fsdp`); its impossible combinations are refused here, before any
+    weights load."""
+    from tuneforge.errors import ConfigError
+
+    fsdp = getattr(cfg, "fsdp", None)
+    if fsdp:
+        from tuneforge.train import shard
+
+        shard.check(cfg, device, launched_world_size())
     if launched_world_size() <= 1:
         return Ranks.single()
+    if fsdp:
+        acc = shard.accelerator(cfg, device)
+        return Ranks(acc, acc.process_index, acc.num_processes, cfg)
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=device == "cpu")
     kind = str(acc.distributed_type).rsplit(".", 1)[-1]
-    if kind in ("FSDP", "DEEPSPEED"):
-        from tuneforge.errors import ConfigError
-
-        raise ConfigError(f"accelerate config asks for {kind}: tuneforge's checkpoints and adapters are written "
-                          "from one process's full weights, so sharded training is not supported yet; use DDP "
-                          "(plain `accelerate launch` / `torchrun` / `train --nproc N`)")
+    if kind == "FSDP":
+        raise ConfigError("accelerate config asks for FSDP: tuneforge configures FSDP itself; launch without "
+                          "accelerate's FSDP settings and pass --fsdp full_shard (config key fsdp)")
+    if kind == "DEEPSPEED":
+        raise ConfigError("accelerate config asks for DeepSpeed: not supported (no DeepSpeed path runs on CPU to "
+                          "test it); use --fsdp full_shard for the same ZeRO-3-style sharding")
     return Ranks(acc, acc.process_index, acc.num_processes)
 
 

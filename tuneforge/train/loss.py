@@ -23,7 +23,11 @@ def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, tgt: torch.Tensor) -> torch
 def fast_path_ok(model) -> bool:
     """Whether the output layer can run at supervised positions only: not for prompt-learning peft models
     (their virtual tokens exist only in peft's forward; `methods` marks them `generic_loss`) nor for models that
-    scale or soft-cap logits."""
+    scale or soft-cap logits, nor under FSDP (the root module's forward must run)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):  # FSDP2 gathers weights in the root's forward: call the model itself
+        return False
     cfg = getattr(model, "config", None)
     prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
     return (hasattr(model, "get_decoder") and not prompt_learning

@@ -123,6 +123,8 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None, *, weights
         for why in chosen.values():
             _say(why)
         _say(validation_note(cfg, len(val), split is not None))
+        for note in objective.notes(train_s + val_s):
+            _say(note)
     labels = objective.labels(train_s + val_s)
     model = None
     if weights:
@@ -323,7 +325,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         info = read_json(out / "run.json")
         _say(f"{out} already finished (step {info.get('steps')}); nothing to resume")
         return out
-    ranks = distributed.setup(default_device())
+    ranks = distributed.setup(default_device(), cfg)
     ranks.barrier()  # every rank checked the output directory before rank 0 creates it
     try:
         p = prepared or prepare(cfg)
@@ -341,8 +343,8 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     total, steps_per_epoch, eval_every = schedule(p, ranks.world)
     save_every = cfg.save_steps or eval_every
     objective = p.objective
-    # module(batch) -> (loss sum, metric sums) through the objective (DDP/FSDP-aware)
-    module, opt = ranks.wrap(model, make_optimizer(model, cfg), objective)
+    # module(batch) -> (loss sum, metric sums) through the objective (DDP/FSDP-aware; FSDP shards `model` in place)
+    module, opt = ranks.wrap(model, lambda m: make_optimizer(m, cfg), objective)
     state = LoopState()
     sched = make_scheduler(opt, cfg, total, steps_per_epoch, scale=lambda: state.lr_scale)  # reads the live state
     ckpt = _start_run_dir(p, out, resume, write=ranks.main)
@@ -383,6 +385,10 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     def save_checkpoint(step: int) -> Path:
         rngs = ranks.gather(checkpoint.rng_state())
         objective_states = ranks.gather(objective.state_dict())
+        if ranks.fsdp:  # every rank writes its shards
+            return checkpoint.save_sharded(out / "checkpoints", step, model, opt, sched, state.to_json(),
+                                           rank=ranks.rank, barrier=ranks.barrier, keep=cfg.save_total_limit,
+                                           rng_states=rngs, objective_states=objective_states)
         if ranks.main:
             checkpoint.save(out / "checkpoints", step, model, opt, sched, state.to_json(),
                             keep=cfg.save_total_limit, rng_states=rngs, objective_states=objective_states)
@@ -390,6 +396,7 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
     run_loss, run_count, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
     run_metrics: dict[str, float] = {}  # the objective's metric sums over the logging window
+    memory = None  # every rank's parameter/gradient/optimizer bytes, measured after this launch's first step
     for step in range(state.step + 1, total + 1):
         t0, logged_before, saved = time.perf_counter(), len(history), None
         # every micro-batch of the step before the first forward pass (on-policy: all from the same weights)
@@ -406,6 +413,8 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
         state.step = step
         state.elapsed += time.perf_counter() - t0
         bar.update(1)
+        if memory is None:
+            memory = ranks.memory(model, opt)
         epoch = round(step / steps_per_epoch, 4)
         if step % cfg.logging_steps == 0 or step == total:
             now = time.perf_counter()
@@ -415,13 +424,16 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
                    "lr": sched.get_last_lr()[0], "grad_norm": None if gnorm is None else float(gnorm),
                    "tokens_per_s": win_tok / max(now - win_t0, 1e-9), objective.count_key: run_count,
                    **{k: v / max(run_count, 1) for k, v in zip(names, sums)}}
+            if not any("memory_per_rank" in r for r in history):
+                rec["memory_per_rank"] = memory
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             run_loss, run_count, win_tok, win_t0 = torch.zeros(()), 0, 0, now
             run_metrics.clear()
         if val_batches and (step % eval_every == 0 or step == total):
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
-                     bar.write if ranks.main else None, objective=objective, sched=sched, plan=(total, planned))
+                     bar.write if ranks.main else None, objective=objective, sched=sched, plan=(total, planned),
+                     trainable_state=ranks.trainable_state)
         if step % save_every == 0 and step < total and not state.stopped_early:
             saved = save_checkpoint(step)
         if on_step is not None:  # every process asks the same question: only the main one runs on_step
@@ -439,20 +451,22 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     state.stop_reason = stop_reason(state, total=total, patience=cfg.early_stopping_patience,
                                     metric_name=_metric_name(objective, history), planned=planned)
     say(f"stopped: {state.stop_reason}")
+    weights = ranks.full_state(model)  # under FSDP: gathered on rank 0 (every rank takes part), else None
     if ranks.main:
-        finish(p, out, state)
+        finish(p, out, state, weights=weights, memory=memory)
     ranks.barrier()
     return out
 
 
 def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
              history: list[dict], log, write, objective: objectives.Objective, *, sched=None,
-             plan: tuple[int, str] = (0, "")) -> None:
+             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state) -> None:
     """One validation pass: log val loss and the objective's other validation metrics, keep the best weights
     in out/best, warn once on overfitting, lower the rate of a plateau schedule (`sched`) when neither the loss
     nor the objective's `val_metric` (SFT: the validation exact match, train/validation.py) improved, and set
     state.stopped_early when the patience is used up. `write` prints beside the progress bar; None on ranks other
-    than 0, which compute the same val loss (so all stop together) but write nothing."""
+    than 0, which compute the same val loss (so all stop together) but write nothing. `trainable_state(model)` gives
+    the weights to keep as best: every rank calls it (under FSDP it gathers the shards to rank 0)."""
     rec = {"step": state.step, "epoch": epoch, **objective.validate(model, module, val_batches)}
     plateau = cfg.lr_scheduler_type == "plateau"
     metric = objective.val_metric if objective.val_metric in rec else None
@@ -462,11 +476,11 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
         refresh(sched)
     log({**rec, "best_val_loss": state.best_val})
     val_loss = rec["val_loss"]
+    best = trainable_state(model) if ev.improved else None
     if write is None:
         return
     if ev.improved:
-        write_atomic_dir(out / "best", lambda d: checkpoint.save_file(
-            checkpoint.trainable_state(model), d / "trainable.safetensors"))
+        write_atomic_dir(out / "best", lambda d: checkpoint.save_file(best, d / "trainable.safetensors"))
     shown = f"; {_metric_name(objective, [rec])} {rec[metric]:.3f}" if metric else ""
     write(f"step {state.step}: val_loss {val_loss:.4f}{shown}" + (" (best)" if ev.improved else "")
           + (f"; no progress, learning rate x{PLATEAU_DECAY:g} -> {sched.get_last_lr()[0]:.3g}"
@@ -488,18 +502,28 @@ def _metric_name(objective: objectives.Objective, rows: list[dict]) -> str | Non
     return key.removeprefix("val_").replace("_", " ")
 
 
-def finish(p: Prepared, out: Path, state: LoopState) -> None:
-    """Restore the best weights, write adapter/ (peft) or model/ (transformers), run.json and the card."""
+def finish(p: Prepared, out: Path, state: LoopState, *, weights: dict | None = None,
+           memory: list[dict] | None = None) -> None:
+    """Restore the best weights, write adapter/ (peft) or model/ (transformers), run.json and the card.
+    `weights`: the full state dict when the model is sharded (FSDP: gathered by every rank, saved from this one
+    as ordinary files); `memory`: every rank's bytes (`Ranks.memory`), recorded in run.json."""
     cfg, model, tok = p.cfg, p.model, p.base.tokenizer
     if (out / "best" / "trainable.safetensors").is_file():
-        checkpoint.load_trainable(model, checkpoint.load_file(out / "best" / "trainable.safetensors"))
+        best = checkpoint.load_file(out / "best" / "trainable.safetensors")
+        if weights is None:
+            checkpoint.load_trainable(model, best)
+        else:
+            weights.update(best)
     adapter = methods.saves_adapter(cfg.method)
 
     if not adapter:  # a full fine-tune's model/ is used as it is: decode like generate/eval by default
         set_default_decoding(model, tok, max_new_tokens=answer_budget(p.data_info))
+        if weights is not None and getattr(model.config, "tie_word_embeddings", False):
+            for k in getattr(model, "all_tied_weights_keys", None) or {}:  # as save_pretrained writes one process's
+                weights.pop(k, None)
 
     def write_weights(d: Path) -> None:
-        model.save_pretrained(d)
+        model.save_pretrained(d, **({} if weights is None else {"state_dict": weights}))
         tok.save_pretrained(d)
 
     write_atomic_dir(out / ("adapter" if adapter else "model"), write_weights)
@@ -515,6 +539,10 @@ def finish(p: Prepared, out: Path, state: LoopState) -> None:
                                           else state.best_val, "best_val_exact_match": state.best_metric,
                                           "best_step": state.best_step, "final_step": state.step}.items()
                         if v is not None}}
+    if memory:
+        info["memory_per_rank"] = memory
+        if cfg.fsdp:
+            info["fsdp"] = cfg.fsdp
     if p.auto:
         info["auto"] = p.auto
     if p.labels:

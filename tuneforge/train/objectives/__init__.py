@@ -89,6 +89,10 @@ class Objective:
         """Classification data: the sorted label set (rows then carry `.label`), else None."""
         return None
 
+    def notes(self, rows: list) -> list[str]:
+        """Lines the run prints about how this objective reads these rows (e.g. what it ignores in them)."""
+        return []
+
     # --- the run ------------------------------------------------------------------------------------
     def setup(self, p: "Prepared", out: Path, ranks: "Ranks", resume: bool) -> None:
         """Before the first step, on every process, with the model's starting weights."""

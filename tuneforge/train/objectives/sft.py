@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from tuneforge.data.formats import Sample, near_key
+from tuneforge.data.formats import Preference, Sample, near_key
 from tuneforge.data.load import load_samples
 from tuneforge.data.split import split_indices
 from tuneforge.data.tokenize import IGNORE, Encoded, encode
@@ -52,6 +52,11 @@ class SFT(Objective):
 
     def holdout(self, rows, frac, seed):
         return holdout(rows, frac, seed)
+
+    def notes(self, rows: list[Sample]) -> list[str]:
+        n = sum(isinstance(s, Preference) for s in rows)
+        return [f"{n} preference rows: supervised fine-tuning learns their preferred answers only (the other "
+                "answer is not used); --objective dpo learns from both"] if n else []
 
     def encode(self, rows: list[Sample], tokenizer, what: str) -> tuple[list[Encoded], int]:
         cfg = self.cfg
