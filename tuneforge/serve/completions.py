@@ -251,7 +251,7 @@ class Generation:
                                     "score its labels (serve it with the builtin engine)", param="model") from None
             scores.append(sum(lp for lp, _ in lps[len(prompt):]))
         probs = probabilities(scores)
-        self.label_logprobs = [math.log(p) if p > 0 else -math.inf for p in probs]
+        self.label_logprobs = [math.log(max(p, 5e-324)) for p in probs]  # finite: JSON has no -inf
         best = max(range(len(probs)), key=lambda i: (probs[i], -i))
         for c in self.choices:
             c.final_text, c.finish_reason, c.tokens = self.labels[best], "stop", len(pairs[best][1])

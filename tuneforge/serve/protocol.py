@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tuneforge.data.tools import check_tool_calls, check_tools
+
 
 # --- errors -------------------------------------------------------------------------------------------------
 class OpenAIError(Exception):
@@ -149,8 +151,6 @@ class ChatCompletionRequest(_Request):
         """Messages as `data.tools.prepare` wants them (OpenAI's shape: an assistant's `tool_calls`, a tool
         message's `tool_call_id` kept); OpenAI's `developer` role is the template's `system`. A malformed tool
         turn is a 400 naming it."""
-        from tuneforge.data.tools import check_tool_calls
-
         out = []
         for i, m in enumerate(self.messages):
             d: dict = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -175,8 +175,6 @@ class ChatCompletionRequest(_Request):
         """(tools or None, mode, forced name): mode is "none" (no tools, or tool_choice none), "auto" (the
         model chooses; its answer is parsed), "required" (one call or more, any function) or "function" (the
         named one). Malformed tools or tool_choice → a 400 naming the field, as OpenAI answers."""
-        from tuneforge.data.tools import check_tools
-
         tools, choice = self.tools, self.tool_choice
         if not tools:
             if tools is not None:
