@@ -103,10 +103,10 @@ def test_unknown_model_and_unknown_route_are_404(small, lively_base):
 
 
 def test_fields_we_cannot_honour_are_400_not_ignored(small, lively_base):
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    tool = {"type": "function", "function": {"parameters": {"type": "object", "properties": {}}}}  # no name
     with pytest.raises(openai.BadRequestError) as e:
         chat(small, str(lively_base), "hi", tools=[tool])
-    assert e.value.body["param"] == "tools"
+    assert e.value.body["param"].startswith("tools")
     with pytest.raises(openai.BadRequestError) as e:
         chat(small, str(lively_base), "hi", response_format={"type": "json_schema", "json_schema": {
             "name": "x", "schema": {"type": "object", "if": {"type": "object"}, "then": {}}}})

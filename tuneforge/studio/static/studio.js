@@ -247,7 +247,8 @@ function inputFor(k, value) {
   const id = fieldId(k.name), v = value ?? k.default;
   if (k.choices.length && !k.types.includes("array")) {
     const ch = k.choices.filter((c) => c !== "auto" || k.name !== "method");
-    return `<select id="${id}" data-key="${k.name}">${ch.map((c) => `<option ${c === v ? "selected" : ""}>${esc(c)}</option>`).join("")}</select>`;
+    const none = k.types.includes("null") ? `<option value="" ${v == null ? "selected" : ""}>(none)</option>` : "";
+    return `<select id="${id}" data-key="${k.name}">${none}${ch.map((c) => `<option ${c === v ? "selected" : ""}>${esc(c)}</option>`).join("")}</select>`;
   }
   if (k.types.includes("boolean")) return `<input id="${id}" data-key="${k.name}" type="checkbox" ${v ? "checked" : ""}>`;
   const shown = Array.isArray(v) ? v.join(",") : v ?? "";
