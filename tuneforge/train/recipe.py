@@ -298,11 +298,14 @@ def config_for(config: str | Path | None, overrides: dict, *, resume: bool = Fal
 
 
 def resume_config(out: Path, overrides: dict | None = None) -> TrainConfig:
-    """A resumed run uses its saved config unchanged: any other value would not reproduce the run."""
+    """A resumed run uses its saved config unchanged: any other value would not reproduce the run. Repeating the
+    original command with --resume added is fine: flags equal to the saved values are not overrides."""
     if not (out / "config.yaml").is_file():
         raise TuneforgeError(f"{out}: nothing to resume (no config.yaml)")
     cfg = load_config(out / "config.yaml")
-    bad = [k for k in (overrides or {}) if k not in ("output",)]
+    given = {k: v for k, v in (overrides or {}).items() if k != "output"}
+    same = load_config(out / "config.yaml", given) if given else cfg
+    bad = [k for k in given if getattr(same, k, None) != getattr(cfg, k, None)]
     if bad:
         raise ConfigError(f"--resume uses {out}/config.yaml; cannot override: {', '.join(bad)}")
     return cfg
