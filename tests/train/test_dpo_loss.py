@@ -99,3 +99,25 @@ def test_lora_reference_is_the_base_with_the_adapter_disabled():
         policy = dpo.answer_logps(model, batch)[0]
     torch.testing.assert_close(ref, want, rtol=1e-5, atol=1e-4)
     assert (policy - want).abs().max() > 1e-2  # the adapter is on again after the reference pass
+
+
+def test_per_token_chosen_log_probs_are_reported_against_the_reference():
+    out = dpo.pair_loss("sigmoid", PC, PR, RC, RR, LC, LR, beta=None)
+    m = dpo.metrics_of(out, PC, PR, LC, RC)
+    assert m["logp_chosen_tok"] == pytest.approx(-10 / 4 + -6 / 2)
+    assert m["ref_logp_chosen_tok"] == pytest.approx(-11 / 4 + -6.5 / 2)
+    assert "ref_logp_chosen_tok" not in dpo.metrics_of(out, PC, PR, LC)  # reference-free losses
+
+
+def test_collapse_warning_fires_when_preferred_answers_fall_below_the_reference_not_before():
+    healthy = [{"step": 12, "val_loss": 0.4, "val_logp_chosen_tok": -1.9, "val_ref_logp_chosen_tok": -2.1}]
+    assert dpo.collapse_warning(healthy) is None
+    # the SmolLM2 collapse at lr 1e-3: the margin grows while the preferred answer becomes far less likely
+    collapsed = healthy + [{"step": 30, "val_loss": 1e-4, "val_logp_chosen_tok": -8.0,
+                            "val_ref_logp_chosen_tok": -2.1}]
+    msg = dpo.collapse_warning(collapsed)
+    assert msg and "5.9 nats per token" in msg and "step 30" in msg and "--learning_rate" in msg
+    # reference-free (simpo/orpo): measured against the first validation
+    free = [{"step": 10, "val_logp_chosen_tok": -2.0}, {"step": 20, "val_logp_chosen_tok": -2.8}]
+    assert dpo.collapse_warning(free) is None
+    assert dpo.collapse_warning(free + [{"step": 30, "val_logp_chosen_tok": -3.5}])

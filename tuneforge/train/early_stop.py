@@ -28,6 +28,7 @@ class LoopState:
     elapsed: float = 0.0  # seconds spent in optimizer steps (not evaluation or checkpointing)
     tokens: int = 0  # input tokens seen
     warned_overfitting: bool = False
+    warned_health: bool = False  # the objective's own warning (Objective.health) was given
     stopped_early: bool = False
     best_metric: float | None = None  # validation exact match at best_step (the highest seen)
     best_step_val: float | None = None  # validation loss at best_step (best_val is the lowest seen)

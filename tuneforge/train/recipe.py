@@ -478,6 +478,8 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     if ev.lr_changed and sched is not None:
         refresh(sched)
     log({**rec, "best_val_loss": state.best_val})
+    health = None if state.warned_health else objective.health(history)  # log() appended rec
+    state.warned_health = state.warned_health or health is not None
     val_loss = rec["val_loss"]
     best = trainable_state(model) if ev.improved else None
     if write is None:
@@ -488,8 +490,9 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     write(f"step {state.step}: val_loss {val_loss:.4f}{shown}" + (" (best)" if ev.improved else "")
           + (f"; no progress, learning rate x{PLATEAU_DECAY:g} -> {sched.get_last_lr()[0]:.3g}"
              if ev.lr_changed and sched is not None else ""), file=sys.stderr)
-    if ev.warning:
-        write(f"warning: {ev.warning}", file=sys.stderr)
+    for warning in (ev.warning, health):
+        if warning:
+            write(f"warning: {warning}", file=sys.stderr)
     if ev.stop:
         total, planned = plan
         write("early stopping: " + stop_reason(state, total=total, patience=cfg.early_stopping_patience,

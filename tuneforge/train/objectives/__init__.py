@@ -124,6 +124,11 @@ class Objective:
         """{"val_loss": ..., **extra metrics}. `forward(batch)` runs `loss` through the wrapped module."""
         raise NotImplementedError
 
+    def health(self, history: list[dict]) -> str | None:
+        """A warning when the metrics so far (validation rows included) show training going wrong in a way the
+        validation loss cannot see; printed once per run. None: nothing to say."""
+        return None
+
     # --- resume -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """What this process's objective needs back on resume (saved in each checkpoint)."""

@@ -165,14 +165,43 @@ def reference_logps_adapter_disabled(model, batch: dict[str, torch.Tensor]) -> t
         return answer_logps(model, batch)[0]
 
 
-def metrics_of(pl: PairLoss, pc: torch.Tensor, pr: torch.Tensor) -> dict[str, float]:
+def metrics_of(pl: PairLoss, pc: torch.Tensor, pr: torch.Tensor, lc: torch.Tensor | None = None,
+               rc: torch.Tensor | None = None) -> dict[str, float]:
     """Sums over the pairs (the caller divides by the pairs of its window): loss, reward margin, accuracy (the
-    preferred answer's implicit reward is higher), chosen/rejected log-probs."""
+    preferred answer's implicit reward is higher), chosen/rejected log-probs; with the chosen answers' token counts
+    `lc`, their per-token log-prob (and the reference's, with `rc`) for the collapse check (`collapse_warning`)."""
     margin = pl.chosen_rewards - pl.rejected_rewards
-    return {"loss": float(pl.losses.detach().sum()), "reward_margin": float(margin.sum()),
-            "accuracy": float((margin > 0).float().sum()), "chosen_reward": float(pl.chosen_rewards.sum()),
-            "rejected_reward": float(pl.rejected_rewards.sum()), "logp_chosen": float(pc.detach().sum()),
-            "logp_rejected": float(pr.detach().sum())}
+    m = {"loss": float(pl.losses.detach().sum()), "reward_margin": float(margin.sum()),
+         "accuracy": float((margin > 0).float().sum()), "chosen_reward": float(pl.chosen_rewards.sum()),
+         "rejected_reward": float(pl.rejected_rewards.sum()), "logp_chosen": float(pc.detach().sum()),
+         "logp_rejected": float(pr.detach().sum())}
+    if lc is not None:
+        n = lc.to(pc.dtype).clamp(min=1)
+        m["logp_chosen_tok"] = float((pc.detach() / n).sum())
+        if rc is not None:
+            m["ref_logp_chosen_tok"] = float((rc.detach() / n).sum())
+    return m
+
+
+COLLAPSE_NATS_PER_TOKEN = 1.0  # held-out preferred answers this much less likely per token = degenerating
+
+
+def collapse_warning(history: list[dict]) -> str | None:
+    """A preference loss can reach ~0 by pushing *both* answers down: validation loss and accuracy then look
+    perfect while greedy answers degenerate (measured on SmolLM2 at lr 1e-3: perplexity of the preferred answers
+    11.6 -> 45,759, bench/RESULTS.md). The visible sign is the held-out preferred answers' per-token log-prob
+    falling well below the reference's (or, for reference-free losses, below its first validation value)."""
+    rows = [r for r in history if "val_logp_chosen_tok" in r]
+    if not rows:
+        return None
+    now = rows[-1]
+    base = now.get("val_ref_logp_chosen_tok", rows[0]["val_logp_chosen_tok"])
+    drop = base - now["val_logp_chosen_tok"]
+    if drop <= COLLAPSE_NATS_PER_TOKEN:
+        return None
+    return (f"held-out preferred answers are {drop:.1f} nats per token less likely than at the start (step "
+            f"{now['step']}): the preference loss is improving by pushing both answers down, which degrades "
+            "generation; lower --learning_rate or raise --beta, and check `tuneforge eval` perplexity")
 
 
 def mean_metrics(sums: dict[str, float], n_pairs: int) -> dict[str, float]:
@@ -328,7 +357,7 @@ class DPO(Objective):
         else:
             rc = rr = None
         pl = pair_loss(cfg.loss_type, pc, pr, rc, rr, lc, lr, beta=cfg.beta, gamma=cfg.simpo_gamma)
-        m = metrics_of(pl, pc, pr)
+        m = metrics_of(pl, pc, pr, lc, rc)
         del m["loss"]
         return pl.losses.sum(), m
 
@@ -349,5 +378,12 @@ class DPO(Objective):
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
         model.train(was)
-        return {"val_loss": tot / max(n, 1), "val_accuracy": sums.get("accuracy", 0.0) / max(n, 1),
-                "val_reward_margin": sums.get("reward_margin", 0.0) / max(n, 1)}
+        out = {"val_loss": tot / max(n, 1), "val_accuracy": sums.get("accuracy", 0.0) / max(n, 1),
+               "val_reward_margin": sums.get("reward_margin", 0.0) / max(n, 1)}
+        for k in ("logp_chosen_tok", "ref_logp_chosen_tok"):
+            if k in sums:
+                out[f"val_{k}"] = sums[k] / max(n, 1)
+        return out
+
+    def health(self, history: list[dict]) -> str | None:
+        return collapse_warning(history)
