@@ -234,16 +234,12 @@ def backward(module, objective: objectives.Objective, batches: list[dict], ranks
                                                 sum(objective.tokens(b) for b in batches)]))
     sums, metrics = [], {}
     for j, b in enumerate(batches):
-        s_b = None
-        chunks = objective.forward_chunks(b)
-        for i, c in enumerate(chunks):
-            with ranks.no_sync(module, last=j == len(batches) - 1 and i == len(chunks) - 1):
-                s, m = module(c)
-                (s / count * ranks.world).backward()  # DDP averages gradients over processes
-            s_b = s.detach() if s_b is None else s_b + s.detach()
-            for k, v in m.items():
-                metrics[k] = metrics.get(k, 0.0) + float(v)
-        sums.append(s_b)
+        with ranks.no_sync(module, last=j == len(batches) - 1):
+            s, m = module(b)
+            (s / count * ranks.world).backward()  # DDP averages gradients over processes
+        sums.append(s.detach())
+        for k, v in m.items():
+            metrics[k] = metrics.get(k, 0.0) + float(v)
     return StepDone(sums, count, tokens, metrics, None)
 
 

@@ -104,12 +104,6 @@ class Objective:
         """One micro-batch from its items; `model` is the model being trained (on-policy objectives)."""
         raise NotImplementedError
 
-    def forward_chunks(self, batch: dict) -> list[dict]:
-        """The pieces of one micro-batch that go through forward and backward one at a time (their loss sums add
-        up to the batch's exactly). Default: the whole batch. On-policy objectives build a micro-batch of many
-        sampled answers per prompt and split it so one forward holds no more sequences than a supervised one."""
-        return [batch]
-
     def count(self, batch: dict) -> int:
         """Units the loss of `batch` is summed over (the step's normaliser)."""
         raise NotImplementedError

@@ -276,28 +276,6 @@ class GRPO(Objective):
         return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "completion_ids": comp,
                 "completion_mask": cmask, "old_logps": old, "prompt_len": lp}
 
-    def forward_chunks(self, batch: dict) -> list[dict]:
-        """Rows in pieces of per_device_train_batch_size sequences (one micro-batch holds prompts x
-        num_generations answers: 64 SmolLM2 sequences in one forward took 24 GB of activations and was killed),
-        each cut to its own widest prompt and answer. The group statistics go with the first piece only."""
-        n, size = int(batch["completion_ids"].shape[0]), max(1, self.cfg.per_device_train_batch_size)
-        if n <= size:
-            return [batch]
-        lp = batch["prompt_len"]
-        out = []
-        for i in range(0, n, size):
-            rows = slice(i, i + size)
-            cmask, mask = batch["completion_mask"][rows], batch["attention_mask"][rows]
-            lc = max(1, int(cmask.sum(1).max()))
-            start = int(mask[:, :lp].any(0).nonzero()[0]) if bool(mask[:, :lp].any()) else lp - 1
-            cols = slice(start, lp + lc)
-            piece = {k: batch[k][rows, cols] for k in ("input_ids", "attention_mask", "position_ids")}
-            piece |= {k: batch[k][rows, :lc] for k in ("completion_ids", "completion_mask", "old_logps")}
-            piece |= {"advantages": batch["advantages"][rows], "prompt_len": lp - start,
-                      "stats": batch["stats"] if i == 0 else {}}
-            out.append(piece)
-        return out
-
     def count(self, batch) -> int:
         return int(batch["completion_ids"].shape[0])
 
