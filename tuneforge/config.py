@@ -69,7 +69,9 @@ class TrainConfig(BaseModel):
         "epochs); large sets fewer, to see about 50,000 examples (at least 1); without a validation set, 3. "
         "Printed with the reason.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")
-    per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row).")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row). "
+                                             "Objective grpo: sampled answers per micro-batch, as in TRL (a "
+                                             "multiple of num_generations: 8 = one prompt x 8 answers).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; loss is "
                                              "normalised by supervised tokens, so 2x4 equals 1x8 exactly.")
     learning_rate: Union[PositiveFloat, Literal["auto"]] = Field(

@@ -53,6 +53,8 @@ def test_reinforcement_job_end_to_end_with_the_openai_sdk(server, jobs_base):
     assert job.method.reinforcement.hyperparameters.compute_multiplier == 0.5
     cfg = yaml.safe_load(open(f"{job.model_extra['tuneforge']['run_dir']}/config.yaml"))
     assert (cfg["objective"], cfg["num_generations"]) == ("grpo", 4)
+    # OpenAI's batch_size counts prompts (2); the run's TRL-style batch counts their answers (2 x 4)
+    assert cfg["per_device_train_batch_size"] == 8 and job.method.reinforcement.hyperparameters.batch_size == 2
     assert json.loads(open(cfg["grader"]).read())["evaluation_metric"] == "gleu"
     metrics = [e for e in c.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
     assert metrics and all({"reward", "reward_std", "zero_std_groups", "completion_length"} <= set(e.data)

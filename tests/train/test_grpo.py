@@ -34,7 +34,7 @@ def make_files(tmp_path: Path, source: str = VARIED) -> tuple[Path, Path]:
 
 def cfg_for(tiny_dir, data, grader, out, **kw) -> TrainConfig:
     base = dict(base=str(tiny_dir), data=str(data), output=str(out), objective="grpo", grader=str(grader),
-                max_steps=6, per_device_train_batch_size=2, num_generations=4, max_completion_length=6,
+                max_steps=6, per_device_train_batch_size=8, num_generations=4, max_completion_length=6,
                 logging_steps=1, learning_rate=5e-3, eval_steps=3, save_steps=3, early_stopping_patience=0,
                 val_split=0.1)
     return TrainConfig(**{**base, **kw})
@@ -69,6 +69,23 @@ def test_batched_sampling_matches_single_rows_and_the_training_forward(tiny_dir)
         lp = token_logps(model, batch, 0.9)
     m = batch["completion_mask"].bool()
     assert torch.allclose(lp[m], batch["old_logps"][m], atol=1e-4)  # ratio 1 at the sampling weights
+
+
+def test_batch_size_counts_sampled_answers_as_in_trl_and_must_hold_whole_groups(tiny_dir, tmp_path):
+    """8 answers x 8 per prompt = one prompt per micro-batch: one forward holds the batch size, not 8x it."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.train import auto
+
+    data, grader = make_files(tmp_path)
+    cfg = cfg_for(tiny_dir, data, grader, tmp_path / "run", per_device_train_batch_size=8, num_generations=8)
+    assert GRPO.items_per_micro_batch(cfg) == 1
+    assert GRPO.items_per_micro_batch(cfg.model_copy(update={"per_device_train_batch_size": 16})) == 2
+    sized = cfg.model_copy(update={"num_train_epochs": "auto", "max_steps": -1})
+    why = auto.resolve(sized, n_train=18, n_params=1_000_000)  # 18 prompts at 1 per step: 18 steps per epoch
+    assert "18 training examples = 18 steps/epoch" in why["num_train_epochs"]
+    with pytest.raises(ConfigError, match=r"per_device_train_batch_size \(6\) counts sampled answers.*"
+                                          r"multiple of num_generations \(4\), e.g. 4 or 8"):
+        GRPO(cfg.model_copy(update={"per_device_train_batch_size": 6, "num_generations": 4})).load(str(data))
 
 
 def test_grpo_run_logs_metrics_and_learns_something(tiny_dir, tmp_path):

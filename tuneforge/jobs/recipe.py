@@ -4,7 +4,9 @@ job, and the names of what it produces.
 Hyperparameters are OpenAI's, each a number or "auto":
 - `n_epochs` "auto" follows OpenAI's rule: 3 epochs, adjusted so that examples × epochs stays within
   100–25,000: n < 34 examples → ceil(100 / n) epochs (at most 25); n > 8,333 → floor(25,000 / n) (at least 1).
-- `batch_size` "auto" is tuneforge's default micro-batch (`per_device_train_batch_size`, 8).
+- `batch_size` "auto" is tuneforge's default micro-batch (`per_device_train_batch_size`, 8). Reinforcement jobs
+  count prompts (OpenAI's meaning; "auto" = 1), and the run's per_device_train_batch_size is that times
+  num_generations (TRL's meaning: sampled answers).
 - `learning_rate_multiplier` multiplies the learning rate `tuneforge train` picks by itself (train/auto.py:
   by method and base size, 1e-3 for LoRA on a base under 0.5B parameters); "auto" is 1.
 
@@ -153,6 +155,8 @@ def options_from(body: dict) -> dict:
 def resolve_hyperparameters(hp: dict, n_examples: int) -> dict:
     """"auto" → the number this job will use (see the module docstring)."""
     default_bs = TrainConfig.model_fields["per_device_train_batch_size"].default
+    if any(k in hp for k in RL_LIMITS):  # reinforcement: batch_size counts prompts; "auto" = 1 prompt x 8 answers
+        default_bs = 1
     out = {"n_epochs": auto_epochs(n_examples) if hp["n_epochs"] == "auto" else hp["n_epochs"],
            "batch_size": default_bs if hp["batch_size"] == "auto" else hp["batch_size"],
            "learning_rate_multiplier": 1.0 if hp["learning_rate_multiplier"] == "auto"
@@ -168,12 +172,16 @@ def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, 
                  hyperparameters: dict, options: dict) -> TrainConfig:
     """The run a job trains: resolved hyperparameters mapped onto TrainConfig, plus the `tuneforge` options."""
     cfg = {**JOB_DEFAULTS, **options}
+    rl = training_keys(hyperparameters)
+    bs = hyperparameters["batch_size"]
+    if any(k in hyperparameters for k in RL_LIMITS):  # OpenAI's batch_size counts prompts; the run counts answers
+        bs *= rl.get("num_generations", cfg.get("num_generations",
+                                                TrainConfig.model_fields["num_generations"].default))
     return TrainConfig(**cfg, base=base, data=str(data), val_data=str(val_data) if val_data else None,
                        output=str(output), seed=seed, num_train_epochs=hyperparameters["n_epochs"],
-                       per_device_train_batch_size=hyperparameters["batch_size"],
+                       per_device_train_batch_size=bs,
                        learning_rate_multiplier=hyperparameters["learning_rate_multiplier"],
-                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}),
-                       **training_keys(hyperparameters))
+                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}), **rl)
 
 
 def check_training_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES,

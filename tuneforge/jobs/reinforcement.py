@@ -2,7 +2,8 @@
 "hyperparameters": {...}}}`) → `--objective grpo`, and the graders API (`/v1/fine_tuning/alpha/graders/run` and
 `/validate`).
 
-Hyperparameters: OpenAI's n_epochs, batch_size (prompts per step) and learning_rate_multiplier as for supervised
+Hyperparameters: OpenAI's n_epochs, batch_size (prompts per step; "auto" = 1, and the run's
+per_device_train_batch_size = batch_size x num_generations answers) and learning_rate_multiplier as for supervised
 jobs, plus compute_multiplier (sampling compute: num_generations = round(8 x multiplier), at least 2) and
 eval_interval (eval_steps). The grader is validated when the job is created (a 400 naming
 `method.reinforcement.grader.<field>`), stored as JSON under the server's home (graders/<sha256>.json) and given to

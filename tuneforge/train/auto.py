@@ -121,13 +121,13 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
             reason = reason.replace(" (auto)", f" (auto x{cfg.learning_rate_multiplier:g} learning_rate_multiplier)")
         cfg.learning_rate, why["learning_rate"] = lr, reason
     if cfg.num_train_epochs == AUTO:
+        items = objectives.get(cfg.objective).items_per_micro_batch(cfg)  # GRPO: prompts, not answers
         if cfg.max_steps > 0:  # max_steps decides the length; record the epochs it amounts to
             cfg.num_train_epochs = round(cfg.max_steps / steps_per_epoch(
-                n_train, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world), 4) or 1
+                n_train, items, cfg.gradient_accumulation_steps, world), 4) or 1
         else:
             cfg.num_train_epochs, why["num_train_epochs"] = epochs(
-                n_train, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world,
-                validated=validated)
+                n_train, items, cfg.gradient_accumulation_steps, world, validated=validated)
     if cfg.lr_scheduler_type == AUTO:
         cfg.lr_scheduler_type, why["lr_scheduler_type"] = lr_scheduler(epochs_auto, validated)
     return why

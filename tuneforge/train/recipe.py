@@ -175,7 +175,7 @@ def batch_indices(n: int, cfg: TrainConfig, index: int, rank: int = 0, world: in
     """Which of the `n` training items make this rank's index-th micro-batch of the whole run (epochs
     concatenated). With several processes the run's micro-batches are dealt out in turn (global micro-batch
     index*world + rank), so each item is seen once per epoch by exactly one process."""
-    bs = cfg.per_device_train_batch_size
+    bs = objectives.get(cfg.objective).items_per_micro_batch(cfg)
     per_epoch = math.ceil(n / bs)
     epoch, k = divmod(index * world + rank, per_epoch)
     return list(_epoch_order(n, cfg.seed, epoch)[k * bs:(k + 1) * bs])
@@ -200,7 +200,7 @@ def make_optimizer(model, cfg: TrainConfig):
 def schedule(p: Prepared, world: int = 1) -> tuple[int, int, int]:
     """(total optimizer steps, steps per epoch, eval interval). An optimizer step takes
     gradient_accumulation_steps micro-batches on each of `world` processes."""
-    per_epoch_micro = math.ceil(len(p.train) / p.cfg.per_device_train_batch_size)
+    per_epoch_micro = math.ceil(len(p.train) / p.objective.items_per_micro_batch(p.cfg))
     steps_per_epoch = max(1, per_epoch_micro // (p.cfg.gradient_accumulation_steps * world))
     total = p.cfg.max_steps if p.cfg.max_steps > 0 else math.ceil(p.cfg.num_train_epochs * steps_per_epoch)
     every = p.cfg.eval_steps or auto.eval_interval(steps_per_epoch)

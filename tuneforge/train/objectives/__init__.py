@@ -104,6 +104,11 @@ class Objective:
         """One micro-batch from its items; `model` is the model being trained (on-policy objectives)."""
         raise NotImplementedError
 
+    @classmethod
+    def items_per_micro_batch(cls, cfg: "TrainConfig") -> int:
+        """Items the batch plan deals into one micro-batch (recipe.batch_indices/schedule, auto epochs)."""
+        return cfg.per_device_train_batch_size
+
     def count(self, batch: dict) -> int:
         """Units the loss of `batch` is summed over (the step's normaliser)."""
         raise NotImplementedError

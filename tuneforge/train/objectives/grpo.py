@@ -194,6 +194,11 @@ class GRPO(Objective):
         if not self.cfg.grader:
             raise ConfigError("config: objective grpo needs 'grader' (--grader grader.json)")
         graders.load(self.cfg.grader)  # a bad grader fails before the model loads
+        bs, g = self.cfg.per_device_train_batch_size, self.cfg.num_generations
+        if bs % g:
+            raise ConfigError(f"config: per_device_train_batch_size ({bs}) counts sampled answers for objective grpo "
+                              f"and must be a multiple of num_generations ({g}), e.g. {max(1, bs // g) * g} or "
+                              f"{(bs // g + 1) * g}")
         return load_samples(path, REINFORCEMENT)
 
     def holdout(self, rows, frac, seed):
@@ -275,6 +280,14 @@ class GRPO(Objective):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "completion_ids": comp,
                 "completion_mask": cmask, "old_logps": old, "prompt_len": lp}
+
+    @classmethod
+    def items_per_micro_batch(cls, cfg) -> int:
+        """per_device_train_batch_size counts sampled answers, as in TRL's GRPOConfig (and ms-swift): a
+        micro-batch is batch / num_generations prompts x num_generations answers, so the default (8 answers, 8
+        per prompt) is one prompt per micro-batch. Counting prompts instead put 64 SmolLM2 sequences in one
+        forward (killed at 24 GB on CPU, ~3 min per step)."""
+        return max(1, cfg.per_device_train_batch_size // cfg.num_generations)
 
     def count(self, batch) -> int:
         return int(batch["completion_ids"].shape[0])
