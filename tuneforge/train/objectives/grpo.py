@@ -196,9 +196,9 @@ class GRPO(Objective):
         graders.load(self.cfg.grader)  # a bad grader fails before the model loads
         bs, g = self.cfg.per_device_train_batch_size, self.cfg.num_generations
         if bs % g:
+            near = " or ".join(str(k * g) for k in (bs // g, bs // g + 1) if k)
             raise ConfigError(f"config: per_device_train_batch_size ({bs}) counts sampled answers for objective grpo "
-                              f"and must be a multiple of num_generations ({g}), e.g. {max(1, bs // g) * g} or "
-                              f"{(bs // g + 1) * g}")
+                              f"and must be a multiple of num_generations ({g}), e.g. {near}")
         return load_samples(path, REINFORCEMENT)
 
     def holdout(self, rows, frac, seed):
