@@ -32,7 +32,8 @@ from pathlib import Path
 from tuneforge import methods
 from tuneforge.config import TrainConfig
 from tuneforge.errors import ConfigError
-from tuneforge.jobs.reinforcement import REAL_VALUED, RL_LIMITS, check_rows, training_keys
+from tuneforge.jobs.reinforcement import (AUTO_BATCH_PROMPTS, REAL_VALUED, RL_LIMITS, check_rows, is_reinforcement,
+                                          training_keys)
 
 TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 3, 100, 25_000
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 1, 25
@@ -154,9 +155,8 @@ def options_from(body: dict) -> dict:
 
 def resolve_hyperparameters(hp: dict, n_examples: int) -> dict:
     """"auto" → the number this job will use (see the module docstring)."""
-    default_bs = TrainConfig.model_fields["per_device_train_batch_size"].default
-    if any(k in hp for k in RL_LIMITS):  # reinforcement: batch_size counts prompts; "auto" = 1 prompt x 8 answers
-        default_bs = 1
+    default_bs = AUTO_BATCH_PROMPTS if is_reinforcement(hp) else \
+        TrainConfig.model_fields["per_device_train_batch_size"].default
     out = {"n_epochs": auto_epochs(n_examples) if hp["n_epochs"] == "auto" else hp["n_epochs"],
            "batch_size": default_bs if hp["batch_size"] == "auto" else hp["batch_size"],
            "learning_rate_multiplier": 1.0 if hp["learning_rate_multiplier"] == "auto"
@@ -172,16 +172,12 @@ def train_config(*, base: str, data: Path, val_data: Path | None, output: Path, 
                  hyperparameters: dict, options: dict) -> TrainConfig:
     """The run a job trains: resolved hyperparameters mapped onto TrainConfig, plus the `tuneforge` options."""
     cfg = {**JOB_DEFAULTS, **options}
-    rl = training_keys(hyperparameters)
-    bs = hyperparameters["batch_size"]
-    if any(k in hyperparameters for k in RL_LIMITS):  # OpenAI's batch_size counts prompts; the run counts answers
-        bs *= rl.get("num_generations", cfg.get("num_generations",
-                                                TrainConfig.model_fields["num_generations"].default))
+    gens = cfg.get("num_generations", TrainConfig.model_fields["num_generations"].default)
+    keys = {"per_device_train_batch_size": hyperparameters["batch_size"], **training_keys(hyperparameters, gens)}
     return TrainConfig(**cfg, base=base, data=str(data), val_data=str(val_data) if val_data else None,
                        output=str(output), seed=seed, num_train_epochs=hyperparameters["n_epochs"],
-                       per_device_train_batch_size=bs,
                        learning_rate_multiplier=hyperparameters["learning_rate_multiplier"],
-                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}), **rl)
+                       **({"beta": hyperparameters["beta"]} if "beta" in hyperparameters else {}), **keys)
 
 
 def check_training_file(path: Path, param: str, min_examples: int = MIN_EXAMPLES,

@@ -55,8 +55,20 @@ def save_grader(root: Path, spec: dict) -> Path:
     return path
 
 
-def training_keys(hp: dict) -> dict:
-    """Resolved RL hyperparameters → TrainConfig keys."""
+AUTO_BATCH_PROMPTS = 1  # batch_size "auto" of a reinforcement job: one prompt (x num_generations answers, as TRL)
+
+
+def is_reinforcement(hp: dict) -> bool:
+    """A reinforcement job's hyperparameters carry its own keys (compute_multiplier, eval_interval)."""
+    return any(k in hp for k in RL_LIMITS)
+
+
+def training_keys(hp: dict, num_generations: int) -> dict:
+    """Resolved RL hyperparameters → TrainConfig keys ({} for another job). OpenAI's batch_size counts prompts;
+    the run's per_device_train_batch_size counts sampled answers (TRL's meaning): prompts x num_generations
+    (`num_generations`: the run's value when compute_multiplier does not set it)."""
+    if not is_reinforcement(hp):
+        return {}
     out = {}
     cm = hp.get("compute_multiplier", "auto")
     if cm != "auto":
@@ -64,6 +76,7 @@ def training_keys(hp: dict) -> dict:
     ei = hp.get("eval_interval", "auto")
     if ei != "auto":
         out["eval_steps"] = int(ei)
+    out["per_device_train_batch_size"] = hp["batch_size"] * out.get("num_generations", num_generations)
     return out
 
 
