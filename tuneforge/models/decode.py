@@ -269,7 +269,8 @@ def sample(logits: torch.Tensor, seqs: list, generators: dict[int, torch.Generat
             drop = (sp.cumsum(-1) - sp) >= p.top_p  # keep the smallest prefix whose mass reaches top_p
             sp[drop] = 0
             probs = torch.zeros_like(probs).scatter_(0, si, sp)
-        out[i] = int(torch.multinomial(probs, 1, generator=generators[s.id]))
+        g = generators[s.id]  # CPU generators (seeded per request/answer): draw where the generator lives, so
+        out[i] = int(torch.multinomial(probs.to(g.device), 1, generator=g))  # CUDA logits work, same seed = same draw
     for s, t in zip(seqs, out):
         c = getattr(s, "constraint", None)
         if c is not None:
