@@ -105,16 +105,34 @@ def test_learning_rate_multiplier_scales_only_the_auto_rate():
 
 
 
-@pytest.mark.parametrize("objective", ["dpo", "grpo"])
-def test_preference_and_rl_objectives_take_a_twentieth_of_the_supervised_rate_and_say_why(objective):
+@pytest.mark.parametrize("objective,scale", [("dpo", 0.025), ("grpo", 0.1)])
+def test_preference_and_rl_objectives_take_a_fraction_of_the_supervised_rate_and_say_why(objective, scale):
     sft, other = TrainConfig(method="lora"), TrainConfig(method="lora", objective=objective)
     auto.resolve(sft, n_train=200, n_params=135_000_000)
     why = auto.resolve(other, n_train=200, n_params=135_000_000)
-    assert other.learning_rate == pytest.approx(sft.learning_rate * 0.025)
-    assert why["learning_rate"].startswith(f"learning_rate {other.learning_rate:g} (auto: {sft.learning_rate:g} x 0.025")
+    assert other.learning_rate == pytest.approx(sft.learning_rate * scale)
+    assert why["learning_rate"].startswith(f"learning_rate {other.learning_rate:g} (auto: {sft.learning_rate:g} x {scale:g}")
     explicit = TrainConfig(method="lora", objective=objective, learning_rate=1e-4)
     auto.resolve(explicit, n_train=200, n_params=135_000_000)
     assert explicit.learning_rate == 1e-4
+
+
+def test_grpo_epochs_cap_is_one_pass_over_the_prompts_and_says_why():
+    """GRPO's own cap (Objective.cap_epochs): one pass, raised to MIN_STEPS on small prompt sets, 1 without
+    validation too; SFT keeps CAP_EPOCHS on the same data."""
+    cfg = TrainConfig(method="lora", objective="grpo", learning_rate=1e-4)  # 8 answers = 1 prompt per step
+    why = auto.resolve(cfg, n_train=300, n_params=135_000_000)
+    assert cfg.num_train_epochs == 1 and "one pass over the prompts" in why["num_train_epochs"]
+    small = TrainConfig(method="lora", objective="grpo", learning_rate=1e-4)
+    auto.resolve(small, n_train=40, n_params=135_000_000)
+    assert small.num_train_epochs == 1.5  # 60 steps of 1 prompt
+    noval = TrainConfig(method="lora", objective="grpo", learning_rate=1e-4)
+    why = auto.resolve(noval, n_train=300, n_params=135_000_000, n_val=0)
+    assert noval.num_train_epochs == 1 and "one pass over the prompts" in why["num_train_epochs"]
+    sft = TrainConfig(method="lora", learning_rate=1e-4)
+    auto.resolve(sft, n_train=300, n_params=135_000_000)
+    assert sft.num_train_epochs == auto.CAP_EPOCHS
+
 
 @pytest.mark.cli
 def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir, tmp_path):

@@ -8,6 +8,7 @@
   undertrained unseen tasks (0.70 exact match where 3 passes gave 0.83); with validation in charge the schedule
   can afford to be generous. Without a validation set nothing can stop the run, so it gets NO_VAL_EPOCHS (the
   guide's low end).
+  An objective may set its own cap (`Objective.cap_epochs`: GRPO makes one pass over its prompts).
 - `lr_scheduler_type`: "plateau" when validation decides the length (epochs auto): warm-up, then a constant rate,
   halved at each evaluation without progress (sft's schedule module). A linear or cosine decay would be tied to a
   cap the run seldom reaches, and an early stop would keep weights taken at a still-high rate; with "plateau" the
@@ -65,26 +66,31 @@ def eval_interval(steps_per_epoch: int) -> int:
     return max(1, min(steps_per_epoch, max(MIN_EVAL_EVERY, math.ceil(steps_per_epoch / EVALS_PER_EPOCH))))
 
 
-def epochs(n_train: int, batch: int, accum: int, world: int = 1, *, validated: bool = True) -> tuple[float, str]:
+def epochs(n_train: int, batch: int, accum: int, world: int = 1, *, validated: bool = True,
+           cap: float | None = None, cap_why: str = "") -> tuple[float, str]:
     """(epochs, reason) for a training set of n_train examples at batch x accum x world examples per step.
     `validated`: a validation set with early stopping decides the length (the result is a cap), else a fixed
-    NO_VAL_EPOCHS."""
+    NO_VAL_EPOCHS. `cap`/`cap_why`: an objective's own cap instead of CAP_EPOCHS (Objective.cap_epochs)."""
+    cap, cap_why = (cap, cap_why) if cap is not None else (CAP_EPOCHS, f"a cap of {CAP_EPOCHS:g} epochs (the "
+                                                                        "guide's 3-10)")
     spe = steps_per_epoch(n_train, batch, accum, world)
     how = f"{n_train} training examples = {spe} steps/epoch at {batch * accum * world} examples/step"
     if not validated:
-        return NO_VAL_EPOCHS, (f"num_train_epochs {NO_VAL_EPOCHS} (auto) = {NO_VAL_EPOCHS * spe} steps: {how}; no "
-                               "validation set (or early stopping off), so nothing can end the run early: the "
-                               "guide's low end; --num_train_epochs or --max_steps to override")
-    if CAP_EPOCHS * spe < MIN_STEPS:
+        fixed = min(NO_VAL_EPOCHS, cap)
+        return fixed, (f"num_train_epochs {fixed:g} (auto) = {math.ceil(fixed * spe)} steps: {how}; no "
+                       "validation set (or early stopping off), so nothing can end the run early: "
+                       + ("the guide's low end" if fixed == NO_VAL_EPOCHS else cap_why)
+                       + "; --num_train_epochs or --max_steps to override")
+    if cap * spe < MIN_STEPS:
         want = math.ceil(MIN_STEPS / spe * 100) / 100  # hundredths of an epoch: at least MIN_STEPS steps
         ep = min(MAX_EPOCHS, want)
         why = (f"small set: at least {MIN_STEPS} optimizer steps" if want <= MAX_EPOCHS else
                f"small set: at most {MAX_EPOCHS} epochs (fewer than {MIN_STEPS} steps; add data if it underfits)")
-    elif n_train * CAP_EPOCHS > MAX_EXAMPLES:
+    elif n_train * cap > MAX_EXAMPLES:
         ep = max(1.0, math.floor(MAX_EXAMPLES / n_train * 100) / 100)
         why = f"large set: about {MAX_EXAMPLES:,} examples seen" if ep > 1 else "large set: one pass"
     else:
-        ep, why = CAP_EPOCHS, f"a cap of {CAP_EPOCHS:g} epochs (the guide's 3-10)"
+        ep, why = cap, cap_why
     ep = int(ep) if float(ep).is_integer() else ep
     return ep, (f"num_train_epochs {ep:g} (auto) = at most {math.ceil(ep * spe)} steps: {how}; {why}; validation "
                 "decides when to stop (early stopping keeps the best weights); --num_train_epochs or --max_steps "
@@ -126,8 +132,10 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
             cfg.num_train_epochs = round(cfg.max_steps / steps_per_epoch(
                 n_train, items, cfg.gradient_accumulation_steps, world), 4) or 1
         else:
+            objective = objectives.get(cfg.objective)
             cfg.num_train_epochs, why["num_train_epochs"] = epochs(
-                n_train, items, cfg.gradient_accumulation_steps, world, validated=validated)
+                n_train, items, cfg.gradient_accumulation_steps, world, validated=validated,
+                cap=objective.cap_epochs, cap_why=objective.cap_epochs_reason)
     if cfg.lr_scheduler_type == AUTO:
         cfg.lr_scheduler_type, why["lr_scheduler_type"] = lr_scheduler(epochs_auto, validated)
     return why

@@ -65,6 +65,9 @@ class Objective:
     # `learning_rate auto` (train.auto) is the method's supervised rate times this; the reason is printed with it
     learning_rate_scale: ClassVar[float] = 1.0
     learning_rate_scale_reason: ClassVar[str] = ""
+    # `num_train_epochs auto`'s cap (train.auto.CAP_EPOCHS when None), with the reason it prints
+    cap_epochs: ClassVar[float | None] = None
+    cap_epochs_reason: ClassVar[str] = ""
 
     def __init__(self, cfg: "TrainConfig"):
         self.cfg = cfg
