@@ -406,7 +406,7 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
         batches = [micro_batch(p, (step - 1) * accum + j, ranks.rank, ranks.world) for j in range(accum)]
         done = optimizer_step(module, opt, sched, objective, batches, ranks, cfg.max_grad_norm)
         for s in done.loss_sums:
-            run_loss += s
+            run_loss = run_loss + s  # not +=: a CPU 0-dim sum cannot take a CUDA loss in place (GPU runs crashed)
         for k, v in done.metrics.items():
             run_metrics[k] = run_metrics.get(k, 0.0) + v
         gnorm = done.grad_norm
