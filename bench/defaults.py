@@ -50,8 +50,8 @@ PINNED = ("method", "learning_rate", "target_modules", "lora_r", "lora_alpha", "
 # The default sweep (about 40 min on 2 cores with the defaults' own runs): the neighbours that could beat the
 # defaults (a higher rate, twice the epochs) and the guide's lighter targets. --full adds the rest of the grid.
 # issue 23: "epochs x0.5" is the fixed 3-epoch linear schedule (explicit epochs resolve lr_scheduler_type linear);
-# "lr 0.004" the next rate up from the default 2e-3 (1e-3, the one below, was the default measured in session 22).
-CORE = ("epochs x0.5", "lr 0.004")
+# "lr 0.001" and "lr 0.004" the rates either side of the default 2e-3, on its plateau schedule.
+CORE = ("epochs x0.5", "lr 0.001", "lr 0.004")
 QUALITY, TIME = 0.95, 2.0  # acceptance: defaults >= 95% of the best metric; time over 2x the best's is flagged
 
 
@@ -106,13 +106,18 @@ def _targets(v) -> str:
 def sweep(resolved: dict, factors: list[str], full: bool = True) -> dict[str, dict]:
     """{name: flags} one factor at a time around the defaults' resolved config (which is pinned); without
     `full`, only the CORE runs."""
+    from tuneforge.train.auto import lr_scheduler
+
     base = normal({k: resolved[k] for k in PINNED})
+    # Pinning num_train_epochs makes it explicit, which resolves lr_scheduler_type to linear: every factor but the
+    # epochs also pins the defaults' own schedule (plateau: epochs auto with validation), so it is one factor.
+    schedule = lr_scheduler(True, True)[0]
     out = {}
 
     def add(name: str, **change) -> None:
         flags = {**base, **change}
         if flags != base:
-            out[name] = flags
+            out[name] = flags if "num_train_epochs" in change else {**flags, "lr_scheduler_type": schedule}
 
     if "target_modules" in factors:
         for t in TARGETS:
