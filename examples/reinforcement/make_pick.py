@@ -3,7 +3,9 @@
     python examples/reinforcement/make_pick.py --train 64 --test 100 --out examples/reinforcement
 
 Each row is OpenAI's reinforcement shape: `messages` (the prompt) plus `answer` (the word) and `options` (the
-list), which the grader (`pick_grader.json`) reads as item["answer"] / item["options"]. Why this task: a
+list), which the graders read as item["answer"] / item["options"]: `pick_grader.json` (python: 1 for exactly the
+word, 0.5 for the word among none of the distractors) and `pick_rouge_grader.json` (text_similarity rouge_l
+against the word: partial credit for a short answer that names it). Why this task: a
 135M-parameter base half-solves it (it often names the right word, but inside a sentence or beside the
 distractors), so the answers sampled for one prompt score differently and GRPO has a signal from the first step;
 the arithmetic rows (arith.*.jsonl) are too hard for the base at temperature 1 (most groups score all 0).
