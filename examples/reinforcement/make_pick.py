@@ -5,10 +5,10 @@
 Each row is OpenAI's reinforcement shape: `messages` (the prompt) plus `answer` (the word) and `options` (the
 list), which the graders read as item["answer"] / item["options"]: `pick_grader.json` (python: 1 for exactly the
 word, 0.5 for the word among none of the distractors) and `pick_rouge_grader.json` (text_similarity rouge_l
-against the word: partial credit for a short answer that names it). Why this task: a
-135M-parameter base half-solves it (it often names the right word, but inside a sentence or beside the
-distractors), so the answers sampled for one prompt score differently and GRPO has a signal from the first step;
-the arithmetic rows (arith.*.jsonl) are too hard for the base at temperature 1 (most groups score all 0).
+against the word: partial credit for a short answer that names it). Why this task: the answer is in the prompt,
+so it needs no knowledge, and a 135M base's greedy answer often names the right word inside a sentence (pick
+grader 0.16 on 40 test prompts), room that RL can take. Measured caveat (bench/RESULTS.md): at temperature 1 the
+same base's samples are mostly off-topic, so rewards during GRPO are rare (40-80% of groups score all alike).
 Train and test prompts use disjoint word triples; seeded, so the files are reproducible.
 """
 
