@@ -62,9 +62,9 @@ def adapter_parameters(shape, cfg) -> int:
 
 
 LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules")
-# LoRA/QLoRA peak learning rate by base size. Measured on SmolLM2-135M (bench/defaults.py, issue 23): under the
-# validation-decided schedule (plateau halving, best weights kept) 2e-3 was the best rate on all three bench tasks
-# and 1e-3 fell to 85% of it on the 150-row one; the larger rows follow common practice (QLoRA paper: 2e-4 for
+# LoRA/QLoRA peak learning rate by base size. Measured on SmolLM2-135M (bench/defaults.py, issue 23, plateau
+# schedule, best weights kept): 2e-3 reached 98%, 98% and 73% of the best swept run on the three tasks, 1e-3 100%,
+# 100% and 45% (it undertrains the 150-row task); the larger rows follow common practice (QLoRA paper: 2e-4 for
 # 7-13B, 1e-4 for 33-65B).
 LORA_LR = ((0.5e9, 2e-3), (3e9, 5e-4), (20e9, 2e-4), (math.inf, 1e-4))
 LORA_LR_REASON = "{method} on a {params}-parameter base (smaller bases take larger steps); --learning_rate to override"
