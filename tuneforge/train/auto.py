@@ -70,9 +70,10 @@ def epochs(n_train: int, batch: int, accum: int, world: int = 1, *, validated: b
            cap: float | None = None, cap_why: str = "") -> tuple[float, str]:
     """(epochs, reason) for a training set of n_train examples at batch x accum x world examples per step.
     `validated`: a validation set with early stopping decides the length (the result is a cap), else a fixed
-    NO_VAL_EPOCHS. `cap`/`cap_why`: an objective's own cap instead of CAP_EPOCHS (Objective.cap_epochs)."""
-    cap, cap_why = (cap, cap_why) if cap is not None else (CAP_EPOCHS, f"a cap of {CAP_EPOCHS:g} epochs (the "
-                                                                        "guide's 3-10)")
+    NO_VAL_EPOCHS (never above the cap). `cap`/`cap_why`: an objective's own cap (Objective.cap_epochs); None =
+    CAP_EPOCHS."""
+    if cap is None:
+        cap, cap_why = CAP_EPOCHS, f"a cap of {CAP_EPOCHS:g} epochs (the guide's 3-10)"
     spe = steps_per_epoch(n_train, batch, accum, world)
     how = f"{n_train} training examples = {spe} steps/epoch at {batch * accum * world} examples/step"
     if not validated:
@@ -115,9 +116,9 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
     why = {}
     validated = (n_val is None or n_val > 0) and cfg.early_stopping_patience > 0
     epochs_auto = cfg.num_train_epochs == AUTO and cfg.max_steps <= 0
+    objective = objectives.get(cfg.objective)
     if cfg.learning_rate == AUTO:
         lr, reason = learning_rate(cfg.method, n_params)
-        objective = objectives.get(cfg.objective)
         if objective.learning_rate_scale != 1:
             base, lr = lr, lr * objective.learning_rate_scale
             reason = reason.replace(f"learning_rate {base:g} (auto)", f"learning_rate {lr:g} (auto: {base:g} x "
@@ -127,12 +128,11 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
             reason = reason.replace(" (auto)", f" (auto x{cfg.learning_rate_multiplier:g} learning_rate_multiplier)")
         cfg.learning_rate, why["learning_rate"] = lr, reason
     if cfg.num_train_epochs == AUTO:
-        items = objectives.get(cfg.objective).items_per_micro_batch(cfg)  # GRPO: prompts, not answers
+        items = objective.items_per_micro_batch(cfg)  # GRPO: prompts, not answers
         if cfg.max_steps > 0:  # max_steps decides the length; record the epochs it amounts to
             cfg.num_train_epochs = round(cfg.max_steps / steps_per_epoch(
                 n_train, items, cfg.gradient_accumulation_steps, world), 4) or 1
         else:
-            objective = objectives.get(cfg.objective)
             cfg.num_train_epochs, why["num_train_epochs"] = epochs(
                 n_train, items, cfg.gradient_accumulation_steps, world, validated=validated,
                 cap=objective.cap_epochs, cap_why=objective.cap_epochs_reason)

@@ -171,8 +171,6 @@ def token_logps(model, batch: dict, temperature: float) -> torch.Tensor:
 class GRPO(Objective):
     name = "grpo"
     count_key = "completions"
-    # like DPO: the policy starts from a model that already answers; RL recipes train far below SFT's rate
-    # (TRL's GRPO default 1e-6 for full fine-tuning; LoRA recipes 5e-6..5e-5)
     # A tenth of the supervised rate (LoRA on a small base: 2e-4), 4x DPO's: each step learns from one prompt's
     # freshly sampled group, and at DPO's 5e-5 a 40-step SmolLM2 run did not move the held-out grader score
     # (bench/RESULTS.md, issue 22). LoRA needs little capacity for RL and takes ~10x full fine-tuning's rate
