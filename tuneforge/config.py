@@ -67,7 +67,8 @@ class TrainConfig(BaseModel):
         AUTO, description="Passes over the data. auto (default): 6; a cap that validation stops within (early "
         "stopping keeps the best weights); small sets get more, to reach at least 60 optimizer steps (at most 10 "
         "epochs); large sets fewer, to see about 50,000 examples (at least 1); without a validation set, 3. "
-        "Printed with the reason.")
+        "objective grpo: one pass over the prompts (each visit samples a fresh group; at least 60 steps). Printed "
+        "with the reason.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Examples per micro-batch (packed into one row). "
                                              "Objective grpo: sampled answers per micro-batch, as in TRL (a "
@@ -77,7 +78,7 @@ class TrainConfig(BaseModel):
     learning_rate: Union[PositiveFloat, Literal["auto"]] = Field(
         AUTO, description="Peak LR. auto (default): by method and base size: LoRA/QLoRA 2e-3 under 0.5B "
         "parameters, 5e-4 under 3B, 2e-4 under 20B, else 1e-4; full 5e-5 under 0.5B, 2e-5 under 3B, else 1e-5; "
-        "prompt tuning 0.03. Printed with the reason. Too low: a small set barely moves; too high: loss spikes.")
+        "prompt tuning 0.03; objective dpo 1/40 of that, grpo 1/10. Printed with the reason. Too low: a small set barely moves; too high: loss spikes.")
     learning_rate_multiplier: float = Field(
         1.0, gt=0, description="Scales the auto learning rate (the OpenAI jobs API's learning_rate_multiplier); "
         "only with learning_rate auto: an explicit --learning_rate is used as given.")
