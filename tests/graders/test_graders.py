@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -119,6 +121,19 @@ def test_python_grader_that_raises_or_loops_scores_zero_and_goes_on():
     s = summarize(res)
     assert s["errors"] == {"python_grader_runtime_error": 2, "python_grader_server_error": 1,
                            "unresponsive_reward_error": 1}
+
+
+def test_a_program_that_exits_with_a_python_grader_still_open_exits_cleanly():
+    """The grader's process is stopped by __del__ at interpreter shutdown; touching its pipe then, while the
+    daemon reader thread is frozen inside a read, used to abort the interpreter ("Fatal Python error")."""
+    code = ("from tuneforge.graders import build, sample_from_text\n"
+            "g = build({'type': 'python', 'name': 'p', 'source': 'def grade(sample, item):\\n    return 1.0\\n'})\n"
+            "assert g.grade_one(sample_from_text('x'), {}).score == 1.0\n"
+            "raise SystemExit('leaving without close()')\n")
+    for _ in range(3):  # the abort depended on where the reader thread was: try a few times
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "leaving without close()" in r.stderr, r.stderr[-2000:]
+        assert "Fatal Python error" not in r.stderr, r.stderr[-2000:]
 
 
 def test_python_grader_item_keys_and_bad_sources():

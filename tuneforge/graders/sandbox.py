@@ -60,7 +60,8 @@ class PythonSandbox:
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      cwd=self._cwd.name, bufsize=1)
         self.lines = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc, self.lines), daemon=True).start()
+        self._pumping = threading.Thread(target=self._pump, args=(self.proc, self.lines), daemon=True)
+        self._pumping.start()
         self.proc.stdin.write(json.dumps({"source": self.source, "memory_mb": self.memory_mb}) + "\n")
         self.proc.stdin.flush()
         reply = self._read(START_TIMEOUT)
@@ -119,6 +120,7 @@ class PythonSandbox:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+            self._pumping.join(timeout=5)  # it reads stdout until EOF: closing it under the reader would race
             for f in (self.proc.stdin, self.proc.stdout):
                 try:
                     f.close()
@@ -132,6 +134,13 @@ class PythonSandbox:
 
     def __del__(self):  # a grader dropped without close() must not leave a process behind
         try:
+            if sys.is_finalizing():
+                # Interpreter shutdown: the daemon pump thread is frozen, possibly inside a read holding the
+                # pipe's lock, and touching the pipe then aborts the interpreter ("Fatal Python error:
+                # _enter_buffered_busy"). Stop the process only; the OS closes the pipes.
+                if self.proc is not None and self.proc.poll() is None:
+                    self.proc.kill()
+                return
             self._kill()
         except Exception:  # noqa: BLE001
             pass
