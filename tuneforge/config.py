@@ -157,9 +157,11 @@ class TrainConfig(BaseModel):
     max_completion_length: int = Field(128, ge=1, description="objective grpo: token budget of each sampled "
                                        "answer. Too short cuts answers before they can be right (reward 0); "
                                        "longer costs decode time on every step.")
-    temperature: float = Field(1.0, gt=0, description="objective grpo: sampling temperature of the answers. "
-                               "Higher explores more (groups differ, so there is signal); lower exploits what "
-                               "the model already does (groups often all equal: no gradient).")
+    temperature: Union[PositiveFloat, Literal["auto"]] = Field(
+        AUTO, description="objective grpo: sampling temperature of the answers. auto (default): 0.5 for bases "
+        "under 0.5B parameters, else 1.0 (TRL's default). Higher explores more, but a small base sampled hot is "
+        "mostly off-topic, so whole groups score 0 alike (no signal); lower stays near what the model already does "
+        "(groups may all score the same: no gradient). bench/rl_signal.py measures both on your data.")
     epsilon: float = Field(0.2, gt=0, lt=1, description="objective grpo: PPO clip range; the ratio of new to "
                            "sampling-time probability is clipped to [1-epsilon, 1+epsilon]. Smaller = more "
                            "conservative updates (stabler, slower); larger = faster but can overshoot.")

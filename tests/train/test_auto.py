@@ -170,3 +170,17 @@ def test_help_config_states_the_rules_numbers():
         for bound, rate in table:
             assert f"{rate:.0e}".replace("e-0", "e-") in part and (bound == math.inf or f"{bound / 1e9:g}B" in part)
     assert f"prompt tuning {methods.PROMPT_TUNING_LR[0][1]:g}" in lr_help
+
+
+def test_grpo_temperature_auto_is_cooler_on_small_bases_and_says_why():
+    small, large = TrainConfig(method="lora", objective="grpo"), TrainConfig(method="lora", objective="grpo")
+    why = auto.resolve(small, n_train=64, n_params=135_000_000)
+    assert small.temperature == 0.5 and why["temperature"].startswith("temperature 0.5 (auto): objective grpo on a "
+                                                                       "135M-parameter base")
+    auto.resolve(large, n_train=64, n_params=7_000_000_000)
+    assert large.temperature == 1.0
+    explicit = TrainConfig(method="lora", objective="grpo", temperature=0.9)
+    assert "temperature" not in auto.resolve(explicit, n_train=64, n_params=135_000_000)
+    assert explicit.temperature == 0.9
+    sft = TrainConfig(method="lora")  # does not sample: a plain value, no printed reason
+    assert "temperature" not in auto.resolve(sft, n_train=64, n_params=135_000_000) and sft.temperature == 1.0

@@ -18,6 +18,8 @@
   `early_stopping_patience` flat evaluations comes within about one pass of the best.
 - `learning_rate` from the method and the base model's size (the method's row: `methods.METHODS[m].learning_rates`,
   e.g. LoRA/QLoRA 4e-3 under 0.5B parameters), times `learning_rate_multiplier` (1 unless a jobs-API request sets it).
+- `temperature` (objectives that sample while training: GRPO) from the base's size: the objective's table
+  (`Objective.temperatures`: 0.5 under 0.5B parameters, else 1.0; evidence in bench/rl_signal.py).
 - `method` from the base's size and free memory: `methods.choose` (lora, else qlora).
 
 Evidence for the numbers: `python bench/defaults.py` (tasks, sweep and table in bench/RESULTS.md, "Defaults").
@@ -138,4 +140,11 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
                 cap=objective.cap_epochs, cap_why=objective.cap_epochs_reason)
     if cfg.lr_scheduler_type == AUTO:
         cfg.lr_scheduler_type, why["lr_scheduler_type"] = lr_scheduler(epochs_auto, validated)
+    if cfg.temperature == AUTO:
+        if objective.temperatures is None:  # not used by this objective: a plain value, nothing to say
+            cfg.temperature = 1.0
+        else:
+            _, cfg.temperature, because = next(row for row in objective.temperatures if n_params < row[0])
+            why["temperature"] = (f"temperature {cfg.temperature:g} (auto): objective {objective.name} on a "
+                                  f"{_params(n_params)}-parameter base: {because}; --temperature to override")
     return why
