@@ -219,12 +219,8 @@ def save_results(path: Path, results: dict, new_runs: dict) -> None:
 def key(task: str, settings: dict, args, paths: dict, rest: str) -> str:
     """Cache key: the data and the resolved settings (so a sweep run and a no-flag run that resolve alike share a
     row: training is deterministic), plus the options that change a run and the unswept defaults."""
-    from tuneforge.train.schedule import MIN_EPOCHS
-
     ident = {"task": task, "data": data_hash(paths), "settings": normal(settings), "base": args.base,
              "max_steps": args.max_steps, "rest": rest}
-    if settings.get("lr_scheduler_type") == "plateau":  # the plateau rule changed: rows of the old rule are stale
-        ident["plateau_floor_epochs"] = MIN_EPOCHS
     return f"{task}/" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -67,21 +67,16 @@ def test_the_plateau_schedule_halves_the_rate_at_each_evaluation_without_progres
     stalls = [r["step"] for prev, r in zip(evals, evals[1:]) if r["best_val_loss"] == prev["best_val_loss"]]
     assert stalls  # the scenario has at least one stall before the stop
     for s in stalls:
-        if s + 1 in lr and s >= 36:  # past the plateau floor (3 passes of 12 steps): halved from the very next step
-            assert lr[s + 1] == pytest.approx(lr[s] / 2)
-        elif s + 1 in lr and s >= 6:  # past the 4-step warm-up, inside the floor: the rate holds
-            assert lr[s + 1] == pytest.approx(lr[s])
-    assert any(s >= 36 for s in stalls) and any(s < 36 for s in stalls)
+        if s + 1 in lr and s >= 6:  # past the 4-step warm-up
+            assert lr[s + 1] == pytest.approx(lr[s] / 2)  # halved from the very next step
 
 
 def test_a_run_killed_after_an_evaluation_resumes_with_the_same_patience_and_rate(plateau_run, tiny_dir):
     ref, tmp = plateau_run
     ref_info = json.loads((ref / "run.json").read_text())
     evals = [r for r in _rows(ref) if "val_loss" in r]
-    # the first evaluation without progress past the plateau floor (3 passes of 12 steps) that the run survived:
-    # patience 1 of 2 used there
-    stall = next(r["step"] for prev, r in zip(evals, evals[1:])
-                 if r["best_val_loss"] == prev["best_val_loss"] and r["step"] >= 36)
+    # the first evaluation without progress that the run survived: patience 1 of 2 used there
+    stall = next(r["step"] for prev, r in zip(evals, evals[1:]) if r["best_val_loss"] == prev["best_val_loss"])
 
     def crash(report):
         if report.step == stall + 1:
@@ -199,26 +194,6 @@ def test_eval_interval_is_a_quarter_epoch_but_not_under_five_steps_nor_over_an_e
     from tuneforge.train import auto
 
     assert auto.eval_interval(spe) == every
-
-
-def test_inside_the_plateau_floor_no_evaluation_lowers_the_rate_or_stops_the_run_but_best_weights_are_kept():
-    from tuneforge.train.early_stop import after_evaluation
-    from tuneforge.train.schedule import MIN_EPOCHS, plateau_floor
-
-    s = LoopState()
-    for step, loss, hold in [(5, 2.0, True), (10, 1.5, True), (15, 1.6, True), (20, 1.7, True), (25, 1.8, True)]:
-        s.step = step
-        e = after_evaluation(s, loss, patience=2, history=[], decay=0.5, hold=hold)
-    assert not e.stop and s.bad_evals == 0 and s.lr_scale == 1.0 and s.best_step == 10
-    s.step = 30
-    e = after_evaluation(s, 1.9, patience=2, history=[], decay=0.5)  # past the floor: counted, halved
-    assert s.bad_evals == 1 and s.lr_scale == 0.5 and not e.stop
-    s.step = 35
-    assert after_evaluation(s, 1.9, patience=2, history=[], decay=0.5).stop and s.best_step == 10
-    plateau, linear = TrainConfig(lr_scheduler_type="plateau"), TrainConfig(lr_scheduler_type="linear")
-    assert plateau_floor(plateau, total=600, steps_per_epoch=20) == MIN_EPOCHS * 20
-    assert plateau_floor(plateau, total=40, steps_per_epoch=20) == 40  # a run shorter than the floor: all of it
-    assert plateau_floor(linear, total=600, steps_per_epoch=20) == 0
 
 
 def test_an_exact_tie_keeps_the_later_weights_but_is_not_progress():

@@ -63,12 +63,10 @@ class Evaluation:
 
 
 def after_evaluation(state: LoopState, val_loss: float, *, patience: int, history: list[dict],
-                     metric: float | None = None, decay: float | None = None, hold: bool = False) -> Evaluation:
+                     metric: float | None = None, decay: float | None = None) -> Evaluation:
     """Update `state` with a new validation loss (and exact match, when measured). `history` holds the metrics
     rows logged so far, this evaluation included (for the overfitting signal). `decay`: the plateau schedule's
-    factor, applied to state.lr_scale at each evaluation without progress (None: another schedule). `hold`: the
-    run is inside its schedule's minimum length (schedule.plateau_floor): the best weights are still tracked, but
-    an evaluation without progress neither counts toward patience nor lowers the rate."""
+    factor, applied to state.lr_scale at each evaluation without progress (None: another schedule)."""
     first = state.best_step is None
     loss_better = state.best_val is None or val_loss < state.best_val - IMPROVEMENT
     metric_better = metric is not None and (state.best_metric is None or metric > state.best_metric)
@@ -88,7 +86,7 @@ def after_evaluation(state: LoopState, val_loss: float, *, patience: int, histor
         if metric is not None:
             state.best_metric = metric
     lr_changed = False
-    if progress or hold:
+    if progress:
         state.bad_evals = 0
     else:
         state.bad_evals += 1

@@ -38,7 +38,7 @@ from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
 from tuneforge.train.objectives import Prepared  # noqa: F401 - recipe.Prepared is public
 from tuneforge.train.early_stop import LoopState, after_evaluation, stop_reason
 from tuneforge.train.packing import packed_attention
-from tuneforge.train.schedule import make_scheduler, plateau_floor, refresh
+from tuneforge.train.schedule import make_scheduler, refresh
 from tuneforge.train.trackers import check_available as check_trackers
 from tuneforge.train.trackers import open_trackers
 
@@ -350,7 +350,6 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     module, opt = ranks.wrap(model, lambda m: make_optimizer(m, cfg), objective)
     state = LoopState()
     sched = make_scheduler(opt, cfg, total, steps_per_epoch, scale=lambda: state.lr_scale)  # reads the live state
-    floor = plateau_floor(cfg, total, steps_per_epoch)
     ckpt = _start_run_dir(p, out, resume, write=ranks.main)
     ranks.barrier()
     ckpt = ckpt or (checkpoint.latest(out / "checkpoints") if resume else None)
@@ -437,7 +436,7 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
         if val_batches and (step % eval_every == 0 or step == total):
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
                      bar.write if ranks.main else None, objective=objective, sched=sched, plan=(total, planned),
-                     trainable_state=ranks.trainable_state, floor=floor)
+                     trainable_state=ranks.trainable_state)
         if step % save_every == 0 and step < total and not state.stopped_early:
             saved = save_checkpoint(step)
         if on_step is not None:  # every process asks the same question: only the main one runs on_step
@@ -464,19 +463,18 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
 def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
              history: list[dict], log, write, objective: objectives.Objective, *, sched=None,
-             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state, floor: int = 0) -> None:
+             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state) -> None:
     """One validation pass: log val loss and the objective's other validation metrics, keep the best weights
     in out/best, warn once on overfitting, lower the rate of a plateau schedule (`sched`) when neither the loss
     nor the objective's `val_metric` (SFT: the validation exact match, train/validation.py) improved, and set
-    state.stopped_early when the patience is used up (not before step `floor`: schedule.plateau_floor). `write` prints beside the progress bar; None on ranks other
+    state.stopped_early when the patience is used up. `write` prints beside the progress bar; None on ranks other
     than 0, which compute the same val loss (so all stop together) but write nothing. `trainable_state(model)` gives
     the weights to keep as best: every rank calls it (under FSDP it gathers the shards to rank 0)."""
     rec = {"step": state.step, "epoch": epoch, **objective.validate(model, module, val_batches)}
     plateau = cfg.lr_scheduler_type == "plateau"
     metric = objective.val_metric if objective.val_metric in rec else None
     ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec],
-                          metric=rec.get(metric) if metric else None, decay=PLATEAU_DECAY if plateau else None,
-                          hold=state.step < floor)
+                          metric=rec.get(metric) if metric else None, decay=PLATEAU_DECAY if plateau else None)
     if ev.lr_changed and sched is not None:
         refresh(sched)
     log({**rec, "best_val_loss": state.best_val})

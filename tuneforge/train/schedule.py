@@ -19,15 +19,6 @@ import torch
 from tuneforge.config import TrainConfig
 
 WARMUP_HORIZON_EPOCHS = 3  # plateau: warmup_ratio of (at most) this many passes' steps
-MIN_EPOCHS = 3  # plateau: validation may lower the rate or end the run only after this many passes (the guide's 3)
-
-
-def plateau_floor(cfg: TrainConfig, total: int, steps_per_epoch: int) -> int:
-    """Optimizer steps before which a plateau schedule keeps its rate and validation cannot stop the run: the
-    guide's low end of MIN_EPOCHS passes (at most the whole run). Other schedules: 0. Why: a validation set of
-    15-25 rows (10% of a small set) looks flat or saturated early, and stopping there undertrained held-out data
-    (bench/RESULTS.md, "Defaults, issue 23"); the best weights are still kept from any evaluation."""
-    return min(total, MIN_EPOCHS * steps_per_epoch) if cfg.lr_scheduler_type == "plateau" else 0
 
 
 def warmup_steps(cfg: TrainConfig, total: int, steps_per_epoch: int | None = None) -> int:
