@@ -27,8 +27,6 @@ sys.path.insert(0, str(ROOT))
 def measure(data: str, grader: str, temperature: float, prompts: int, base: str, seed: int) -> dict:
     """Sample `num_generations` answers for each of the first `prompts` training prompts at `temperature` (0 =
     greedy, one answer each) and grade them, as one GRPO step would."""
-    import torch
-
     from tuneforge.config import load_config
     from tuneforge.train.recipe import prepare
 
@@ -54,7 +52,6 @@ def measure(data: str, grader: str, temperature: float, prompts: int, base: str,
         lengths.append(b["stats"]["completion_length"] / G)
     secs = (time.perf_counter() - t0) / len(rewards)
     del p
-    torch.set_grad_enabled(True)
     return {"temperature": temperature, "reward": statistics.mean(rewards),
             "signal": statistics.mean(signal) if signal else None, "length": statistics.mean(lengths),
             "s_per_group": secs, "prompts": len(rewards)}

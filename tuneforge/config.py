@@ -78,7 +78,8 @@ class TrainConfig(BaseModel):
     learning_rate: Union[PositiveFloat, Literal["auto"]] = Field(
         AUTO, description="Peak LR. auto (default): by method and base size: LoRA/QLoRA 4e-3 under 0.5B "
         "parameters, 5e-4 under 3B, 2e-4 under 20B, else 1e-4; full 5e-5 under 0.5B, 2e-5 under 3B, else 1e-5; "
-        "prompt tuning 0.03; objective dpo 1/80 of that, grpo 1/20. Printed with the reason. Too low: a small set barely moves; too high: loss spikes.")
+        "prompt tuning 0.03; objective dpo 1/80 of that, grpo 1/20. Printed with the reason. Too low: a small "
+        "set barely moves; too high: loss spikes.")
     learning_rate_multiplier: float = Field(
         1.0, gt=0, description="Scales the auto learning rate (the OpenAI jobs API's learning_rate_multiplier); "
         "only with learning_rate auto: an explicit --learning_rate is used as given.")
