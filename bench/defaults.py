@@ -9,7 +9,8 @@ around the *resolved* defaults:
 
 - learning_rate in LEARNING_RATES, target_modules q_proj,v_proj vs all-linear, lora_r in RANKS (lora_alpha = 2r,
   so the update scale stays the same), per_device_train_batch_size in BATCHES, and num_train_epochs at
-  EPOCH_FACTORS x the defaults' epochs; every other value pinned to what the defaults resolved to.
+  EPOCH_FACTORS x the defaults' epochs, lr_scheduler_type in SCHEDULES at the defaults' epoch cap; every other
+  value pinned to what the defaults resolved to.
 
 Each run reports the task's held-out metric (classification by constrained prediction) and its training time
 (run.json `train_seconds`: the optimizer loop). Per task the table gives each run's metric and time relative to the
@@ -44,13 +45,16 @@ TARGETS = ["q_proj,v_proj", "all-linear"]
 RANKS = [8, 16, 32]
 BATCHES = [4, 8, 16]
 EPOCH_FACTORS = [0.5, 2.0]
-FACTORS = ("target_modules", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "lora_r")
+SCHEDULES = ["plateau", "linear", "cosine"]  # at the defaults' epoch cap: the decay shape, one factor apart
+FACTORS = ("target_modules", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "lora_r",
+           "lr_scheduler_type")
 PINNED = ("method", "learning_rate", "target_modules", "lora_r", "lora_alpha", "per_device_train_batch_size",
           "num_train_epochs", "lr_scheduler_type")
 # The default sweep (about 40 min on 2 cores with the defaults' own runs): the neighbours that could beat the
 # defaults (a higher rate, twice the epochs) and the guide's lighter targets. --full adds the rest of the grid.
 # issue 23: "epochs x0.5" is the fixed 3-epoch linear schedule (explicit epochs resolve lr_scheduler_type linear);
-# "lr 0.001" and "lr 0.004" the rates either side of the default 2e-3, on its plateau schedule.
+# "lr 0.001", "lr 0.002" and "lr 0.008" the rates around the default 4e-3, on its schedule (cosine to the cap);
+# `--factors lr_scheduler_type --full` compares the decay shapes (plateau, linear, cosine).
 CORE = ("epochs x0.5", "lr 0.001", "lr 0.002", "lr 0.008")
 QUALITY, TIME = 0.95, 2.0  # acceptance: defaults >= 95% of the best metric; time over 2x the best's is flagged
 
@@ -109,7 +113,7 @@ def sweep(resolved: dict, factors: list[str], full: bool = True) -> dict[str, di
     from tuneforge.train.auto import lr_scheduler
 
     base = normal({k: resolved[k] for k in PINNED})
-    # The schedule is pinned like the rest (the defaults' plateau: epochs auto with validation), except that a run
+    # The schedule is pinned like the rest (the defaults' cosine to the cap: epochs auto with validation), except that a run
     # with other epochs gets the schedule explicit epochs resolve to (linear): the epochs factor is "a fixed length".
     fixed = lr_scheduler(False, True)[0]
     out = {}
@@ -130,6 +134,9 @@ def sweep(resolved: dict, factors: list[str], full: bool = True) -> dict[str, di
     if "num_train_epochs" in factors:
         for f in EPOCH_FACTORS:
             add(f"epochs x{f:g}", num_train_epochs=round(base["num_train_epochs"] * f, 4))
+    if "lr_scheduler_type" in factors:
+        for kind in SCHEDULES:
+            add(f"sched {kind}", lr_scheduler_type=kind)
     if "per_device_train_batch_size" in factors:
         for b in BATCHES:
             add(f"batch {b}", per_device_train_batch_size=b)

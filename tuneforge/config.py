@@ -88,8 +88,8 @@ class TrainConfig(BaseModel):
     lr_scheduler_type: Literal["linear", "cosine", "constant", "plateau", "auto"] = Field(
         AUTO, description="Decay after warm-up. linear/cosine: to zero at the last planned step. constant: none. "
         "plateau: constant, halved at each evaluation where neither validation loss nor exact match improved "
-        "(suits runs that validation stops early). auto (default): plateau when the epochs are auto (validation "
-        "decides the length), else linear.")
+        "(an option for runs that validation stops early). auto (default): cosine when the epochs are auto "
+        "(a cap; validation decides the length and keeps the best weights), else linear.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decay (not on biases/norms); mild regularisation.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables.")
     logging_steps: int = Field(10, ge=1, description="Log train loss every N optimizer steps.")

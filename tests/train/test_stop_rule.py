@@ -16,7 +16,7 @@ from tuneforge.train.early_stop import LoopState
 from tuneforge.train.recipe import train
 
 # lr 0.1 on the tiny model: val loss improves, stalls once (rate halved), improves again, then stalls for good
-PLATEAU = dict(per_device_train_batch_size=4, eval_steps=2, learning_rate=0.1, early_stopping_patience=2,
+PLATEAU = dict(lr_scheduler_type="plateau", per_device_train_batch_size=4, eval_steps=2, learning_rate=0.1, early_stopping_patience=2,
                seed=3, val_split=0.25, max_seq_len=64, save_total_limit=50)
 
 
@@ -167,12 +167,12 @@ def test_plateau_schedule_warms_up_then_follows_the_scale_and_linear_reaches_zer
     assert opt.param_groups[0]["lr"] == 0.5 and sched.get_last_lr() == [0.5]
 
 
-def test_auto_picks_a_cap_and_plateau_only_when_validation_can_stop_the_run():
+def test_auto_picks_a_cap_and_cosine_only_when_validation_can_stop_the_run():
     from tuneforge.train import auto
 
     cfg = TrainConfig(method="lora")
     why = auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=20)
-    assert cfg.num_train_epochs == auto.CAP_EPOCHS and cfg.lr_scheduler_type == "plateau"
+    assert cfg.num_train_epochs == auto.CAP_EPOCHS and cfg.lr_scheduler_type == "cosine"
     assert "validation decides" in why["num_train_epochs"]
     cfg = TrainConfig(method="lora")  # no validation set: a fixed length, so a decay to it
     auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=0)
@@ -184,9 +184,9 @@ def test_auto_picks_a_cap_and_plateau_only_when_validation_can_stop_the_run():
         cfg = TrainConfig(method="lora", **explicit)
         auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=20)
         assert cfg.lr_scheduler_type == "linear"
-    cfg = TrainConfig(method="lora", lr_scheduler_type="cosine")
+    cfg = TrainConfig(method="lora", lr_scheduler_type="plateau")
     assert "lr_scheduler_type" not in auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=20)
-    assert cfg.lr_scheduler_type == "cosine"
+    assert cfg.lr_scheduler_type == "plateau"
 
 
 @pytest.mark.parametrize("spe, every", [(1, 1), (4, 4), (5, 5), (20, 5), (21, 6), (100, 25)])

@@ -310,7 +310,7 @@ def recommend_hyperparameters(n_train: int, method: str, *, n_params: int | None
                                                                   ""))
     kind, why = auto.lr_scheduler(epochs_auto=True, validated=True)  # what `train` picks with epochs auto
     put("lr_scheduler_type", kind, why.split(": ", 1)[1].replace("; --lr_scheduler_type to override", ""))
-    put("warmup_ratio", 0.1, "the guide: warm-up over 10% of the first 3 epochs' steps (plateau) or of all steps")
+    put("warmup_ratio", 0.1, "the guide: warm-up over 10% of the planned steps")
     if lengths:
         n = fitting_seq_len(lengths, context)
         cut = sum(1 for x in lengths if x > n)
