@@ -184,6 +184,10 @@ def test_auto_picks_a_cap_and_cosine_only_when_validation_can_stop_the_run():
         cfg = TrainConfig(method="lora", **explicit)
         auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=20)
         assert cfg.lr_scheduler_type == "linear"
+    for objective in ("dpo", "grpo"):  # they keep the schedule their no-flag results were measured on
+        cfg = TrainConfig(method="lora", objective=objective)
+        why = auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=20)
+        assert cfg.lr_scheduler_type == "plateau" and f"objective {objective}" in why["lr_scheduler_type"]
     cfg = TrainConfig(method="lora", lr_scheduler_type="plateau")
     assert "lr_scheduler_type" not in auto.resolve(cfg, n_train=180, n_params=135_000_000, n_val=20)
     assert cfg.lr_scheduler_type == "plateau"

@@ -16,6 +16,8 @@
   the small tasks still learn, and anneals it later, where the plateau rule's halvings (triggered by 15-20 row
   validation sets that move in coarse steps) either came too early (clock 0.18 vs 0.73) or left the rate high
   (sentiment 0.94 vs 0.997). With explicit epochs or max_steps the length is known: "linear" (the guide's).
+  An objective may keep its own (`Objective.lr_scheduler`: DPO and GRPO keep "plateau", on which their no-flag
+  results were measured).
 - `eval_steps` 0: EVALS_PER_EPOCH evaluations per pass, at least every MIN_EVAL_EVERY steps, so a stop after
   `early_stopping_patience` flat evaluations comes within about one pass of the best.
 - `learning_rate` from the method and the base model's size (the method's row: `methods.METHODS[m].learning_rates`,
@@ -102,9 +104,14 @@ def epochs(n_train: int, batch: int, accum: int, world: int = 1, *, validated: b
                 "to override")
 
 
-def lr_scheduler(epochs_auto: bool, validated: bool) -> tuple[str, str]:
-    """(lr_scheduler_type, reason): "cosine" to the cap when validation decides the length, else "linear" (see
-    the module docstring)."""
+def lr_scheduler(epochs_auto: bool, validated: bool, objective: "objectives.Objective | None" = None
+                 ) -> tuple[str, str]:
+    """(lr_scheduler_type, reason): "cosine" to the cap when validation decides the length (or the objective's
+    own `lr_scheduler`), else "linear" (see the module docstring)."""
+    if epochs_auto and validated and objective is not None and objective.lr_scheduler:
+        return objective.lr_scheduler, (f"lr_scheduler_type {objective.lr_scheduler} (auto): objective "
+                                        f"{objective.name}: {objective.lr_scheduler_reason}; --lr_scheduler_type "
+                                        "to override")
     if epochs_auto and validated:
         return "cosine", ("lr_scheduler_type cosine (auto): warm-up, then a cosine decay towards the epoch cap; "
                           "validation stops the run earlier when it stops improving and keeps the best weights; "
@@ -142,7 +149,7 @@ def resolve(cfg: TrainConfig, *, n_train: int, n_params: int, world: int = 1, n_
                 n_train, items, cfg.gradient_accumulation_steps, world, validated=validated,
                 cap=objective.cap_epochs, cap_why=objective.cap_epochs_reason)
     if cfg.lr_scheduler_type == AUTO:
-        cfg.lr_scheduler_type, why["lr_scheduler_type"] = lr_scheduler(epochs_auto, validated)
+        cfg.lr_scheduler_type, why["lr_scheduler_type"] = lr_scheduler(epochs_auto, validated, objective)
     if cfg.temperature == AUTO:
         if objective.temperatures is None:  # not used by this objective: a plain value, nothing to say
             cfg.temperature = 1.0

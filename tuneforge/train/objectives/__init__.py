@@ -68,6 +68,10 @@ class Objective:
     # `num_train_epochs auto`'s cap (train.auto.CAP_EPOCHS when None), with the reason it prints
     cap_epochs: ClassVar[float | None] = None
     cap_epochs_reason: ClassVar[str] = ""
+    # `lr_scheduler_type auto` when validation decides the length (train.auto.lr_scheduler: "cosine" when None),
+    # with the reason it prints: an objective keeps the schedule its no-flag figures were measured on
+    lr_scheduler: ClassVar[str | None] = None
+    lr_scheduler_reason: ClassVar[str] = ""
     # `temperature auto`, for objectives that sample while training (GRPO): ((params below, value, why), ...) by
     # base size, the reason printed; None: the objective does not sample (auto resolves to 1.0, unprinted)
     temperatures: ClassVar[tuple[tuple[float, float, str], ...] | None] = None

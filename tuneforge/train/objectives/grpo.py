@@ -182,6 +182,11 @@ class GRPO(Objective):
     # many ways per pass (the guide's 3-10 passes are for imitation data); validation still stops it sooner.
     cap_epochs = 1
     cap_epochs_reason = "one pass over the prompts (each visit samples num_generations fresh answers)"
+    # The no-flag figures of issue 22 (bench/RESULTS.md) were measured on the plateau schedule, before supervised
+    # runs moved to a cosine to the cap; it stays until the cosine is measured on this objective.
+    lr_scheduler = "plateau"
+    lr_scheduler_reason = ("the schedule this objective's no-flag results were measured on: warm-up, then a "
+                           "constant rate halved at each evaluation without progress")
     # Sampling temperature by base size. Measured on SmolLM2-135M (bench/rl_signal.py, pick task, 12 prompts x 8
     # answers): at 1.0 the mean reward was 0.031 with 33% of groups scoring unequally (the only ones that teach),
     # at 0.7 0.078 / 67%, at 0.5 0.115 / 75% (greedy: 0.208), and answers were half as long (16 vs 30 tokens),
