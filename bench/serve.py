@@ -2,10 +2,12 @@
 (each engine) and llama-cpp-python's own server, with 1, 4 and 16 concurrent openai-SDK clients, on the same model,
 prompts and answer lengths.
 
-Rows (`--rows`): pipeline; builtin-unmerged (`tuneforge serve --merged-copies 0 --no-enable-prefix-caching`, how
-a run was served before the fast paths); builtin (the default `tuneforge serve RUN`); llama.cpp (`tuneforge serve
-RUN --engine llama.cpp` on the run's GGUF export); llama-cpp-python (`python -m llama_cpp.server` on the same
-file, one request at a time). Answer lengths (`--max-tokens 32,64`): up to 32 tokens is the short workload (each
+Rows (`--rows`): pipeline; builtin-unmerged (`tuneforge serve --engine builtin --merged-copies 0
+--no-enable-prefix-caching`, how a run was served before the fast paths); builtin (`--engine builtin`: merged
+path, prefix cache); llama.cpp (`tuneforge serve RUN --engine llama.cpp` on the run's GGUF export: what the
+default `--engine auto` picks for a run on the CPU with an export when llama-cpp-python is installed);
+llama-cpp-python (`python -m llama_cpp.server` on the same file, one request at a time, `--interrupt_requests
+False` so a new request does not cut the running answer). Answer lengths (`--max-tokens 32,64`): up to 32 tokens is the short workload (each
 answer ends where the model stops, as a fine-tuned run's short answers do); above 32 every answer is exactly that
 long (min_tokens / a banned EOS), so each row does the same work.
 
@@ -149,7 +151,10 @@ def tuneforge_cmd(target: str, port: int, max_num_seqs: int, *extra: str) -> lis
 def llama_cpp_python_cmd(gguf: str, port: int) -> list[str]:
     """llama-cpp-python's bundled OpenAI server (one request at a time) on the same GGUF file."""
     return [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "bench", "--port", str(port),
-            "--n_ctx", "4096", "--verbose", "False"]
+            "--n_ctx", "4096", "--verbose", "False",
+            # its default (True) cancels the answer in progress whenever another request arrives, so concurrent
+            # clients get truncated answers (16 clients: 14 tokens for 16 requests); False queues them instead
+            "--interrupt_requests", "False"]
 
 
 async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tokens: int, extra: dict):
@@ -202,6 +207,9 @@ def run_server_rows(label: str, cmd, model: str, ps: list[str], max_tokens: int,
                 lat, ttft, toks, wall = asyncio.run(_client_row(url, model, ps, c, max_tokens, extra))
             rows.append(summary(f"{label}, {c} client{'s' if c > 1 else ''}", lat, ttft, toks, wall, load.others))
             print_row(rows[-1])
+            if abs(rows[-1]["tokens"] - rows[0]["tokens"]) > 0.05 * rows[0]["tokens"]:  # same greedy answers
+                print(f"WARNING: {rows[-1]['row']} produced {rows[-1]['tokens']} tokens, {rows[0]['row']} "
+                      f"{rows[0]['tokens']}: answers were cut or failed; its tok/s is not comparable", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -355,13 +363,14 @@ def main() -> None:
             print_row(rows[-1])
         if "builtin-unmerged" in engines:
             rows += run_server_rows("serve builtin unmerged", lambda port: tuneforge_cmd(
-                target, port, n_seqs, "--merged-copies", "0", "--no-enable-prefix-caching"), served, ps,
+                target, port, n_seqs, "--engine", "builtin", "--merged-copies", "0", "--no-enable-prefix-caching"),
+                served, ps,
                 max_tokens, clients, ours)
         if "builtin" in engines:
-            rows += run_server_rows("serve builtin (default)", lambda port: tuneforge_cmd(target, port, n_seqs),
-                                    served, ps, max_tokens, clients, ours)
+            rows += run_server_rows("serve --engine builtin", lambda port: tuneforge_cmd(
+                target, port, n_seqs, "--engine", "builtin"), served, ps, max_tokens, clients, ours)
         if "llama.cpp" in engines:
-            rows += run_server_rows("serve --engine llama.cpp", lambda port: tuneforge_cmd(
+            rows += run_server_rows("serve llama.cpp (default, auto)", lambda port: tuneforge_cmd(
                 a.run or gguf, port, n_seqs, "--engine", "llama.cpp", "--served-model-name", served), served, ps,
                 max_tokens, clients, ours)
         if "llama-cpp-python" in engines:

@@ -23,7 +23,7 @@ class ServerOptions:
     lora_modules: list[str] = field(default_factory=list)  # NAME=RUN_OR_ADAPTER_DIR
     served_model_name: str | None = None
     api_keys: list[str] = field(default_factory=list)  # empty: TUNEFORGE_API_KEYS, else no auth
-    engine: str = "builtin"  # builtin | llama.cpp | vllm
+    engine: str = "auto"  # auto (serve.server.choose_engine) | builtin | llama.cpp | vllm
     max_num_seqs: int = 16
     enable_prefix_caching: bool = True  # builtin: shared prompt prefixes computed once per adapter
     merged_copies: int | None = None  # builtin: adapters with a merged copy of the base (None: what fits; 0: none)
@@ -45,6 +45,7 @@ class Server:
     app: Any  # the FastAPI app
     engine: Any  # serve.engine_api.Engine
     api_keys: list[str]
+    engine_choice: str = ""  # with --engine auto: "engine NAME (auto): why", printed at start
 
     def describe(self, host: str, port: int) -> str:
         """One line: what is served where."""
@@ -77,14 +78,18 @@ def build_server(opts: ServerOptions, *, routers: list | None = None) -> Server:
     from tuneforge.monitor.dashboard import OPEN_PATHS as DASHBOARD_PATHS
     from tuneforge.serve.app import OPEN_PATHS, create_app
     from tuneforge.serve.completions import Settings
-    from tuneforge.serve.server import api_keys_from, build_engine
+    from tuneforge.serve.server import api_keys_from, build_engine, choose_engine
     from tuneforge.studio import OPEN_PATHS as STUDIO_PATHS
     from tuneforge.studio import attach as attach_studio
 
     monitor = monitor_settings_for(opts)
     monitor.check()  # before the model loads: a bad flag fails in a second
+    engine, choice = opts.engine, ""
+    if engine == "auto":
+        engine, why = choose_engine(opts.target, lora_modules=opts.lora_modules, device=opts.device)
+        choice = f"engine {engine} (auto): {why}"
     eng = build_engine(opts.target, lora_modules=opts.lora_modules, served_model_name=opts.served_model_name,
-                       engine=opts.engine, max_num_seqs=opts.max_num_seqs, max_queue=opts.max_queue,
+                       engine=engine, max_num_seqs=opts.max_num_seqs, max_queue=opts.max_queue,
                        max_model_len=opts.max_model_len, device=opts.device,
                        prefix_caching=opts.enable_prefix_caching, merged_copies=opts.merged_copies)
     keys = api_keys_from(opts.api_keys)
@@ -97,7 +102,7 @@ def build_server(opts: ServerOptions, *, routers: list | None = None) -> Server:
                      open_paths=OPEN_PATHS | DASHBOARD_PATHS | STUDIO_PATHS)
     attach_monitoring(app, monitor)
     attach_studio(app, jobs, runs_dirs=opts.runs_dirs)
-    return Server(app, eng, keys)
+    return Server(app, eng, keys, choice)
 
 
 def run_server(server: Server, *, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -23,7 +23,9 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
           port: int = typer.Option(8000, "--port"),
           api_key: list[str] = typer.Option([], "--api-key", help="Require 'Authorization: Bearer KEY' on every "
                                             "route but /health (repeatable; or TUNEFORGE_API_KEYS=k1,k2)."),
-          engine: str = typer.Option("builtin", "--engine", help="builtin (CPU/one GPU, continuous batching, "
+          engine: str = typer.Option("auto", "--engine", help="auto (default: llama.cpp for a run on the CPU with "
+                                     "a GGUF export when llama-cpp-python is installed, else builtin; the choice and "
+                                     "why are printed), builtin (CPU/one GPU, continuous batching, "
                                      "merged-adapter and prefix-cache fast paths), llama.cpp (a run's GGUF export or "
                                      "a .gguf on CPU; pip install 'tuneforge[llamacpp]') or vllm (CUDA, needs "
                                      "`pip install vllm`)."),
@@ -90,6 +92,8 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                 max_age_days=log_max_days, drift_run=drift_run, drift_interval_s=drift_interval,
                                 drift_window_s=parse_duration(drift_window, flag="--drift-window")))
     server = build_server(opts)
+    if server.engine_choice:
+        typer.echo(f"tuneforge: {server.engine_choice}", err=True)
     typer.echo(server.describe(host, port), err=True)
     run_server(server, host=host, port=port)
 

@@ -35,6 +35,12 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def run_export(target: str) -> Path | None:
+    """The GGUF export directory of run TARGET that this engine would serve (GGUF_TYPES order), or None."""
+    exports = [Path(target) / "exports" / f"gguf-{t}" for t in GGUF_TYPES]
+    return next((d for d in exports if d.is_dir() and list(d.glob("*.gguf"))), None)
+
+
 def resolve_target(target: str, served_name: str | None = None):
     """(gguf file, served name, tokenizer, decoding defaults) for TARGET: a run dir (its GGUF export), a GGUF
     export dir or a .gguf file."""
@@ -44,8 +50,7 @@ def resolve_target(target: str, served_name: str | None = None):
 
     if is_run(target):
         run = read_run(target)
-        exports = [Path(target) / "exports" / f"gguf-{t}" for t in GGUF_TYPES]
-        found = next((d for d in exports if d.is_dir() and list(d.glob("*.gguf"))), None)
+        found = run_export(target)
         if found is None:
             raise TuneforgeError(f"{target}: no GGUF export for --engine llama.cpp; run "
                                  f"`tuneforge export gguf {target} --type q8_0` first")

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
 
@@ -21,12 +22,66 @@ def api_keys_from(flags: list[str] | None) -> list[str]:
     return keys
 
 
+LLAMACPP_GAIN = "~5x the builtin engine's tokens/s at one client, ~2x at 16 (bench/RESULTS.md, issue 27)"
+
+
+def choose_engine(target: str, *, lora_modules: list[str] | None = None, device: str | None = None,
+                  llamacpp: bool | None = None) -> tuple[str, str]:
+    """(engine, reason) for `--engine auto`, the default: llama.cpp for a run served on the CPU that has a GGUF
+    export at least as new as its weights, when llama-cpp-python is installed; else builtin, with what would
+    change it. The builtin engine is kept wherever llama.cpp would lose something: a GPU, several adapters
+    (--lora-modules), a classification run (its labels are scored, not generated). `llamacpp`: whether
+    llama-cpp-python is importable (None: look)."""
+    from tuneforge.run import is_run, read_run
+    from tuneforge.serve.llamacpp_engine import INSTALL, available, run_export
+    from tuneforge.serve.loading import run_defaults
+
+    def builtin(why: str) -> tuple[str, str]:
+        return "builtin", why + "; --engine to choose"
+
+    if device == "cuda" or device is None and _cuda():
+        return builtin("a GPU: the builtin engine (continuous batching on CUDA)")
+    if lora_modules:
+        return builtin("several adapters on one base (--lora-modules): llama.cpp applies LoRA per context, the "
+                       "builtin engine per request")
+    if not is_run(target):
+        return builtin("not a run directory (llama.cpp serves a run's GGUF export, or --engine llama.cpp on a .gguf)")
+    run = read_run(target)
+    if run_defaults(run).get("labels"):
+        return builtin("a classification run: its answers are its labels, scored by the builtin engine")
+    export = run_export(target)
+    if export is None:
+        return builtin(f"no GGUF export; `tuneforge export gguf {target} --type q8_0` (and {INSTALL.split(' (')[0]}) "
+                       f"would serve it through llama.cpp: {LLAMACPP_GAIN}")
+    trained = run.adapter if run.adapter is not None else run.model  # not a later `export merge` copy
+    weights = list(Path(trained).glob("*.safetensors")) if trained is not None else []
+    newest = max((f.stat().st_mtime for f in weights), default=0.0)
+    if min(f.stat().st_mtime for f in export.glob("*.gguf")) < newest:
+        return builtin(f"the GGUF export in {export} is older than the run's weights; export it again "
+                       f"(`tuneforge export gguf {target} --type q8_0`) to serve it through llama.cpp")
+    if not (available() if llamacpp is None else llamacpp):
+        return builtin(f"llama-cpp-python is not installed; {INSTALL} would serve the run's GGUF export through "
+                       f"llama.cpp: {LLAMACPP_GAIN}")
+    return "llama.cpp", (f"CPU and a GGUF export ({export.name}): llama.cpp, {LLAMACPP_GAIN}; --engine builtin "
+                         "for runtime adapters (/v1/load_lora_adapter, fine-tuning jobs served here) or prompt "
+                         "logprobs")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def build_engine(target: str, *, lora_modules: list[str] | None = None, served_model_name: str | None = None,
                  engine: str = "builtin", max_num_seqs: int = 16, max_queue: int = 64,
                  max_model_len: int | None = None, device: str | None = None, prefix_caching: bool = True,
                  merged_copies: int | None = None):
-    """The engine serving TARGET and the --lora-modules adapters."""
+    """The engine serving TARGET and the --lora-modules adapters (`engine` "auto": `choose_engine`'s)."""
     from tuneforge.serve.loading import load_groups, parse_lora_module, plan_adapter, plan_target
+
+    if engine == "auto":
+        engine, _ = choose_engine(target, lora_modules=lora_modules, device=device)
 
     if engine == "llama.cpp":
         from tuneforge.serve.llamacpp_engine import LlamaCppEngine, resolve_target
@@ -45,7 +100,7 @@ def build_engine(target: str, *, lora_modules: list[str] | None = None, served_m
 
         return VLLMEngine(plans, max_num_seqs=max_num_seqs, max_queue=max_queue, max_model_len=max_model_len)
     if engine != "builtin":
-        raise TuneforgeError(f"--engine {engine}: expected builtin, llama.cpp or vllm")
+        raise TuneforgeError(f"--engine {engine}: expected auto, builtin, llama.cpp or vllm")
     from tuneforge.serve.engine import BuiltinEngine
 
     groups = load_groups(plans, device=device, max_model_len=max_model_len)
