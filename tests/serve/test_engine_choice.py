@@ -21,10 +21,11 @@ def run(tiny_lora_run, tmp_path):
     return run
 
 
-def export(run, kind="q8_0"):
+def export(run, kind="q8_0", passed=True):
     d = run / "exports" / f"gguf-{kind}"
     d.mkdir(parents=True)
-    (d / f"model-{kind}.gguf").write_bytes(b"GGUF")  # only its presence and age matter to the choice
+    (d / f"model-{kind}.gguf").write_bytes(b"GGUF")  # only its presence, age and verify result matter here
+    (d / "manifest.json").write_text(json.dumps({"format": f"gguf-{kind}", "verify": {"passed": passed}}))
     return d
 
 
@@ -40,6 +41,12 @@ def test_without_an_export_or_llamacpp_it_stays_builtin_and_says_how_to_get_llam
     export(run)
     engine, why = choose_engine(str(run), device="cpu", llamacpp=False)
     assert engine == "builtin" and "llama-cpp-python is not installed" in why and "tuneforge[llamacpp]" in why
+
+
+def test_an_export_that_failed_verify_is_not_served(run):
+    export(run, passed=False)
+    engine, why = choose_engine(str(run), device="cpu", llamacpp=True)
+    assert engine == "builtin" and "has not passed verify" in why
 
 
 def test_an_export_older_than_the_runs_weights_is_not_served(run):

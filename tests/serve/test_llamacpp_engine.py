@@ -103,3 +103,35 @@ def test_a_run_without_a_gguf_export_names_the_export_command(tmp_path):
 
     with pytest.raises(TuneforgeError, match="llama.cpp serves a run with a GGUF export"):
         resolve_target(str(tmp_path / "missing"))
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_answers_do_not_change(gguf_dir):
+    from tuneforge.serve.engine_api import SamplingParams
+    from tuneforge.serve.llamacpp_engine import PREFIX_MIN_TOKENS
+    from tuneforge.serve.server import build_engine
+
+    system = "You add numbers."
+    answers = {}
+    for caching in (False, True):
+        engine = build_engine(str(gguf_dir), engine="llama.cpp", served_model_name="tiny", max_num_seqs=4,
+                              prefix_caching=caching)
+        engine.start()
+        try:
+            tok = engine.models()[0].tokenizer
+            ids = [tok.apply_chat_template([{"role": "system", "content": system},
+                                            {"role": "user", "content": f"question {i}: add {i} and {i + 1}"}],
+                                           add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+                   for i in range(6)]
+            sp = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+            first = engine.submit("tiny", ids[0], sp).wait()  # alone: its prompt is kept when it finishes
+            rest = [h.wait() for h in [engine.submit("tiny", i, sp) for i in ids[1:]]]  # together
+            answers[caching] = [first, *rest]
+            stats = engine.stats()
+        finally:
+            engine.shutdown()
+        if caching:
+            # the byte-level tokenizer: the template's header, the system prompt and "question " are shared
+            assert stats["prefix_hits"] == 5 and stats["prefix_hit_tokens"] >= 5 * max(len(system), PREFIX_MIN_TOKENS)
+        else:
+            assert "prefix_hits" not in stats
+    assert answers[True] == answers[False] and len(set(map(tuple, answers[True]))) > 1

@@ -31,7 +31,7 @@ def serve(target: str = typer.Argument(..., help="Run dir (served under its dire
                                      "`pip install vllm`)."),
           max_num_seqs: int = typer.Option(16, "--max-num-seqs", help="Sequences decoded together per step."),
           enable_prefix_caching: bool = typer.Option(True, "--enable-prefix-caching/--no-enable-prefix-caching",
-                                                     help="builtin: compute a prompt prefix shared by requests "
+                                                     help="Compute a prompt prefix shared by requests "
                                                           "(system prompt, template header) once per adapter."),
           merged_copies: Optional[int] = typer.Option(None, "--merged-copies", help="builtin: adapters that may "
                                                       "hold a merged copy of the base for batches of that adapter "

@@ -9,6 +9,12 @@ and the next chunk (≤ n_batch tokens in all) of newly admitted prompts into on
 decodes — and samples with `models.decode.sample`, so temperature/top_p/seed/min_tokens behave exactly as the
 built-in engine's. Sequences share one unified KV cache (`kv_unified`); a finished row's cells are removed.
 
+Prefix sharing (llama.cpp's prompt cache, vLLM's automatic prefix caching): a new row whose prompt starts with
+at least PREFIX_MIN_TOKENS tokens already in the cache — a running row's prompt, or the last finished row's,
+which a spare sequence id keeps — gets those cells by `llama_memory_seq_cp` (in a unified cache the cells gain
+the new sequence id; nothing is recomputed or copied) and prefills only the rest. The chat template's system
+prompt and role header, a client's system prompt or few-shot block are computed once instead of per request.
+
 LoRA: llama.cpp applies adapters per context, not per sequence, so this engine serves one model: a run is served
 through its merged GGUF export (`tuneforge export gguf RUN --type q8_0`, the adapter folded in); `--lora-modules`
 and runtime adapters are refused with a message naming the built-in engine.
@@ -26,6 +32,7 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.serve.engine_api import Handle, QueuedEngine, SamplingParams, ServedModel
 
 INSTALL = "pip install 'tuneforge[llamacpp]' (builds llama-cpp-python from source: cmake and a C++ compiler, minutes)"
+PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed (as the builtin engine's PrefixCache)
 GGUF_TYPES = ("q8_0", "f16")  # a run's exports, in order of preference (q8_0: ~2x faster on CPU, within verify)
 
 
@@ -84,6 +91,7 @@ class _Row:
     pending: list[int]  # prompt tokens not yet decoded
     pos: int = 0  # position of the next token fed
     last: int = -1  # the token to feed at the next decode step
+    prompt: tuple[int, ...] = ()  # the whole prompt (its first len(prompt) - len(pending) tokens are in the cache)
 
 
 class LlamaCppEngine(QueuedEngine):
@@ -93,14 +101,14 @@ class LlamaCppEngine(QueuedEngine):
 
     def __init__(self, gguf: str | Path, name: str, tokenizer, *, defaults: dict | None = None,
                  max_num_seqs: int = 16, max_queue: int = 64, max_model_len: int | None = None,
-                 n_batch: int = 512, n_threads: int | None = None):
+                 n_batch: int = 512, n_threads: int | None = None, prefix_caching: bool = True):
         if not available():
             raise TuneforgeError(f"--engine llama.cpp: llama-cpp-python is not installed ({INSTALL})")
         import llama_cpp as L
 
         self._L = L
         self.gguf = str(gguf)
-        self.max_num_seqs, self.n_batch = max_num_seqs, n_batch
+        self.max_num_seqs, self.n_batch, self.prefix_caching = max_num_seqs, n_batch, prefix_caching
         self._init_queue(max_queue)
         L.llama_backend_init()
         L.llama_log_set(_QUIET, None)
@@ -112,7 +120,7 @@ class LlamaCppEngine(QueuedEngine):
         cp = L.llama_context_default_params()
         cp.n_ctx = max(4096, min(max_num_seqs * ctx_len, 16384))  # KV cells shared by all rows (unified)
         cp.n_batch = cp.n_ubatch = n_batch
-        cp.n_seq_max = max_num_seqs
+        cp.n_seq_max = max_num_seqs + 1  # + the sequence that keeps the last finished prompt (prefix sharing)
         cp.kv_unified = True
         cp.n_threads = cp.n_threads_batch = n_threads or os.cpu_count() or 1
         self._ctx = L.llama_init_from_model(self._model, cp)
@@ -127,6 +135,7 @@ class LlamaCppEngine(QueuedEngine):
         self.served = ServedModel(name, None, min(ctx_len, cp.n_ctx), tokenizer, defaults=dict(defaults or {}))
         self._rows: list[_Row] = []
         self._free = list(range(max_num_seqs))
+        self._keep_seq, self._kept = max_num_seqs, ()  # the last finished row's prompt, for prefix sharing
         self._generators: dict = {}
 
     # --- Engine API ---
@@ -192,8 +201,29 @@ class LlamaCppEngine(QueuedEngine):
             self._generators[h.id] = gen
         seq = self._free.pop()
         self._L.llama_memory_seq_rm(self._mem, seq, -1, -1)
-        self._rows.append(_Row(h, seq, list(h.prompt_ids)))
+        prompt = tuple(h.prompt_ids)
+        donor, shared = self._shared_prefix(prompt)
+        if shared:
+            self._L.llama_memory_seq_cp(self._mem, donor, seq, 0, shared)
+            self._counts["prefix_hits"] = self._counts.get("prefix_hits", 0) + 1
+            self._counts["prefix_hit_tokens"] = self._counts.get("prefix_hit_tokens", 0) + shared
+        self._rows.append(_Row(h, seq, list(prompt[shared:]), pos=shared, prompt=prompt))
         self._counts["prefills"] += 1
+
+    def _shared_prefix(self, prompt: tuple[int, ...]) -> tuple[int, int]:
+        """(sequence id, length) of the longest prefix of `prompt` whose KV is in the cache (a running row's
+        computed prompt, or the kept last prompt), if at least PREFIX_MIN_TOKENS long; (0, 0) otherwise. The last
+        prompt token is never shared: its forward gives the first answer token."""
+        best = (0, 0)
+        if not self.prefix_caching:
+            return best
+        have = [(r.seq, r.prompt[:len(r.prompt) - len(r.pending)]) for r in self._rows] + \
+            [(self._keep_seq, self._kept)]
+        for seq, done in have:
+            n = min(_common(prompt, done), len(prompt) - 1)
+            if n >= PREFIX_MIN_TOKENS and n > best[1]:
+                best = (seq, n)
+        return best
 
     def _step(self) -> None:
         import numpy as np
@@ -262,6 +292,10 @@ class LlamaCppEngine(QueuedEngine):
     def _done(self, r: _Row | None, h: Handle, reason: str, error: str | None = None) -> None:
         if r is not None and r in self._rows:
             self._rows.remove(r)
+            if self.prefix_caching and not r.pending and len(r.prompt) >= PREFIX_MIN_TOKENS:  # keep its prompt for the next request
+                self._L.llama_memory_seq_rm(self._mem, self._keep_seq, -1, -1)
+                self._L.llama_memory_seq_cp(self._mem, r.seq, self._keep_seq, 0, len(r.prompt))
+                self._kept = r.prompt
             self._L.llama_memory_seq_rm(self._mem, r.seq, -1, -1)
             self._free.append(r.seq)
         self._generators.pop(h.id, None)
@@ -270,6 +304,15 @@ class LlamaCppEngine(QueuedEngine):
         h.finish(reason, error)
         if reason in ("stop", "length"):
             self._recent.append(h.finished - h.submitted)
+
+
+def _common(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _quiet(level, text, user_data) -> None:  # llama.cpp logs every load to stderr; the server logs its own way

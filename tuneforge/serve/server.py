@@ -28,11 +28,11 @@ LLAMACPP_GAIN = "~5x the builtin engine's tokens/s at one client, ~2x at 16 (ben
 def choose_engine(target: str, *, lora_modules: list[str] | None = None, device: str | None = None,
                   llamacpp: bool | None = None) -> tuple[str, str]:
     """(engine, reason) for `--engine auto`, the default: llama.cpp for a run served on the CPU that has a GGUF
-    export at least as new as its weights, when llama-cpp-python is installed; else builtin, with what would
+    export at least as new as its weights that passed verify, when llama-cpp-python is installed; else builtin, with what would
     change it. The builtin engine is kept wherever llama.cpp would lose something: a GPU, several adapters
     (--lora-modules), a classification run (its labels are scored, not generated). `llamacpp`: whether
     llama-cpp-python is importable (None: look)."""
-    from tuneforge.run import is_run, read_run
+    from tuneforge.run import is_run, read_json, read_run
     from tuneforge.serve.llamacpp_engine import INSTALL, available, run_export
     from tuneforge.serve.loading import run_defaults
 
@@ -59,6 +59,10 @@ def choose_engine(target: str, *, lora_modules: list[str] | None = None, device:
     if min(f.stat().st_mtime for f in export.glob("*.gguf")) < newest:
         return builtin(f"the GGUF export in {export} is older than the run's weights; export it again "
                        f"(`tuneforge export gguf {target} --type q8_0`) to serve it through llama.cpp")
+    verify = (read_json(export / "manifest.json") if (export / "manifest.json").is_file() else {}).get("verify")
+    if not (verify or {}).get("passed"):
+        return builtin(f"the GGUF export in {export} has not passed verify (answers and loss against the run); "
+                       f"export it again (`tuneforge export gguf {target} --type q8_0`) to serve it through llama.cpp")
     if not (available() if llamacpp is None else llamacpp):
         return builtin(f"llama-cpp-python is not installed; {INSTALL} would serve the run's GGUF export through "
                        f"llama.cpp: {LLAMACPP_GAIN}")
@@ -91,7 +95,7 @@ def build_engine(target: str, *, lora_modules: list[str] | None = None, served_m
                                  "request): serve each run's GGUF export, or use --engine builtin for --lora-modules")
         gguf, name, tok, defaults = resolve_target(target, served_model_name)
         return LlamaCppEngine(gguf, name, tok, defaults=defaults, max_num_seqs=max_num_seqs, max_queue=max_queue,
-                              max_model_len=max_model_len)
+                              max_model_len=max_model_len, prefix_caching=prefix_caching)
     plans = plan_target(target, served_model_name)
     for spec in lora_modules or []:
         plans.append(plan_adapter(*parse_lora_module(spec)))
