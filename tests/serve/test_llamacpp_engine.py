@@ -135,3 +135,21 @@ def test_a_shared_prompt_prefix_is_computed_once_and_answers_do_not_change(gguf_
         else:
             assert "prefix_hits" not in stats
     assert answers[True] == answers[False] and len(set(map(tuple, answers[True]))) > 1
+
+
+def test_logprobs_come_back_as_the_builtin_engine_reports_them(gguf_dir):
+    from tuneforge.serve.engine_api import SamplingParams
+    from tuneforge.serve.server import build_engine
+
+    engine = build_engine(str(gguf_dir), engine="llama.cpp", served_model_name="tiny", max_num_seqs=2)
+    engine.start()
+    try:
+        ids = engine.models()[0].tokenizer("question 3: add 3 and 4")["input_ids"]
+        h = engine.submit("tiny", ids, SamplingParams(max_tokens=5, temperature=0, ignore_eos=True, logprobs=3))
+        toks = h.wait()
+    finally:
+        engine.shutdown()
+    assert len(h.logprobs_out) == len(toks) == 5
+    for t, (lp, top) in zip(toks, h.logprobs_out):
+        assert len(top) == 3 and top[0][0] == t and lp == top[0][1] <= 0  # greedy: the drawn token is the top one
+        assert [x[1] for x in top] == sorted((x[1] for x in top), reverse=True)

@@ -229,7 +229,7 @@ class LlamaCppEngine(QueuedEngine):
         import numpy as np
         import torch
 
-        from tuneforge.models.decode import sample
+        from tuneforge.models.decode import sample, top_logprobs
 
         L, b = self._L, self._batch
         for r in [r for r in self._rows if r.h.cancelled]:
@@ -272,14 +272,23 @@ class LlamaCppEngine(QueuedEngine):
         logits = torch.from_numpy(np.stack([
             np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, i), shape=(self._n_vocab,)) for _, i in out
         ]).astype(np.float32))
+        want = [j for j, (r, _) in enumerate(out) if r.h.params.logprobs is not None]
+        if want:  # the model's log-softmax, taken before `sample` masks the logits (as the builtin engine)
+            lp, tops = top_logprobs(logits, want, [out[j][0].h.params.logprobs for j in want])
         toks = sample(logits, [r.h for r, _ in out], self._generators, self.eos_ids)
-        for (r, _), t in zip(out, toks):
+        token_lp = {}
+        if want:
+            chosen = lp.gather(-1, torch.tensor([toks[j] for j in want])[:, None])[:, 0].tolist()
+            token_lp = {j: (chosen[k], tops[k]) for k, j in enumerate(want)}
+        for j, ((r, _), t) in enumerate(zip(out, toks)):
             h = r.h
             if h.cancelled:
                 self._done(r, h, h.cancel_reason)
                 continue
             is_eos = t in self.eos_ids and not h.params.ignore_eos
             if not is_eos:
+                if j in token_lp:
+                    h.logprobs_out.append(token_lp[j])
                 h.emit(t)
                 self._counts["generated_tokens"] += 1
             if is_eos:
