@@ -22,7 +22,8 @@ def api_keys_from(flags: list[str] | None) -> list[str]:
     return keys
 
 
-LLAMACPP_GAIN = "~5x the builtin engine's tokens/s at one client, ~2x at 16 (bench/RESULTS.md, issue 27)"
+LLAMACPP_GAIN = ("6-7x the builtin engine's tokens/s at one client, 3x at 16 on this project's bench "
+                 "(bench/RESULTS.md, issue 27)")
 
 
 def choose_engine(target: str, *, lora_modules: list[str] | None = None, device: str | None = None,
