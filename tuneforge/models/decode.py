@@ -201,7 +201,7 @@ class PrefixCache:
             ids = list(s.prompt_ids)
             best = self._best(a, ids)
             recent = self.recent.setdefault(a, [])
-            lcp = max((_common(ids, r) for r in recent), default=0)
+            lcp = max((common_prefix(ids, r) for r in recent), default=0)
             lcp = min(lcp, len(ids) - 1)
             if lcp >= self.min_tokens and lcp >= (best.length if best else 0) + self.min_tokens:
                 best = self._build(group, a, ids[:lcp])
@@ -234,7 +234,8 @@ class PrefixCache:
         return e
 
 
-def _common(a: list[int], b: list[int]) -> int:
+def common_prefix(a, b) -> int:
+    """How many leading tokens two id sequences share (prefix caches in both engines)."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:

@@ -214,13 +214,15 @@ class LlamaCppEngine(QueuedEngine):
         """(sequence id, length) of the longest prefix of `prompt` whose KV is in the cache (a running row's
         computed prompt, or the kept last prompt), if at least PREFIX_MIN_TOKENS long; (0, 0) otherwise. The last
         prompt token is never shared: its forward gives the first answer token."""
+        from tuneforge.models.decode import common_prefix
+
         best = (0, 0)
         if not self.prefix_caching:
             return best
         have = [(r.seq, r.prompt[:len(r.prompt) - len(r.pending)]) for r in self._rows] + \
             [(self._keep_seq, self._kept)]
         for seq, done in have:
-            n = min(_common(prompt, done), len(prompt) - 1)
+            n = min(common_prefix(prompt, done), len(prompt) - 1)
             if n >= PREFIX_MIN_TOKENS and n > best[1]:
                 best = (seq, n)
         return best
@@ -313,15 +315,6 @@ class LlamaCppEngine(QueuedEngine):
         h.finish(reason, error)
         if reason in ("stop", "length"):
             self._recent.append(h.finished - h.submitted)
-
-
-def _common(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _quiet(level, text, user_data) -> None:  # llama.cpp logs every load to stderr; the server logs its own way
