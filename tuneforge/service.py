@@ -8,9 +8,11 @@ the CLI only parses flags and calls `build_server` then `run_server`; tests and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.errors import TuneforgeError
 from tuneforge.monitor.attach import MonitorSettings
 from tuneforge.run import DEFAULT_MAX_NEW_TOKENS
 
@@ -88,10 +90,18 @@ def build_server(opts: ServerOptions, *, routers: list | None = None) -> Server:
     if engine == "auto":
         engine, why = choose_engine(opts.target, lora_modules=opts.lora_modules, device=opts.device)
         choice = f"engine {engine} (auto): {why}"
-    eng = build_engine(opts.target, lora_modules=opts.lora_modules, served_model_name=opts.served_model_name,
-                       engine=engine, max_num_seqs=opts.max_num_seqs, max_queue=opts.max_queue,
-                       max_model_len=opts.max_model_len, device=opts.device,
-                       prefix_caching=opts.enable_prefix_caching, merged_copies=opts.merged_copies)
+    build = functools.partial(build_engine, opts.target, lora_modules=opts.lora_modules,
+                              served_model_name=opts.served_model_name, max_num_seqs=opts.max_num_seqs,
+                              max_queue=opts.max_queue, max_model_len=opts.max_model_len, device=opts.device,
+                              prefix_caching=opts.enable_prefix_caching, merged_copies=opts.merged_copies)
+    try:
+        eng = build(engine=engine)
+    except TuneforgeError as e:
+        if opts.engine != "auto" or engine == "builtin":
+            raise
+        # the automatic choice must not stop a run from being served: fall back, and say why
+        eng = build(engine="builtin")
+        choice = f"engine builtin (auto): llama.cpp could not serve the export ({e}); --engine to choose"
     keys = api_keys_from(opts.api_keys)
     jobs = JobsAPI(eng, opts.db, worker=opts.jobs_worker, max_file_bytes=opts.max_file_bytes,
                    bases=served_bases(opts.target, opts.served_model_name))

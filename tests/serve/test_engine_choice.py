@@ -4,6 +4,7 @@ llama.cpp would lose something, each time with the reason (and what would change
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -68,3 +69,18 @@ def test_gpu_several_adapters_labels_and_non_runs_keep_the_builtin_engine(run, t
     (run / "run.json").write_text(json.dumps({**info, "task": "classification", "labels": ["neg", "pos"]}))
     engine, why = choose_engine(str(run), device="cpu", llamacpp=True)
     assert engine == "builtin" and "classification" in why
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_an_export_llamacpp_cannot_load_falls_back_to_builtin_and_says_why(run, tmp_path):
+    from tuneforge.serve.engine import BuiltinEngine
+    from tuneforge.service import ServerOptions, build_server
+
+    export(run)  # verified by its manifest, but not a GGUF file llama.cpp can read
+    server = build_server(ServerOptions(str(run), device="cpu", db=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                                        jobs_worker=False))
+    try:
+        assert isinstance(server.engine, BuiltinEngine)
+        assert server.engine_choice.startswith("engine builtin (auto): llama.cpp could not serve the export")
+    finally:
+        server.engine.shutdown()
