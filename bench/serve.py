@@ -7,7 +7,8 @@ Rows (`--rows`): pipeline; builtin-unmerged (`tuneforge serve --engine builtin -
 path, prefix cache); llama.cpp (`tuneforge serve RUN --engine llama.cpp` on the run's GGUF export: what the
 default `--engine auto` picks for a run on the CPU with an export when llama-cpp-python is installed);
 llama-cpp-python (`python -m llama_cpp.server` on the same file, one request at a time, `--interrupt_requests
-False` so a new request does not cut the running answer). Answer lengths (`--max-tokens 32,64`): up to 32 tokens is the short workload (each
+False` so a new request does not cut the running answer). Answer lengths (`--max-tokens 32,64`): up to 32 tokens
+is the short workload (each
 answer ends where the model stops, as a fine-tuned run's short answers do); above 32 every answer is exactly that
 long (min_tokens / a banned EOS), so each row does the same work.
 

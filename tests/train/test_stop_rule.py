@@ -16,7 +16,8 @@ from tuneforge.train.early_stop import LoopState
 from tuneforge.train.recipe import train
 
 # lr 0.1 on the tiny model: val loss improves, stalls once (rate halved), improves again, then stalls for good
-PLATEAU = dict(lr_scheduler_type="plateau", per_device_train_batch_size=4, eval_steps=2, learning_rate=0.1, early_stopping_patience=2,
+PLATEAU = dict(lr_scheduler_type="plateau", per_device_train_batch_size=4, eval_steps=2, learning_rate=0.1,
+               early_stopping_patience=2,
                seed=3, val_split=0.25, max_seq_len=64, save_total_limit=50)
 
 

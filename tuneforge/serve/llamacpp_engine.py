@@ -303,7 +303,8 @@ class LlamaCppEngine(QueuedEngine):
     def _done(self, r: _Row | None, h: Handle, reason: str, error: str | None = None) -> None:
         if r is not None and r in self._rows:
             self._rows.remove(r)
-            if self.prefix_caching and not r.pending and len(r.prompt) >= PREFIX_MIN_TOKENS:  # keep its prompt for the next request
+            if self.prefix_caching and not r.pending and len(r.prompt) >= PREFIX_MIN_TOKENS:
+                # keep its prompt's cells for the next request (the spare sequence holds one prompt)
                 self._L.llama_memory_seq_rm(self._mem, self._keep_seq, -1, -1)
                 self._L.llama_memory_seq_cp(self._mem, r.seq, self._keep_seq, 0, len(r.prompt))
                 self._kept = r.prompt

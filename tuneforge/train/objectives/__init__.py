@@ -53,6 +53,12 @@ if TYPE_CHECKING:  # annotations only
     from tuneforge.train.distributed import Ranks
 
 
+# (lr_scheduler, reason) for objectives whose no-flag figures (issue 22, bench/RESULTS.md) were measured on the
+# plateau schedule, before supervised runs moved to a cosine to the cap; kept until the cosine is measured on them
+MEASURED_ON_PLATEAU = ("plateau", "the schedule this objective's no-flag results were measured on: warm-up, then a "
+                                  "constant rate halved at each evaluation without progress")
+
+
 class Objective:
     """One way of learning from data. Instances are made per run (`create(cfg)`) and may keep state."""
 

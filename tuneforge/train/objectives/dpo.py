@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tuneforge import methods
 from tuneforge.data.tokenize import IGNORE, EncodedPair
-from tuneforge.train.objectives import Objective
+from tuneforge.train.objectives import MEASURED_ON_PLATEAU, Objective
 
 LOSS_TYPES = ("sigmoid", "ipo", "simpo", "orpo")
 REFERENCE_FREE = ("simpo", "orpo")
@@ -245,11 +245,7 @@ class DPO(Objective):
     learning_rate_scale = 0.0125
     learning_rate_scale_reason = ("1/80 of the supervised rate for preference training: at the supervised rate "
                                   "the preferred answers' own likelihood collapses")
-    # The no-flag figures of issue 22 (bench/RESULTS.md) were measured on the plateau schedule, before supervised
-    # runs moved to a cosine to the cap; it stays until the cosine is measured on this objective.
-    lr_scheduler = "plateau"
-    lr_scheduler_reason = ("the schedule this objective's no-flag results were measured on: warm-up, then a "
-                           "constant rate halved at each evaluation without progress")
+    lr_scheduler, lr_scheduler_reason = MEASURED_ON_PLATEAU
     packing = True
 
     def __init__(self, cfg):

@@ -38,7 +38,7 @@ from tuneforge.data.tokenize import render_prompt
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.models.decode import Batch, sample
 from tuneforge.train.loss import CHUNK, fast_path_ok
-from tuneforge.train.objectives import Objective
+from tuneforge.train.objectives import MEASURED_ON_PLATEAU, Objective
 from tuneforge.train.objectives.sft import holdout
 
 DEFAULT_BETA = 0.0
@@ -182,11 +182,7 @@ class GRPO(Objective):
     # many ways per pass (the guide's 3-10 passes are for imitation data); validation still stops it sooner.
     cap_epochs = 1
     cap_epochs_reason = "one pass over the prompts (each visit samples num_generations fresh answers)"
-    # The no-flag figures of issue 22 (bench/RESULTS.md) were measured on the plateau schedule, before supervised
-    # runs moved to a cosine to the cap; it stays until the cosine is measured on this objective.
-    lr_scheduler = "plateau"
-    lr_scheduler_reason = ("the schedule this objective's no-flag results were measured on: warm-up, then a "
-                           "constant rate halved at each evaluation without progress")
+    lr_scheduler, lr_scheduler_reason = MEASURED_ON_PLATEAU
     # Sampling temperature by base size. Measured on SmolLM2-135M (bench/rl_signal.py, pick task, 12 prompts x 8
     # answers): at 1.0 the mean reward was 0.031 with 33% of groups scoring unequally (the only ones that teach),
     # at 0.7 0.078 / 67%, at 0.5 0.115 / 75% (greedy: 0.208), and answers were half as long (16 vs 30 tokens),
