@@ -99,7 +99,9 @@ class TrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest are removed).")
     early_stopping_patience: int = Field(3, ge=0, description="Stop after N evaluations in a row where "
                                          "neither the validation loss nor the validation exact match improved (0 = "
-                                         "off). The best weights are what the run keeps.")
+                                         "off); if the rate is still above a fifth of its peak (not plateau), it "
+                                         "first decays to zero over N more evaluations' steps. The best weights "
+                                         "are what the run keeps.")
     seed: int = Field(42, description="Seeds data order, init and dropout; same seed + data = same run.")
     max_seq_len: int = Field(1024, ge=8, description="Longer examples are truncated (see `data check`).")
     packing: bool = Field(True, description="Pack each micro-batch into one row with per-example attention: "

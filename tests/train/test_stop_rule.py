@@ -21,21 +21,25 @@ PLATEAU = dict(lr_scheduler_type="plateau", per_device_train_batch_size=4, eval_
                seed=3, val_split=0.25, max_seq_len=64, save_total_limit=50)
 
 
-def _cfg(tiny_dir, tmp_path, out: str) -> TrainConfig:
+def _cfg(tiny_dir, tmp_path, out: str, **over) -> TrainConfig:
     data = tmp_path / "d.jsonl"
     if not data.exists():
         write_jsonl(data, arithmetic_rows(64))
-    return TrainConfig(base=str(tiny_dir), data=str(data), output=str(tmp_path / out), **PLATEAU)
+    return TrainConfig(base=str(tiny_dir), data=str(data), output=str(tmp_path / out), **{**PLATEAU, **over})
 
 
 def _rows(run) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _reference(tiny_dir, tmp_path_factory, name: str, **over):
+    tmp = tmp_path_factory.mktemp(name)
+    return train(_cfg(tiny_dir, tmp, "ref", **over), progress=False), tmp
+
+
 @pytest.fixture(scope="module")
 def plateau_run(tiny_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("plateau")
-    return train(_cfg(tiny_dir, tmp, "ref"), progress=False), tmp
+    return _reference(tiny_dir, tmp_path_factory, "plateau")
 
 
 def test_a_plateau_stops_the_run_keeps_the_best_steps_exact_weights_and_says_why(plateau_run):
@@ -212,3 +216,110 @@ def test_an_exact_tie_keeps_the_later_weights_but_is_not_progress():
     s.step = 60
     e = after_evaluation(s, -0.167 + 1e-6, patience=3, history=[], decay=0.5)  # worse, however slightly: not kept
     assert not e.improved and s.best_step == 45 and e.stop
+
+
+# --- annealing on stop: the patience used up at a high rate decays it to zero first --------------------------------
+
+def test_patience_used_up_with_anneal_steps_starts_a_decay_instead_of_stopping():
+    from tuneforge.train.early_stop import after_evaluation, anneal_done, anneal_factor, stop_reason
+
+    s = LoopState()
+    for step, loss in [(6, 1.0), (12, 1.1), (18, 1.2)]:
+        s.step = step
+        e = after_evaluation(s, loss, patience=2, history=[], anneal=12)
+    assert e.annealing and not e.stop and not s.stopped_early and (s.anneal_from, s.anneal_steps) == (18, 12)
+    assert [anneal_factor(s, k) for k in (17, 18, 24, 29, 30)] == pytest.approx([1, 1, 0.5, 1 / 12, 0])
+    s.step = 24
+    e = after_evaluation(s, 1.3, patience=2, history=[], anneal=12)  # still flat: the decay goes on
+    assert not e.stop and not e.annealing and s.anneal_from == 18 and not anneal_done(s)
+    s.step = 30
+    assert anneal_done(s)
+    s.stopped_early = True  # what the loop sets at the decay's end
+    assert stop_reason(s, total=72, patience=2, metric_name="exact match", planned="6 epochs") == (
+        "validation loss and exact match flat for 2 evaluations at step 18, then the learning rate decayed to zero "
+        "over 12 steps; best at step 6 of 72 planned (6 epochs)")
+    s2 = LoopState()
+    for step, loss in [(6, 1.0), (12, 1.1), (18, 1.2)]:  # anneal 0 (a decayed rate, or no steps left): stop
+        s2.step = step
+        e = after_evaluation(s2, loss, patience=2, history=[], anneal=0)
+    assert e.stop and s2.anneal_from is None and anneal_factor(s2, 40) == 1.0
+
+
+COSINE = dict(lr_scheduler_type="cosine", logging_steps=1)
+
+
+@pytest.fixture(scope="module")
+def cosine_run(tiny_dir, tmp_path_factory):
+    return _reference(tiny_dir, tmp_path_factory, "cosine", **COSINE)
+
+
+def test_a_cosine_run_stopped_by_validation_decays_its_rate_to_zero_then_ends(cosine_run):
+    run, _ = cosine_run
+    info = json.loads((run / "run.json").read_text())
+    rows = _rows(run)
+    reason = info["stop_reason"]
+    assert info["stopped_early"] and "then the learning rate decayed to zero over 4 steps" in reason, reason
+    start = int(reason.split(" at step ")[1].split(",")[0])
+    assert info["steps"] == start + 4 < 72  # the patience window: 2 evaluations x eval_steps 2
+    lr = {r["step"]: r["lr"] for r in rows if "lr" in r}
+    peak = lr[start]  # the rate when the patience ran out (cosine, still high)
+    assert peak > 0.2 * 0.1
+    # the rate of the steps after `start`: the cosine times 1, 3/4, 1/2, 1/4 (logged after each step: next step's)
+    cos = _cosine_factors(run)
+    assert [lr[start + k] / peak for k in range(1, 4)] == pytest.approx(
+        [cos(start + k) / cos(start) * f for k, f in zip(range(1, 4), [0.75, 0.5, 0.25])], rel=1e-6)
+    evals = [r["step"] for r in rows if "val_loss" in r]
+    assert evals[-1] == info["steps"]  # a last evaluation at the decay's end competes for the best weights
+    assert f"training stopped: {reason}" in (run / "README.md").read_text()
+
+
+def _cosine_factors(run):
+    """step -> the plain cosine factor of the run's schedule (its warm-up and 72 planned steps)."""
+    from tuneforge.run import read_config
+    from tuneforge.train.schedule import lr_factor, warmup_steps
+
+    warm = warmup_steps(TrainConfig(**read_config(run)), 72, 12)
+    return lambda step: lr_factor("cosine", step, warm, 72)
+
+
+def test_a_run_killed_during_the_decay_resumes_it_exactly(cosine_run, tiny_dir):
+    ref, tmp = cosine_run
+    ref_info = json.loads((ref / "run.json").read_text())
+    start = int(ref_info["stop_reason"].split(" at step ")[1].split(",")[0])
+
+    def crash(report):
+        if report.step == start + 3:
+            raise KeyboardInterrupt  # the checkpoint of step start + 2 holds the decay's state
+        return True
+
+    cfg = _cfg(tiny_dir, tmp, "killed", **COSINE)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, on_step=crash)
+    state = LoopState.from_json(json.loads((tmp / "killed" / "checkpoints" / f"step-{start + 2}" / "state.json")
+                                           .read_text()))
+    assert (state.anneal_from, state.anneal_steps) == (start, 4)
+    run = train(cfg, resume=True, progress=False)
+    info = json.loads((run / "run.json").read_text())
+    for k in ("steps", "best_step", "stop_reason", "stopped_early"):
+        assert info[k] == ref_info[k], k
+    assert [r["loss"] for r in _rows(run) if "loss" in r] == [r["loss"] for r in _rows(ref) if "loss" in r]
+
+
+def test_the_decays_last_evaluation_is_kept_unless_an_earlier_one_beat_it_beyond_noise():
+    from tuneforge.train.early_stop import IMPROVEMENT, after_evaluation
+
+    def run(last_loss, last_metric):
+        s = LoopState()
+        for step, loss in [(6, 1e-4), (12, 2e-4), (18, 2e-4), (24, 2e-4)]:  # best at 6; patience 3 used up at 24
+            s.step = step
+            after_evaluation(s, loss, metric=1.0, patience=3, history=[], anneal=6)
+        assert (s.anneal_from, s.best_step) == (24, 6)
+        s.step = 30  # the decay's end
+        return after_evaluation(s, last_loss, metric=last_metric, patience=3, history=[], anneal=6), s
+
+    e, s = run(1e-4 + IMPROVEMENT / 2, 1.0)  # same metric, loss within noise of the best: the annealed end wins
+    assert e.improved and s.best_step == 30
+    e, s = run(1e-4 + 2 * IMPROVEMENT, 1.0)  # clearly worse loss: the earlier weights stay
+    assert not e.improved and s.best_step == 6
+    e, s = run(0.0, 0.95)  # a lower metric: the earlier weights stay
+    assert not e.improved and s.best_step == 6

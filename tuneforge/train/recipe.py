@@ -36,7 +36,7 @@ from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
 from tuneforge.train.objectives import Prepared  # noqa: F401 - recipe.Prepared is public
-from tuneforge.train.early_stop import LoopState, after_evaluation, stop_reason
+from tuneforge.train.early_stop import LoopState, after_evaluation, anneal_done, anneal_factor, stop_reason
 from tuneforge.train.packing import packed_attention
 from tuneforge.train.schedule import make_scheduler, refresh
 from tuneforge.train.trackers import check_available as check_trackers
@@ -44,6 +44,7 @@ from tuneforge.train.trackers import open_trackers
 
 SMALL_DATA = 1000  # the guide's rule of thumb for the examples a fine-tune needs
 PLATEAU_DECAY = 0.5  # the plateau schedule's factor per evaluation without progress
+ANNEAL_ABOVE = 0.2  # patience used up at a rate above this share of the peak (not plateau): decay to zero first
 
 
 @dataclass
@@ -349,7 +350,8 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     # module(batch) -> (loss sum, metric sums) through the objective (DDP/FSDP-aware; FSDP shards `model` in place)
     module, opt = ranks.wrap(model, lambda m: make_optimizer(m, cfg), objective)
     state = LoopState()
-    sched = make_scheduler(opt, cfg, total, steps_per_epoch, scale=lambda: state.lr_scale)  # reads the live state
+    sched = make_scheduler(opt, cfg, total, steps_per_epoch, scale=lambda: state.lr_scale,  # read the live state
+                           anneal=lambda step: anneal_factor(state, step))
     ckpt = _start_run_dir(p, out, resume, write=ranks.main)
     ranks.barrier()
     ckpt = ckpt or (checkpoint.latest(out / "checkpoints") if resume else None)
@@ -433,10 +435,12 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
             bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             run_loss, run_count, win_tok, win_t0 = torch.zeros(()), 0, 0, now
             run_metrics.clear()
-        if val_batches and (step % eval_every == 0 or step == total):
+        if val_batches and (step % eval_every == 0 or step == total or anneal_done(state)):
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
                      bar.write if ranks.main else None, objective=objective, sched=sched, plan=(total, planned),
-                     trainable_state=ranks.trainable_state)
+                     trainable_state=ranks.trainable_state, anneal=min(eval_every * cfg.early_stopping_patience,
+                                                                       total - step))
+            state.stopped_early = state.stopped_early or anneal_done(state)
         if step % save_every == 0 and step < total and not state.stopped_early:
             saved = save_checkpoint(step)
         if on_step is not None:  # every process asks the same question: only the main one runs on_step
@@ -463,18 +467,23 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
 def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
              history: list[dict], log, write, objective: objectives.Objective, *, sched=None,
-             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state) -> None:
+             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state, anneal: int = 0) -> None:
     """One validation pass: log val loss and the objective's other validation metrics, keep the best weights
     in out/best, warn once on overfitting, lower the rate of a plateau schedule (`sched`) when neither the loss
     nor the objective's `val_metric` (SFT: the validation exact match, train/validation.py) improved, and set
-    state.stopped_early when the patience is used up. `write` prints beside the progress bar; None on ranks other
-    than 0, which compute the same val loss (so all stop together) but write nothing. `trainable_state(model)` gives
-    the weights to keep as best: every rank calls it (under FSDP it gathers the shards to rank 0)."""
+    state.stopped_early when the patience is used up — or, on a schedule other than plateau whose rate is still at
+    least ANNEAL_ABOVE of its peak with `anneal` steps left, start the decay to zero over them (early_stop's
+    "annealing on stop"; the loop ends the run at its last step). `write` prints beside the progress bar; None on
+    ranks other than 0, which compute the same val loss (so all stop together) but write nothing.
+    `trainable_state(model)` gives the weights to keep as best: every rank calls it (under FSDP it gathers the shards to rank 0)."""
     rec = {"step": state.step, "epoch": epoch, **objective.validate(model, module, val_batches)}
     plateau = cfg.lr_scheduler_type == "plateau"
     metric = objective.val_metric if objective.val_metric in rec else None
+    # plateau already lowered the rate at each of those evaluations: it ends as it always did
+    high = not plateau and sched is not None and sched.get_last_lr()[0] >= ANNEAL_ABOVE * cfg.learning_rate
     ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec],
-                          metric=rec.get(metric) if metric else None, decay=PLATEAU_DECAY if plateau else None)
+                          metric=rec.get(metric) if metric else None, decay=PLATEAU_DECAY if plateau else None,
+                          anneal=anneal if high else 0)
     if ev.lr_changed and sched is not None:
         refresh(sched)
     log({**rec, "best_val_loss": state.best_val})
@@ -493,6 +502,10 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     for warning in (ev.warning, health):
         if warning:
             write(f"warning: {warning}", file=sys.stderr)
+    if ev.annealing:
+        write(f"validation flat for {cfg.early_stopping_patience} evaluations at a learning rate of "
+              f"{sched.get_last_lr()[0]:.3g}: decaying it to zero over the next {state.anneal_steps} steps, then "
+              "stopping (the best weights so far are kept if the decay does not beat them)", file=sys.stderr)
     if ev.stop:
         total, planned = plan
         write("early stopping: " + stop_reason(state, total=total, patience=cfg.early_stopping_patience,

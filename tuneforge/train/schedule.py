@@ -45,12 +45,14 @@ def lr_factor(kind: str, step: int, warm: int, total: int, scale: float = 1.0) -
 
 
 def make_scheduler(opt, cfg: TrainConfig, total: int, steps_per_epoch: int | None = None,
-                   scale: Callable[[], float] = lambda: 1.0):
-    """A LambdaLR over `lr_factor`; `scale()` is read at every step (the loop's LoopState.lr_scale), so a resumed
-    run, whose LoopState comes from the checkpoint, continues at the rate it had reached."""
+                   scale: Callable[[], float] = lambda: 1.0, anneal: Callable[[int], float] = lambda step: 1.0):
+    """A LambdaLR over `lr_factor` times `anneal(step)`; `scale()` and `anneal` are read at every step (the loop's
+    LoopState.lr_scale and its decay on stop, early_stop.anneal_factor), so a resumed run, whose LoopState comes
+    from the checkpoint, continues at the rate it had reached."""
     kind = cfg.lr_scheduler_type if cfg.lr_scheduler_type != "auto" else "linear"
     warm = warmup_steps(cfg, total, steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(kind, step, warm, total, scale()))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(kind, step, warm, total, scale()) * anneal(step))
 
 
 def refresh(sched) -> None:
