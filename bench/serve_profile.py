@@ -128,6 +128,13 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ps = prompts(a.prompts)
     clients = [int(c) for c in a.clients.split(",")]
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.serve.llamacpp_engine import resolve_target
+
+    try:  # say what is wrong with RUN here, not as a server that exited
+        resolve_target(str(a.run))
+    except TuneforgeError as e:
+        raise SystemExit(f"error: {e}")
     if a.in_process:
         in_process(a.run, ps, clients[0], a.max_tokens)
     else:

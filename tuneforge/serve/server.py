@@ -30,8 +30,8 @@ def choose_engine(target: str, *, lora_modules: list[str] | None = None, device:
                   llamacpp: bool | None = None) -> tuple[str, str]:
     """(engine, reason) for `--engine auto`, the default: llama.cpp for a run served on the CPU that has a GGUF
     export at least as new as its weights that passed verify, when llama-cpp-python is installed; else builtin,
-    with what would change it. The builtin engine is kept wherever llama.cpp would lose something: a GPU, several adapters
-    (--lora-modules), a classification run (its labels are scored, not generated). `llamacpp`: whether
+    with what would change it. The builtin engine is kept wherever llama.cpp would lose something: a GPU, several
+    adapters (--lora-modules), a classification run (its labels are scored, not generated). `llamacpp`: whether
     llama-cpp-python is importable (None: look)."""
     from tuneforge.run import is_run, read_json, read_run
     from tuneforge.serve.llamacpp_engine import INSTALL, available, run_export

@@ -475,7 +475,8 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     least ANNEAL_ABOVE of its peak with `anneal` steps left, start the decay to zero over them (early_stop's
     "annealing on stop"; the loop ends the run at its last step). `write` prints beside the progress bar; None on
     ranks other than 0, which compute the same val loss (so all stop together) but write nothing.
-    `trainable_state(model)` gives the weights to keep as best: every rank calls it (under FSDP it gathers the shards to rank 0)."""
+    `trainable_state(model)` gives the weights to keep as best: every rank calls it (under FSDP it gathers the
+    shards to rank 0)."""
     rec = {"step": state.step, "epoch": epoch, **objective.validate(model, module, val_batches)}
     plateau = cfg.lr_scheduler_type == "plateau"
     metric = objective.val_metric if objective.val_metric in rec else None
