@@ -223,12 +223,32 @@ def save_results(path: Path, results: dict, new_runs: dict) -> None:
         write_json(path, on_disk)
 
 
-def key(task: str, settings: dict, args, paths: dict, rest: str) -> str:
+def key(task: str, settings: dict, args, paths: dict, rest: str, seed: int | None = None) -> str:
     """Cache key: the data and the resolved settings (so a sweep run and a no-flag run that resolve alike share a
-    row: training is deterministic), plus the options that change a run and the unswept defaults."""
+    row: training is deterministic), plus the options that change a run and the unswept defaults; `seed` other
+    than the default one (None) is part of it too."""
     ident = {"task": task, "data": data_hash(paths), "settings": normal(settings), "base": args.base,
-             "max_steps": args.max_steps, "rest": rest}
+             "max_steps": args.max_steps, "rest": rest, **({"seed": seed} if seed is not None else {})}
     return f"{task}/" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def by_seed(rows: list[dict]) -> list[dict]:
+    """One row per (task, run name): the mean over its seeds of the metric, time and steps, with the per-seed
+    metrics in "values". With validation sets of 15-20 rows and 60-300 test rows one run per setting moves by
+    several points with the seed alone (bench/RESULTS.md), so the table and the check compare seed means."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["name"]), []).append(r)
+    out = []
+    for rs in groups.values():
+        mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("value", "train_seconds", "steps")}
+        cpu = [r["train_cpu_s"] for r in rs if "train_cpu_s" in r]
+        ep = [r["epochs_ran"] for r in rs if isinstance(r.get("epochs_ran"), (int, float))]
+        out.append({**rs[0], **mean, "values": [r["value"] for r in rs], "seeds": [r.get("seed") for r in rs],
+                    "train_cpu_s": sum(cpu) / len(cpu) if cpu else float("nan"),
+                    "epochs_ran": round(sum(ep) / len(ep), 2) if ep else "?",
+                    "stop_reason": " | ".join(str(r.get("stop_reason")) for r in rs)})
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -252,10 +272,16 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['name']}{alias} | {c['learning_rate']:g} | {r.get('lr_scheduler_type', '?')} | "
                          f"{_targets(c['target_modules'])} | {c['lora_r']} | "
                          f"{c['per_device_train_batch_size']} | {c['num_train_epochs']:g} | {r.get('epochs_ran', '?')} | "
-                         f"{r['steps']} | "
-                         f"{r['train_seconds']:.0f} | {r.get('train_cpu_s', float('nan')):.0f} | {r['value']:.3f} | {of} | "
+                         f"{r['steps']:.0f} | "
+                         f"{r['train_seconds']:.0f} | {r.get('train_cpu_s', float('nan')):.0f} | {_value(r)} | {of} | "
                          f"{r['train_seconds'] / max(best['train_seconds'], 1e-9):.2f}x |")
     return "\n".join(lines)
+
+
+def _value(r: dict) -> str:
+    """The metric; over several seeds "mean (each seed's)"."""
+    vs = r.get("values", [r["value"]])
+    return f"{r['value']:.3f}" + (f" ({', '.join(f'{v:.2f}' for v in vs)})" if len(vs) > 1 else "")
 
 
 def cannot_change_the_check(flags: dict, resolved: dict, defaults_row: dict | None) -> bool:
@@ -286,7 +312,7 @@ def acceptance(rows: list[dict]) -> list[str]:
         tr = d["train_seconds"] / max(best["train_seconds"], 1e-9)
         cpu = d.get("train_cpu_s", float("nan")) / max(best.get("train_cpu_s", float("nan")), 1e-9)
         ok = q >= QUALITY
-        out.append(f"{task}: defaults {d['value']:.3f} = {q:.0%} of best ({best['name']}: {best['value']:.3f}), "
+        out.append(f"{task}: defaults {_value(d)} = {q:.0%} of best ({best['name']}: {_value(best)}), "
                    f"ran {d.get('epochs_ran', '?')} epochs ({d.get('stop_reason')}), time {tr:.2f}x best's "
                    f"(cpu {cpu:.2f}x){' (over 2x)' if tr > TIME else ''} -> {'PASS' if ok else 'FAIL'} "
                    f"({len(rs) - 1} swept runs)")
@@ -309,6 +335,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Keep the run directories under --workdir.")
     ap.add_argument("--full", action="store_true", help="The whole grid (every value of every factor: about 2 h on "
                     "2 cores) instead of the default sweep (%s)." % ", ".join(CORE))
+    ap.add_argument("--seeds", type=int, default=1, help="Run every setting with N seeds (the default seed, then "
+                    "+1, +2...); the table and the check use the mean over them (default 1).")
     ap.add_argument("--table", action="store_true", help="Print the tables from the results file and exit.")
     ap.add_argument("--no-defaults", action="store_true", help="Only the swept runs (run the defaults in another "
                     "process at the same time).")
@@ -331,6 +359,9 @@ def main() -> None:
         from tuneforge.cli import quiet_libraries
 
         quiet_libraries()
+    from tuneforge.config import TrainConfig
+
+    seeds = [TrainConfig().seed + i for i in range(max(1, args.seeds))]
     t_start = time.perf_counter()
     for task in tasks:
         paths = write(task, args.workdir / "data" / task.name, args.n_train or None, args.n_test or None)
@@ -343,24 +374,29 @@ def main() -> None:
         if args.no_defaults:  # another process measures them (the results file is shared under a lock)
             plan.pop("defaults")
         sizes = [sum(1 for _ in open(paths[s])) for s in ("train", "test")]
-        for name, (flags, settings) in plan.items():
-            k = key(task.name, settings, args, paths, rest)
+        runs = [(name, flags, settings, seed) for seed in seeds for name, (flags, settings) in plan.items()]
+        for name, flags, settings, seed in runs:
+            s_key = None if seed == seeds[0] else seed  # the default seed's rows keep their keys (and cache)
+            flags = flags if s_key is None else {**flags, "seed": seed}
+            k = key(task.name, settings, args, paths, rest, s_key)
             row = results["runs"].get(k)
             stale = row is not None and ([row.get("n_train"), row.get("n_test")] != sizes
                                          or row.get("data") != data_hash(paths))
             if stale:  # measured on other data (an old row filed under this data's key): not this task's row
                 del results["runs"][k]
-            d_row = results["runs"].get(key(task.name, resolved, args, paths, rest))
+            d_row = results["runs"].get(key(task.name, resolved, args, paths, rest, s_key))
             if k not in results["runs"] and name != "defaults" and cannot_change_the_check(settings, resolved, d_row):
                 print(f"{task.name}: {name} skipped: the defaults already score {d_row['metric']} 1.0 and this run "
                       "costs at least as much, so it cannot change the check", file=sys.stderr)
                 continue
             if k not in results["runs"] and not args.table:
-                print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: {name}", file=sys.stderr, flush=True)
+                print(f"[{time.perf_counter() - t_start:6.0f}s] {task.name}: {name}"
+                      + (f" (seed {seed})" if s_key is not None else ""), file=sys.stderr, flush=True)
                 results["runs"][k] = run_one(task, name, flags, paths, args.workdir, args)
                 save_results(results_path, results, {k: results["runs"][k]})
             if k in results["runs"]:
-                wanted.append({**results["runs"][k], "name": name})
+                wanted.append({**results["runs"][k], "name": name, "seed": seed})
+    wanted = by_seed(wanted)
     print(table(wanted))
     print()
     for line in acceptance(wanted):

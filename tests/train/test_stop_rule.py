@@ -323,3 +323,102 @@ def test_the_decays_last_evaluation_is_kept_unless_an_earlier_one_beat_it_beyond
     assert not e.improved and s.best_step == 6
     e, s = run(0.0, 0.95)  # a lower metric: the earlier weights stay
     assert not e.improved and s.best_step == 6
+
+
+# --- settling: a validation metric at its maximum ends a validation-decided run at 3 epochs -------------------------
+
+def test_a_metric_at_its_maximum_twice_in_a_row_starts_the_settling_decay():
+    from tuneforge.train.early_stop import after_evaluation, anneal_done, stop_reason
+
+    s = LoopState()
+    for step, loss, metric in [(6, 1.0, 0.5), (12, 0.5, 1.0), (18, 0.4, 0.9), (24, 0.3, 1.0)]:
+        s.step = step  # 1.0 once, then a drop: not saturated
+        e = after_evaluation(s, loss, metric=metric, patience=3, history=[], anneal=6, settle=30)
+        assert not e.annealing and s.anneal_from is None
+    s.step = 30
+    e = after_evaluation(s, 0.2, metric=1.0, patience=3, history=[], anneal=6, settle=30)
+    assert e.annealing and (s.anneal_from, s.anneal_steps, s.anneal_why) == (30, 30, "saturated")
+    s.step = 60
+    assert anneal_done(s)
+    s.stopped_early = True
+    assert stop_reason(s, total=138, patience=3, metric_name="exact match", planned="6 epochs") == (
+        "validation exact match at its maximum for 2 evaluations at step 30 (nothing left for validation to "
+        "measure), then the learning rate decayed to zero over 30 steps; best at step 30 of 138 planned (6 epochs)")
+    off = LoopState()  # settle 0 (epochs given, or the plateau schedule): the rule is off
+    for step in (6, 12, 18):
+        off.step = step
+        e = after_evaluation(off, 1.0 / step, metric=1.0, patience=3, history=[], anneal=6, settle=0)
+    assert off.anneal_from is None and not e.annealing
+
+
+SATURATES = dict(method="full", learning_rate=0.01, lr_scheduler_type="cosine", per_device_train_batch_size=4,
+                 eval_steps=2, early_stopping_patience=2, seed=3, val_split=0.25, max_seq_len=64, logging_steps=1,
+                 save_total_limit=50)
+
+
+def _saturating(tiny_dir, tmp_path, out: str, **over) -> TrainConfig:
+    """One answer for every prompt: the tiny model answers all 12 validation rows right within 12 steps."""
+    data = tmp_path / "same.jsonl"
+    if not data.exists():
+        write_jsonl(data, [{"prompt": f"add {i} and {i}", "completion": "7"} for i in range(48)])
+    return TrainConfig(base=str(tiny_dir), data=str(data), output=str(tmp_path / out), **{**SATURATES, **over})
+
+
+@pytest.fixture(scope="module")
+def settled_run(tiny_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("settle")
+    return train(_saturating(tiny_dir, tmp, "ref"), progress=False), tmp
+
+
+def test_a_saturated_validation_set_ends_an_auto_length_run_at_three_epochs(settled_run):
+    run, _ = settled_run
+    info = json.loads((run / "run.json").read_text())
+    evals = [r for r in _rows(run) if "val_loss" in r]
+    first = next(i for i, r in enumerate(evals) if r["val_exact_match"] == 1.0)
+    start = evals[first + 1]["step"]  # the second evaluation in a row at 1.0
+    assert evals[first + 1]["val_exact_match"] == 1.0
+    steps_per_epoch = 9  # 36 training rows, batch 4
+    assert info["steps"] == 3 * steps_per_epoch < 61  # 6.67 epochs planned (at least 60 steps on a small set)
+    assert info["stop_reason"] == (
+        f"validation exact match at its maximum for 2 evaluations at step {start} (nothing left for validation to "
+        f"measure), then the learning rate decayed to zero over {27 - start} steps; best at step 27 of 61 planned "
+        "(6.67 epochs)")
+    assert evals[-1]["step"] == 27 and info["best_step"] == 27
+    lr = {r["step"]: r["lr"] for r in _rows(run) if "lr" in r}
+    assert lr[26] > 0 and lr[27] == 0  # decayed to zero at the end
+    # from the saturation on, the rate is a run without validation's (3 epochs, linear to zero at step 27, its own
+    # warm-up 3 steps), decaying with the cosine (61 steps planned, warm-up 7): logged after a step = the next one's
+    from tuneforge.train.schedule import lr_factor
+
+    def cos(k):
+        return lr_factor("cosine", k, 7, 61)
+
+    n = 27 - start
+    assert lr[start + 1] == pytest.approx(0.01 * lr_factor("linear", start, 3, 27) * cos(start + 1) / cos(start)
+                                          * (1 - 1 / n), rel=1e-6)
+    assert lr[start + 1] < 0.6 * lr[start - 1]  # a drop (to the 3-epoch run's rate), not the cosine's slow slide
+    assert f"training stopped: {info['stop_reason']}" in (run / "README.md").read_text()
+
+
+def test_given_epochs_are_not_shortened_by_a_saturated_validation_set(tiny_dir, tmp_path):
+    run = train(_saturating(tiny_dir, tmp_path, "given", num_train_epochs=5), progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["steps"] > 27 and "at its maximum" not in info["stop_reason"], info["stop_reason"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_into_the_same_settling(settled_run, tiny_dir):
+    ref, tmp = settled_run
+
+    def crash(report):
+        if report.step == 1:  # before the first checkpoint (step 2): --resume starts over from the saved config
+            raise KeyboardInterrupt
+        return True
+
+    cfg = _saturating(tiny_dir, tmp, "killed")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, on_step=crash)
+    assert not (tmp / "killed" / "checkpoints").exists() or not any((tmp / "killed" / "checkpoints").iterdir())
+    run = train(cfg, resume=True, progress=False)
+    info, ref_info = json.loads((run / "run.json").read_text()), json.loads((ref / "run.json").read_text())
+    for k in ("steps", "best_step", "stop_reason"):
+        assert info[k] == ref_info[k], k
