@@ -335,6 +335,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Keep the run directories under --workdir.")
     ap.add_argument("--full", action="store_true", help="The whole grid (every value of every factor: about 2 h on "
                     "2 cores) instead of the default sweep (%s)." % ", ".join(CORE))
+    ap.add_argument("--configs", default="", help="Comma list of run names to measure (e.g. 'defaults,epochs "
+                    "x0.5,lr 0.001'); default: every run of the chosen factors.")
     ap.add_argument("--seeds", type=int, default=1, help="Run every setting with N seeds (the default seed, then "
                     "+1, +2...); the table and the check use the mean over them (default 1).")
     ap.add_argument("--table", action="store_true", help="Print the tables from the results file and exit.")
@@ -373,6 +375,8 @@ def main() -> None:
         plan = {"defaults": ({}, resolved), **{n: (f, f) for n, f in sweep(resolved, factors, args.full or args.quick).items()}}
         if args.no_defaults:  # another process measures them (the results file is shared under a lock)
             plan.pop("defaults")
+        if args.configs:
+            plan = {n: v for n, v in plan.items() if n in args.configs.split(",")}
         sizes = [sum(1 for _ in open(paths[s])) for s in ("train", "test")]
         runs = [(name, flags, settings, seed) for seed in seeds for name, (flags, settings) in plan.items()]
         for name, flags, settings, seed in runs:

@@ -517,9 +517,9 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
             write(f"warning: {warning}", file=sys.stderr)
     if ev.annealing and state.anneal_why == "saturated":
         write(f"validation {_metric_name(objective, [rec])} at its maximum for {SATURATED_EVALS} evaluations: it "
-              f"can no longer measure progress, so the run ends as one without validation would (by step "
-              f"{state.anneal_from + state.anneal_steps}): decaying the learning rate to zero over the next "
-              f"{state.anneal_steps} steps, then stopping", file=sys.stderr)
+              f"can no longer measure progress, so the run continues as one without validation would (3 "
+              f"epochs, linear): learning rate {sched.get_last_lr()[0]:.3g}, decaying to zero by step "
+              f"{state.anneal_from + state.anneal_steps}, then stopping", file=sys.stderr)
     elif ev.annealing:
         write(f"validation flat for {cfg.early_stopping_patience} evaluations at a learning rate of "
               f"{sched.get_last_lr()[0]:.3g}: decaying it to zero over the next {state.anneal_steps} steps, then "

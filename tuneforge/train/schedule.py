@@ -1,10 +1,12 @@
 """The learning-rate schedule: a factor of the peak rate per optimizer step.
 
-linear / cosine decay to zero at the planned last step; constant keeps the peak. plateau (what `auto` picks when
-validation decides the length, see train/auto.py) is warm-up, then the peak times `LoopState.lr_scale`, which
-early_stop.after_evaluation halves at each evaluation without progress: the rate falls when learning stalls, not
-at a step count the run may never reach. Its warm-up counts against the first WARMUP_HORIZON_EPOCHS passes
-rather than the whole cap, so a generous cap does not mean a long warm-up.
+linear / cosine decay to zero at the planned last step (cosine is what `auto` picks when validation decides the
+length, see train/auto.py); constant keeps the peak. plateau (DPO's and GRPO's) is warm-up, then the peak times
+`LoopState.lr_scale`, which early_stop.after_evaluation halves at each evaluation without progress: the rate
+falls when learning stalls, not at a step count the run may never reach. Its warm-up counts against the first
+WARMUP_HORIZON_EPOCHS passes rather than the whole cap, so a generous cap does not mean a long warm-up. Every
+schedule is multiplied by early_stop.anneal_factor: 1 until validation starts a decay to zero (patience used up
+at a high rate, or a saturated metric), then that decay.
 
 Measured on the defaults bench (bench/RESULTS.md, "Defaults, issue 23"): see the README's defaults section.
 """
