@@ -20,7 +20,8 @@ check is: defaults reach >= 95% of the best metric. Time is reported, not gated;
 Run:   python bench/defaults.py                     # defaults + CORE sweep, ~40 min (cached: a rerun continues)
        python bench/defaults.py --full              # the whole grid, ~2 h
        python bench/defaults.py --quick             # plumbing check: tiny subsets, 2 steps per run
-       python bench/defaults.py --tasks parity,dates --factors learning_rate,target_modules
+       python bench/defaults.py --tasks sentiment,dates --factors learning_rate,target_modules
+       python bench/defaults.py --tasks routing --configs "defaults,epochs x0.5" --seeds 3   # means over 3 seeds
 Results: --results FILE (default bench/defaults_results.json; --quick: /tmp/...-quick.json), one entry per
 (task, settings); delete an entry (or the file) to re-measure it. `--table` prints the tables from the cache only.
 """

@@ -66,9 +66,7 @@ class TrainConfig(BaseModel):
     num_train_epochs: Union[PositiveFloat, Literal["auto"]] = Field(
         AUTO, description="Passes over the data. auto (default): 6; a cap that validation stops within (early "
         "stopping keeps the best weights); small sets get more, to reach at least 60 optimizer steps (at most 10 "
-        "epochs); large sets fewer, to see about 50,000 examples (at least 1); without a validation set, 3. Once "
-        "the validation exact match is 1.0 at 2 evaluations in a row, validation cannot measure more, so the run "
-        "continues as one without validation would (3 epochs, linear to zero) and ends there. "
+        "epochs); large sets fewer, to see about 50,000 examples (at least 1); without a validation set, 3. "
         "objective grpo: one pass over the prompts (each visit samples a fresh group; at least 60 steps). Printed "
         "with the reason.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")

@@ -22,16 +22,6 @@ decay is what warm-up/stable/decay schedules do where a run ends, and it is chea
 pass). On routing (4 labels, 20 validation rows saturated at accuracy 1.0 by step 18), stopping at the cosine's
 peak kept step 30 and scored 0.870 held out; with the decay it keeps step 66 and scores 0.920 (the fixed 3-epoch
 linear run, whose rate was already low mid-run, 1.000: bench/RESULTS.md).
-
-Settling on a saturated validation set (issue 23): once the validation metric is at its maximum (exact match
-1.0) at SATURATED_EVALS evaluations in a row, validation can no longer tell whether training still helps — the
-loss then moves in its 4th decimal either way — so a run whose length validation was to decide (`settle` > 0:
-epochs "auto") continues as a run without validation would: its rate drops to that run's (the guide's 3 epochs,
-linear to zero: `settle_level` of the current rate, never above it) and decays to zero at that run's end (at
-least the patience window away), then the same last evaluation decides what is kept. Small validation
-sets saturate early on easy classification (routing's 20 rows by step 12–18), and what the cosine to the epoch
-cap did after that — two more passes near its peak rate — cost held-out accuracy on unseen phrasings; the fixed
-3-epoch decay at the same rate kept it. Runs that never saturate (clock, numwords) are not affected.
 """
 
 from __future__ import annotations
@@ -39,8 +29,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 IMPROVEMENT = 1e-4  # a val loss must beat the best by this much to count as better (noise in the 4th decimal)
-SATURATED_EVALS = 2  # the metric at its maximum this many evaluations in a row: validation has nothing left to say
-TOP = 1.0 - 1e-9  # the maximum of the validation metric (an exact-match or accuracy share)
 
 
 @dataclass
@@ -62,10 +50,6 @@ class LoopState:
     stop_reason: str | None = None  # why the loop ended (run.json, model card), set when it does
     anneal_from: int | None = None  # the step after which the rate decays to zero (patience used up at a high rate)
     anneal_steps: int = 0  # ... over this many steps; the run ends at anneal_from + anneal_steps
-    anneal_level: float = 1.0  # the decay starts from this share of the rate (settling: the 3-epoch run's rate)
-    anneal_why: str | None = None  # "flat" (patience used up) or "saturated" (the metric stayed at its maximum)
-    top_evals: int = 0  # evaluations in a row with the validation metric at its maximum
-    settle_at: int | None = None  # a saturated run ends by this step (3 epochs); None: the length was given
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,19 +73,16 @@ class Evaluation:
     warning: str | None  # an overfitting warning, given once per run
     progress: bool = True  # the loss or the metric beat its best (patience starts again)
     lr_changed: bool = False  # the plateau schedule lowered the rate
-    annealing: bool = False  # the rate now decays to zero (state.anneal_why says why)
+    annealing: bool = False  # the patience was used up: the rate now decays to zero over `anneal` steps
 
 
 def after_evaluation(state: LoopState, val_loss: float, *, patience: int, history: list[dict],
-                     metric: float | None = None, decay: float | None = None, anneal: int = 0,
-                     settle: int = 0, settle_level: float = 1.0) -> Evaluation:
+                     metric: float | None = None, decay: float | None = None, anneal: int = 0) -> Evaluation:
     """Update `state` with a new validation loss (and exact match, when measured). `history` holds the metrics
     rows logged so far, this evaluation included (for the overfitting signal). `decay`: the plateau schedule's
     factor, applied to state.lr_scale at each evaluation without progress (None: another schedule). `anneal`:
     steps to decay the rate over when the patience is used up (0: stop at once; see the module docstring); once
-    annealing, the patience no longer stops the run, the end of the decay does (`anneal_done`). `settle`: steps
-    to decay over when the metric is saturated (0: the rule is off; see the module docstring), starting from
-    `settle_level` times the current rate."""
+    annealing, the patience no longer stops the run, the end of the decay does (`anneal_done`)."""
     first = state.best_step is None
     loss_better = state.best_val is None or val_loss < state.best_val - IMPROVEMENT
     metric_better = metric is not None and (state.best_metric is None or metric > state.best_metric)
@@ -136,24 +117,19 @@ def after_evaluation(state: LoopState, val_loss: float, *, patience: int, histor
         warning = overfitting_signal(history)
         state.warned_overfitting = warning is not None
     used_up = bool(patience) and state.bad_evals >= patience
-    if metric is not None:
-        state.top_evals = state.top_evals + 1 if metric >= TOP else 0
     annealing = False
-    if state.anneal_from is None and settle > 0 and state.top_evals >= SATURATED_EVALS:
-        state.anneal_from, state.anneal_steps, state.anneal_why, annealing = state.step, settle, "saturated", True
-        state.anneal_level = min(1.0, settle_level)
-    elif used_up and state.anneal_from is None and anneal > 0:
-        state.anneal_from, state.anneal_steps, state.anneal_why, annealing = state.step, anneal, "flat", True
+    if used_up and state.anneal_from is None and anneal > 0:
+        state.anneal_from, state.anneal_steps, annealing = state.step, anneal, True
     state.stopped_early = used_up and state.anneal_from is None
     return Evaluation(val_loss, improved, state.stopped_early, warning, progress, lr_changed, annealing)
 
 
 def anneal_factor(state: LoopState, step: int) -> float:
     """The decay's multiplier of the rate for the optimizer step after `step` steps: 1 until annealing starts,
-    then linearly from anneal_level down to anneal_level/anneal_steps at its last step."""
+    then linearly down to 1/anneal_steps at its last step."""
     if state.anneal_from is None or step < state.anneal_from:
         return 1.0
-    return state.anneal_level * max(0.0, 1 - (step - state.anneal_from) / max(1, state.anneal_steps))
+    return max(0.0, 1 - (step - state.anneal_from) / max(1, state.anneal_steps))
 
 
 def anneal_done(state: LoopState) -> bool:
@@ -169,10 +145,8 @@ def stop_reason(state: LoopState, *, total: int, patience: int, metric_name: str
     best = f"best at step {state.best_step}" if state.best_step is not None else "no validation"
     plan = f"{total} planned" + (f" ({planned})" if planned else "")
     if state.anneal_from is not None and state.stopped_early:
-        why = (f"validation {metric_name or 'metric'} at its maximum for {SATURATED_EVALS} evaluations at step "
-               f"{state.anneal_from} (nothing left for validation to measure)" if state.anneal_why == "saturated"
-               else f"{what} flat for {patience} evaluations at step {state.anneal_from}")
-        return f"{why}, then the learning rate decayed to zero over {state.anneal_steps} steps; {best} of {plan}"
+        return (f"{what} flat for {patience} evaluations at step {state.anneal_from}, then the learning rate "
+                f"decayed to zero over {state.anneal_steps} steps; {best} of {plan}")
     if state.stopped_early:
         return f"{what} flat for {patience} evaluations; {best} of {plan}"
     if state.step >= total:

@@ -36,10 +36,9 @@ from tuneforge.run import (answer_budget, append_jsonl, file_sha256, model_card,
                            run_status, write_atomic_dir, write_atomic_text, write_json)
 from tuneforge.train import auto, checkpoint, distributed, lineage, objectives
 from tuneforge.train.objectives import Prepared  # noqa: F401 - recipe.Prepared is public
-from tuneforge.train.early_stop import (SATURATED_EVALS, LoopState, after_evaluation, anneal_done, anneal_factor,
-                                        stop_reason)
+from tuneforge.train.early_stop import LoopState, after_evaluation, anneal_done, anneal_factor, stop_reason
 from tuneforge.train.packing import packed_attention
-from tuneforge.train.schedule import lr_factor, make_scheduler, refresh, warmup_steps
+from tuneforge.train.schedule import make_scheduler, refresh
 from tuneforge.train.trackers import check_available as check_trackers
 from tuneforge.train.trackers import open_trackers
 
@@ -144,9 +143,6 @@ def prepare(cfg: TrainConfig, split: tuple[list, list] | None = None, *, weights
             **objective.data_info(train), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if labels:
         info["label_counts"] = {lab: sum(s.label == lab for s in train_s) for lab in labels}
-    if "num_train_epochs" in chosen and val and cfg.early_stopping_patience > 0:  # validation decides the length
-        # (early_stop's settling on a saturated metric applies only to such runs)
-        info["epochs_auto"] = True
     if key:
         info["plan_key"] = key
     return Prepared(cfg, base, model, train, val, info, labels, chosen, objective)
@@ -262,8 +258,6 @@ def _start_run_dir(p: Prepared, out: Path, resume: bool, write: bool = True) -> 
     `write` is False on ranks other than 0 (they only check and read)."""
     if resume:
         before = read_json(out / "data.json")
-        if before.get("epochs_auto"):  # the resumed config holds the resolved epochs: keep how they were chosen
-            p.data_info["epochs_auto"] = True
         now = {f["path"]: f["sha256"] for f in p.data_info["files"]}
         for f in before.get("files", []):
             if now.get(f["path"], f["sha256"]) != f["sha256"]:
@@ -372,8 +366,6 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
             write_atomic_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
         say(f"resumed {out} from step {state.step} of {total}")
     state.stopped_early = False
-    if ckpt is None and p.data_info.get("epochs_auto"):  # a checkpoint carries its own
-        state.settle_at = min(total, math.ceil(auto.NO_VAL_EPOCHS * steps_per_epoch))
     accum = cfg.gradient_accumulation_steps
     val_batches = objective.val_batches(p) if p.val else []
     planned = f"max_steps {cfg.max_steps}" if cfg.max_steps > 0 else f"{cfg.num_train_epochs:g} epochs"
@@ -410,7 +402,6 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
     run_loss, run_count, win_tok, win_t0 = torch.zeros(()), 0, 0, time.perf_counter()
     run_metrics: dict[str, float] = {}  # the objective's metric sums over the logging window
     memory = None  # every rank's parameter/gradient/optimizer bytes, measured after this launch's first step
-    window = eval_every * cfg.early_stopping_patience  # the steps a decay before the stop takes
     for step in range(state.step + 1, total + 1):
         t0, logged_before, saved = time.perf_counter(), len(history), None
         # every micro-batch of the step before the first forward pass (on-policy: all from the same weights)
@@ -447,8 +438,8 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
         if val_batches and (step % eval_every == 0 or step == total or anneal_done(state)):
             validate(model, module, val_batches, state, out, epoch, cfg, history, log,
                      bar.write if ranks.main else None, objective=objective, sched=sched, plan=(total, planned),
-                     trainable_state=ranks.trainable_state, anneal=min(window, total - step),
-                     settle=0 if state.settle_at is None else min(max(state.settle_at - step, window), total - step))
+                     trainable_state=ranks.trainable_state, anneal=min(eval_every * cfg.early_stopping_patience,
+                                                                       total - step))
             state.stopped_early = state.stopped_early or anneal_done(state)
         if step % save_every == 0 and step < total and not state.stopped_early:
             saved = save_checkpoint(step)
@@ -476,15 +467,13 @@ def _loop(p: Prepared, out: Path, ranks: distributed.Ranks, *, resume: bool, pro
 
 def validate(model, module, val_batches: list, state: LoopState, out: Path, epoch: float, cfg: TrainConfig,
              history: list[dict], log, write, objective: objectives.Objective, *, sched=None,
-             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state, anneal: int = 0,
-             settle: int = 0) -> None:
+             plan: tuple[int, str] = (0, ""), trainable_state=checkpoint.trainable_state, anneal: int = 0) -> None:
     """One validation pass: log val loss and the objective's other validation metrics, keep the best weights
     in out/best, warn once on overfitting, lower the rate of a plateau schedule (`sched`) when neither the loss
     nor the objective's `val_metric` (SFT: the validation exact match, train/validation.py) improved, and set
     state.stopped_early when the patience is used up — or, on a schedule other than plateau whose rate is still at
     least ANNEAL_ABOVE of its peak with `anneal` steps left, start the decay to zero over them (early_stop's
-    "annealing on stop"; the loop ends the run at its last step), or over `settle` steps once the metric is
-    saturated (early_stop's "settling"; 0 = off, as on the plateau schedule). `write` prints beside the progress bar; None on
+    "annealing on stop"; the loop ends the run at its last step). `write` prints beside the progress bar; None on
     ranks other than 0, which compute the same val loss (so all stop together) but write nothing.
     `trainable_state(model)` gives the weights to keep as best: every rank calls it (under FSDP it gathers the
     shards to rank 0)."""
@@ -495,9 +484,8 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     high = not plateau and sched is not None and sched.get_last_lr()[0] >= ANNEAL_ABOVE * cfg.learning_rate
     ev = after_evaluation(state, rec["val_loss"], patience=cfg.early_stopping_patience, history=[*history, rec],
                           metric=rec.get(metric) if metric else None, decay=PLATEAU_DECAY if plateau else None,
-                          anneal=anneal if high else 0, settle=0 if plateau or sched is None else settle,
-                          settle_level=_no_validation_level(cfg, state, settle, sched) if settle and sched else 1.0)
-    if (ev.lr_changed or ev.annealing) and sched is not None:  # the new rate applies from the next step
+                          anneal=anneal if high else 0)
+    if ev.lr_changed and sched is not None:
         refresh(sched)
     log({**rec, "best_val_loss": state.best_val})
     health = None if state.warned_health else objective.health(history)  # log() appended rec
@@ -515,12 +503,7 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
     for warning in (ev.warning, health):
         if warning:
             write(f"warning: {warning}", file=sys.stderr)
-    if ev.annealing and state.anneal_why == "saturated":
-        write(f"validation {_metric_name(objective, [rec])} at its maximum for {SATURATED_EVALS} evaluations: it "
-              f"can no longer measure progress, so the run continues as one without validation would (3 "
-              f"epochs, linear): learning rate {sched.get_last_lr()[0]:.3g}, decaying to zero by step "
-              f"{state.anneal_from + state.anneal_steps}, then stopping", file=sys.stderr)
-    elif ev.annealing:
+    if ev.annealing:
         write(f"validation flat for {cfg.early_stopping_patience} evaluations at a learning rate of "
               f"{sched.get_last_lr()[0]:.3g}: decaying it to zero over the next {state.anneal_steps} steps, then "
               "stopping (the best weights so far are kept if the decay does not beat them)", file=sys.stderr)
@@ -529,15 +512,6 @@ def validate(model, module, val_batches: list, state: LoopState, out: Path, epoc
         write("early stopping: " + stop_reason(state, total=total, patience=cfg.early_stopping_patience,
                                                 metric_name=_metric_name(objective, [rec]), planned=planned)
               + f"; keeping step {state.best_step}", file=sys.stderr)
-
-
-def _no_validation_level(cfg: TrainConfig, state: LoopState, settle: int, sched) -> float:
-    """The rate a run without validation (the guide's 3 epochs, linear to zero at state.settle_at, or at the end
-    of the `settle` steps when that is later) has at this step, as a share of this run's current rate: where
-    settling on a saturated metric starts its decay (early_stop)."""
-    end = state.step + settle
-    fixed = cfg.learning_rate * lr_factor("linear", state.step, warmup_steps(cfg, state.settle_at or end), end)
-    return min(1.0, fixed / max(sched.get_last_lr()[0], 1e-30))
 
 
 def _metric_name(objective: objectives.Objective, rows: list[dict]) -> str | None:

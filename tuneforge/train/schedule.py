@@ -6,7 +6,7 @@ length, see train/auto.py); constant keeps the peak. plateau (DPO's and GRPO's) 
 falls when learning stalls, not at a step count the run may never reach. Its warm-up counts against the first
 WARMUP_HORIZON_EPOCHS passes rather than the whole cap, so a generous cap does not mean a long warm-up. Every
 schedule is multiplied by early_stop.anneal_factor: 1 until validation starts a decay to zero (patience used up
-at a high rate, or a saturated metric), then that decay.
+at a high rate), then that decay.
 
 Measured on the defaults bench (bench/RESULTS.md, "Defaults, issue 23"): see the README's defaults section.
 """
