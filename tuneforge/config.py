@@ -76,9 +76,9 @@ class TrainConfig(BaseModel):
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step; loss is "
                                              "normalised by supervised tokens, so 2x4 equals 1x8 exactly.")
     learning_rate: Union[PositiveFloat, Literal["auto"]] = Field(
-        AUTO, description="Peak LR. auto (default): by method and base size: LoRA/QLoRA 4e-3 under 0.5B "
+        AUTO, description="Peak LR. auto (default): by method and base size: LoRA/QLoRA 2e-3 under 0.5B "
         "parameters, 5e-4 under 3B, 2e-4 under 20B, else 1e-4; full 5e-5 under 0.5B, 2e-5 under 3B, else 1e-5; "
-        "prompt tuning 0.03; objective dpo 1/80 of that, grpo 1/20. Printed with the reason. Too low: a small "
+        "prompt tuning 0.03; objective dpo 1/40 of that, grpo 1/10. Printed with the reason. Too low: a small "
         "set barely moves; too high: loss spikes.")
     learning_rate_multiplier: float = Field(
         1.0, gt=0, description="Scales the auto learning rate (the OpenAI jobs API's learning_rate_multiplier); "

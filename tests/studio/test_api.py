@@ -126,7 +126,7 @@ def test_defaults_say_what_a_job_would_choose_and_why(c, studio_base):
     d = r.json()
     v = d["values"]
     assert v["method"]["value"] == "lora" and "method auto" in v["method"]["reason"]
-    assert v["learning_rate"]["value"] == 4e-3 and "learning_rate 0.004 (auto)" in v["learning_rate"]["reason"]
+    assert v["learning_rate"]["value"] == 2e-3 and "learning_rate 0.002 (auto)" in v["learning_rate"]["reason"]
     assert v["n_epochs"]["value"] == 5 and "24 examples" in v["n_epochs"]["reason"]  # ceil(100 / 24)
     assert "num_train_epochs" in v["train_num_train_epochs"]["reason"]
     assert d["config"]["lora_r"] == 16 and "learning_rate" not in d["config"]
@@ -160,7 +160,7 @@ def test_the_whole_flow_over_http_alone(c, studio_base):
                                                 "messages": [{"role": "user", "content": "add 2 and 3"}]})
     assert chat.status_code == 200 and chat.json()["model"] == job["fine_tuned_model"]
     run = c.get(f"/v1/tuneforge/runs/{job['id']}").json()
-    assert run["id"] == job["id"] and run["config"]["learning_rate"] == pytest.approx(2 * 4e-3)
+    assert run["id"] == job["id"] and run["config"]["learning_rate"] == pytest.approx(2 * 2e-3)
     assert any("train_loss" in row or "loss" in row for row in run["metrics_rows"])
     assert job["id"] in {r["id"] for r in c.get("/v1/tuneforge/runs").json()["data"]}
     diff = c.get(f"/v1/tuneforge/runs/{job['id']}/compare/{job['id']}").json()

@@ -130,8 +130,8 @@ def test_the_whole_path_in_the_browser(studio_base, files, browser, tmp_path, ca
         # 2. Train: prefilled with reasons; validation as you type; launch with a changed learning rate
         drv.find_element("id", "to-train").click()
         wait(drv, lambda d: d.find_elements("id", "f-learning_rate"), 60, "the prefilled form")
-        assert drv.find_element("id", "f-learning_rate").get_attribute("value") == "0.004"
-        assert "learning_rate 0.004 (auto)" in text(drv, "train-main")
+        assert drv.find_element("id", "f-learning_rate").get_attribute("value") == "0.002"
+        assert "learning_rate 0.002 (auto)" in text(drv, "train-main")
         drv.find_element("css selector", "#train-all summary").click()
         set_field(drv, "f-lora_r", "0")
         wait(drv, lambda d: "greater than or equal to 1" in text(d, "err-lora_r"), 30, "the lora_r message")

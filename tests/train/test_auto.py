@@ -73,7 +73,7 @@ def test_learning_rate_steps_down_at_each_size_bound(method):
 
 def test_learning_rate_reason_names_the_method_and_the_base_size():
     assert auto.learning_rate("qlora", 135_000_000)[1] == (
-        "learning_rate 0.004 (auto): qlora on a 135M-parameter base (smaller bases take larger steps); "
+        "learning_rate 0.002 (auto): qlora on a 135M-parameter base (smaller bases take larger steps); "
         "--learning_rate to override")
     assert auto.learning_rate("full", 1_700_000_000)[1] == (
         "learning_rate 2e-05 (auto): full fine-tuning on a 1.7B-parameter base (every weight moves); "
@@ -105,7 +105,7 @@ def test_learning_rate_multiplier_scales_only_the_auto_rate():
 
 
 
-@pytest.mark.parametrize("objective,scale", [("dpo", 0.0125), ("grpo", 0.05)])
+@pytest.mark.parametrize("objective,scale", [("dpo", 0.025), ("grpo", 0.1)])
 def test_preference_and_rl_objectives_take_a_fraction_of_the_supervised_rate_and_say_why(objective, scale):
     sft, other = TrainConfig(method="lora"), TrainConfig(method="lora", objective=objective)
     auto.resolve(sft, n_train=200, n_params=135_000_000)
@@ -142,11 +142,11 @@ def test_train_prints_its_choices_and_saves_them_resolved_and_flags_win(tiny_dir
            "--per_device_train_batch_size", "18", "--eval_steps", "100")
     assert r.returncode == 0, r.stderr
     err = r.stderr
-    assert "method auto → lora" in err and "learning_rate 0.004 (auto)" in err
+    assert "method auto → lora" in err and "learning_rate 0.002 (auto)" in err
     assert "num_train_epochs" in err and "(auto)" in err and "small set" in err
     assert "warning: 40 examples is a small set" in err  # issue 16: small data is called out in train's output
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["method"] == "lora" and saved["learning_rate"] == 4e-3
+    assert saved["method"] == "lora" and saved["learning_rate"] == 2e-3
     n_train = json.loads((run / "data.json").read_text())["train_examples"]  # 40 less the validation hold-out
     assert saved["num_train_epochs"] == auto.epochs(n_train, 18, 1)[0]
     assert "auto" not in (saved["method"], saved["learning_rate"], saved["num_train_epochs"])

@@ -8,7 +8,7 @@ Hyperparameters are OpenAI's, each a number or "auto":
   count prompts (OpenAI's meaning; "auto" = 1), and the run's per_device_train_batch_size is that times
   num_generations (TRL's meaning: sampled answers).
 - `learning_rate_multiplier` multiplies the learning rate `tuneforge train` picks by itself (train/auto.py:
-  by method and base size, 4e-3 for LoRA on a base under 0.5B parameters); "auto" is 1.
+  by method and base size, 2e-3 for LoRA on a base under 0.5B parameters); "auto" is 1.
 
 tuneforge's own choices come in a `tuneforge` object in the request body (openai SDK:
 `extra_body={"tuneforge": {"method": "qlora", "lora_r": 8}}`): any `tuneforge train` config key (`tuneforge

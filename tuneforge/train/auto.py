@@ -21,7 +21,7 @@
 - `eval_steps` 0: EVALS_PER_EPOCH evaluations per pass, at least every MIN_EVAL_EVERY steps, so a stop after
   `early_stopping_patience` flat evaluations comes within about one pass of the best.
 - `learning_rate` from the method and the base model's size (the method's row: `methods.METHODS[m].learning_rates`,
-  e.g. LoRA/QLoRA 4e-3 under 0.5B parameters), times `learning_rate_multiplier` (1 unless a jobs-API request sets it).
+  e.g. LoRA/QLoRA 2e-3 under 0.5B parameters), times `learning_rate_multiplier` (1 unless a jobs-API request sets it).
 - `temperature` (objectives that sample while training: GRPO) from the base's size: the objective's table
   (`Objective.temperatures`: 0.5 under 0.5B parameters, else 1.0; evidence in bench/rl_signal.py).
 - `method` from the base's size and free memory: `methods.choose` (lora, else qlora).

@@ -241,9 +241,9 @@ class DPO(Objective):
     # Measured on SmolLM2-135M (bench/RESULTS.md, issue 22): at a supervised LoRA rate (1e-3) the pairs are
     # separated within 24 steps but the preferred answer's own likelihood collapses (held-out perplexity 11.6 →
     # 45,759, greedy answers degenerate); 5e-5 was healthy (11.6 → 3.56). Preference recipes train 10-100x below
-    # SFT (TRL's DPO default 1e-6 for full fine-tuning, LoRA recipes 5e-6..5e-5). 1/80 of LoRA's 4e-3 = 5e-5.
-    learning_rate_scale = 0.0125
-    learning_rate_scale_reason = ("1/80 of the supervised rate for preference training: at the supervised rate "
+    # SFT (TRL's DPO default 1e-6 for full fine-tuning, LoRA recipes 5e-6..5e-5). 1/40 of LoRA's 2e-3 = 5e-5.
+    learning_rate_scale = 0.025
+    learning_rate_scale_reason = ("1/40 of the supervised rate for preference training: at the supervised rate "
                                   "the preferred answers' own likelihood collapses")
     lr_scheduler, lr_scheduler_reason = MEASURED_ON_PLATEAU
     packing = True

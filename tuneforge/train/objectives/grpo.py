@@ -172,12 +172,12 @@ def token_logps(model, batch: dict, temperature: float) -> torch.Tensor:
 class GRPO(Objective):
     name = "grpo"
     count_key = "completions"
-    # A twentieth of the supervised rate (LoRA on a small base: 2e-4), 4x DPO's: each step learns from one prompt's
+    # A tenth of the supervised rate (LoRA on a small base: 2e-4), 4x DPO's: each step learns from one prompt's
     # freshly sampled group, and at DPO's 5e-5 a 40-step SmolLM2 run did not move the held-out grader score
     # (bench/RESULTS.md, issue 22). LoRA needs little capacity for RL and takes ~10x full fine-tuning's rate
     # ("LoRA Without Regret", Schulman et al. 2025); TRL's 1e-6 default is for full fine-tuning.
-    learning_rate_scale = 0.05
-    learning_rate_scale_reason = "1/20 of the supervised rate for reinforcement from a grader"
+    learning_rate_scale = 0.1
+    learning_rate_scale_reason = "1/10 of the supervised rate for reinforcement from a grader"
     # One pass over the prompts: every visit samples num_generations fresh answers, so a prompt is already seen
     # many ways per pass (the guide's 3-10 passes are for imitation data); validation still stops it sooner.
     cap_epochs = 1
