@@ -418,8 +418,8 @@ def main() -> None:
     for line in acceptance(wanted):
         print(line)
     if any(len(r["values"]) < 2 for r in wanted):
-        print("\nnote: rows of one seed: on routing the same settings scored 1.00 and 0.83 on two seeds (bench/RESULTS.md); "
-              "--seeds 3 for a check that holds")
+        print("\nnote: rows of one seed: on routing the same settings scored 1.00 and 0.83 on two seeds "
+              "(bench/RESULTS.md); --seeds 3 for a check that holds")
     if not args.table:
         print(f"\nwall time this invocation: {time.perf_counter() - t_start:.0f} s (cached runs are not re-run); "
               f"results: {results_path}")

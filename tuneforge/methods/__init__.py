@@ -65,8 +65,8 @@ LORA_KEYS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules")
 # LoRA/QLoRA peak learning rate by base size. Measured on SmolLM2-135M (bench/defaults.py, issue 23) with the auto
 # schedule (cosine to the epoch cap, validation stopping it, a decay before the stop; train/auto.py): 2e-3 beat
 # 4e-3 on routing on each of 3 seeds (mean accuracy 0.973 vs 0.900; 1e-3 0.933, 8e-3 0.820), on clock (exact
-# match 0.833 vs 0.733), sentiment (3 seeds: 0.987 vs 0.922) and numwords (0.967 vs 0.917). On the plateau schedule, earlier,
-# 4e-3 had won clock (2e-3 stopped too early there) — the cosine keeps 2e-3 near its peak long enough.
+# match 0.833 vs 0.733), sentiment (3 seeds: 0.987 vs 0.922) and numwords (0.967 vs 0.917). On the plateau
+# schedule, earlier, 4e-3 had won clock (2e-3 stopped too early there): the cosine keeps 2e-3 near its peak.
 # The larger rows follow common practice (QLoRA paper: 2e-4 for 7-13B, 1e-4 for 33-65B).
 LORA_LR = ((0.5e9, 2e-3), (3e9, 5e-4), (20e9, 2e-4), (math.inf, 1e-4))
 LORA_LR_REASON = "{method} on a {params}-parameter base (smaller bases take larger steps); --learning_rate to override"
