@@ -174,7 +174,9 @@ class Store:
                      **fields)
         with self.Session.begin() as s:
             s.add(row)
-        self.add_event(row.id, f"Created fine-tuning job: {row.id}")
+            s.flush()  # the job row first: its event's foreign key points at it
+            s.add(EventRow(id=new_id("ftevent"), job_id=row.id, created_at=_now(), level="info",
+                           message=f"Created fine-tuning job: {row.id}", type="message"))
         return row
 
     def get_job(self, job_id: str) -> JobRow | None:
@@ -192,16 +194,20 @@ class Store:
         with self.Session() as s:
             return list(s.scalars(select(JobRow).where(JobRow.status.in_(statuses)).order_by(JobRow.seq)))
 
-    def _set(self, job_id: str, where, **values) -> bool:
-        """The one way a job row changes: UPDATE ... WHERE id AND `where`; True when this call changed it."""
+    def _set(self, job_id: str, where, *, event: str | None = None, level: str = "info", **values) -> bool:
+        """The one way a job row changes: UPDATE ... WHERE id AND `where`; True when this call changed it.
+        `event` is written in the same transaction, only when the row changed: a client that sees the new
+        status also sees why (two transactions let a poller read `queued` before its event existed)."""
         with self.Session.begin() as s:
-            return s.execute(update(JobRow).where(JobRow.id == job_id, where).values(**values)).rowcount == 1
+            ok = s.execute(update(JobRow).where(JobRow.id == job_id, where).values(**values)).rowcount == 1
+            if ok and event is not None:
+                s.add(EventRow(id=new_id("ftevent"), job_id=job_id, created_at=_now(), level=level,
+                               message=event, type="message"))
+            return ok
 
     def validated(self, job_id: str, n_examples: int) -> bool:
-        ok = self._set(job_id, JobRow.status == VALIDATING, status=QUEUED, n_examples=n_examples)
-        if ok:
-            self.add_event(job_id, "Files validated, moving job to queued state")
-        return ok
+        return self._set(job_id, JobRow.status == VALIDATING, status=QUEUED, n_examples=n_examples,
+                         event="Files validated, moving job to queued state")
 
     def fail(self, job_id: str, code: str, message: str, param: str | None = None, *,
              worker_id: str | None = None, from_status: tuple[str, ...] = (VALIDATING, RUNNING)) -> bool:
@@ -209,32 +215,28 @@ class Store:
         where = JobRow.status.in_(from_status)
         if worker_id is not None:
             where = and_(where, JobRow.worker_id == worker_id)
-        ok = self._set(job_id, where, status=FAILED, finished_at=_now(), estimated_finish=None,
-                       error={"code": code, "message": message, "param": param}, worker_id=None,
-                       lease_expires_at=None)
-        if ok:
-            self.add_event(job_id, f"Fine-tuning job failed: {message}", level="error")
-        return ok
+        return self._set(job_id, where, status=FAILED, finished_at=_now(), estimated_finish=None,
+                         error={"code": code, "message": message, "param": param}, worker_id=None,
+                         lease_expires_at=None, event=f"Fine-tuning job failed: {message}", level="error")
 
     def cancel(self, job_id: str) -> JobRow:
         """Cancelled at once; a worker training it stops at its next step (it checks `control`)."""
         if not self._set(job_id, JobRow.status.in_(ACTIVE), status=CANCELLED, finished_at=_now(),
-                         estimated_finish=None):
+                         estimated_finish=None, event="Fine-tuning job cancelled"):
             raise self._invalid(job_id, "cancel")
-        self.add_event(job_id, "Fine-tuning job cancelled")
         return self.get_job(job_id)
 
     def pause(self, job_id: str) -> JobRow:
         """A running job's worker checkpoints at its next step and lets go; `resume` queues it again."""
-        if not self._set(job_id, JobRow.status == RUNNING, status=PAUSED, estimated_finish=None):
+        if not self._set(job_id, JobRow.status == RUNNING, status=PAUSED, estimated_finish=None,
+                         event="Fine-tuning job paused"):
             raise self._invalid(job_id, "pause")
-        self.add_event(job_id, "Fine-tuning job paused")
         return self.get_job(job_id)
 
     def resume(self, job_id: str) -> JobRow:
-        if not self._set(job_id, JobRow.status == PAUSED, status=QUEUED):
+        if not self._set(job_id, JobRow.status == PAUSED, status=QUEUED,
+                         event="Fine-tuning job resumed, moving job to queued state"):
             raise self._invalid(job_id, "resume")
-        self.add_event(job_id, "Fine-tuning job resumed, moving job to queued state")
         return self.get_job(job_id)
 
     def _invalid(self, job_id: str, action: str) -> Exception:
@@ -261,11 +263,10 @@ class Store:
                                  f"{restarts + 1} times; not restarting it again", from_status=(RUNNING,)):
                         continue
                 was = waiting if status == QUEUED else orphaned
+                takeover = (f"The previous worker stopped responding; {worker_id} takes the job over from its "
+                            "last checkpoint") if status == RUNNING else None
                 if self._set(job_id, was, status=RUNNING, worker_id=worker_id, lease_expires_at=now + lease_seconds,
-                             restarts=JobRow.restarts + int(status == RUNNING)):
-                    if status == RUNNING:
-                        self.add_event(job_id, f"The previous worker stopped responding; {worker_id} takes "
-                                       "the job over from its last checkpoint", level="warn")
+                             restarts=JobRow.restarts + int(status == RUNNING), event=takeover, level="warn"):
                     return self.get_job(job_id)
             # every candidate was taken by someone else meanwhile: look again
 
