@@ -90,6 +90,12 @@ def test_overfitting_signal_fires_on_u_shaped_val_loss_with_falling_train_loss()
     assert "step 30" in msg  # names where the best validation loss was
 
 
+def test_overfitting_advice_does_not_ask_to_enable_early_stopping_that_is_on():
+    msg = overfitting_signal(metrics_rows(u_shaped=True), early_stopping=True)
+    assert msg is not None and "enable early stopping" not in msg
+    assert "Early stopping is on" in msg and "more data" in msg and "step 30" in msg
+
+
 def test_overfitting_signal_silent_when_val_loss_keeps_falling():
     assert overfitting_signal(metrics_rows(u_shaped=False)) is None
 

@@ -320,7 +320,7 @@ def render_report(run_dir: str | Path) -> str:
     parts = [f"<h1>Run report: {_e(name)}</h1>",
              f'<p class="sub">{_e(run.config.get("method") or run.info.get("method"))} on '
              f'<code>{_e(run.config.get("base") or run.info.get("base"))}</code> &middot; <code>{_e(p)}</code></p>']
-    warning = overfitting_signal(rows)
+    warning = overfitting_signal(rows, early_stopping=bool(run.config.get("early_stopping_patience")))
     if warning:
         parts.append(f'<div class="warn" id="overfitting"><b>Warning.</b> {_e(warning)}</div>')
     parts += ["<h2>Summary</h2>", summary_html(run.config, run.info, data), "<h2>Training curves</h2>"]

@@ -114,7 +114,7 @@ def after_evaluation(state: LoopState, val_loss: float, *, patience: int, histor
             lr_changed = True
     warning = None
     if not state.warned_overfitting:
-        warning = overfitting_signal(history)
+        warning = overfitting_signal(history, early_stopping=bool(patience))
         state.warned_overfitting = warning is not None
     used_up = bool(patience) and state.bad_evals >= patience
     annealing = False
@@ -155,11 +155,12 @@ def stop_reason(state: LoopState, *, total: int, patience: int, metric_name: str
     return f"stopped at step {state.step}; {best} of {plan}"
 
 
-def overfitting_signal(metrics_rows: list[dict], min_rising: int = 2) -> str | None:
+def overfitting_signal(metrics_rows: list[dict], min_rising: int = 2, *, early_stopping: bool = False) -> str | None:
     """A warning when val loss rose at each of the last `min_rising` (>= 2) evaluations while train loss fell.
 
     One rise is often noise; consecutive rises with a still-falling train loss are the classic memorisation
     pattern, and the fix (stop earlier, regularise, add data) is cheap. Returns None when there is no signal.
+    With `early_stopping` (the run has it on) the advice does not tell the user to enable what is already on.
     """
     min_rising = max(2, min_rising)
     evals = sorted((r for r in metrics_rows if r.get("val_loss") is not None), key=lambda r: r["step"])
@@ -183,5 +184,9 @@ def overfitting_signal(metrics_rows: list[dict], min_rising: int = 2) -> str | N
             f"({start['val_loss']:.4f} at step {start['step']} -> {evals[-1]['val_loss']:.4f} at step "
             f"{evals[-1]['step']}) while training loss kept falling ({window[0]['loss']:.4f} -> "
             f"{window[-1]['loss']:.4f}). Best validation loss {best['val_loss']:.4f} at step {best['step']}"
-            f"{epochs}. Recommendation: enable early stopping (early_stopping_patience) or train fewer epochs; "
-            f"add more data, or regularise with more dropout (lora_dropout) or weight_decay.")
+            f"{epochs}. " + ("Early stopping is on: the run stops when validation stops improving and keeps the "
+                             "best weights; to overfit less, add more data, or regularise with more dropout "
+                             "(lora_dropout) or weight_decay." if early_stopping else
+                             "Recommendation: enable early stopping (early_stopping_patience) or train fewer "
+                             "epochs; add more data, or regularise with more dropout (lora_dropout) or "
+                             "weight_decay."))
