@@ -388,11 +388,12 @@ def main() -> None:
         if args.no_defaults:  # another process measures them (the results file is shared under a lock)
             plan.pop("defaults")
         if args.configs:
-            unknown = [n for n in args.configs.split(",") if n not in plan]
+            names = args.configs.split(",")
+            unknown = [n for n in names if n not in plan]
             if unknown:  # a misspelt name would otherwise measure nothing, silently
                 ap.error(f"--configs: no run named {unknown} for {task.name} with --factors {args.factors}; "
                          f"have {', '.join(plan)}")
-            plan = {n: v for n, v in plan.items() if n in args.configs.split(",")}
+            plan = {n: v for n, v in plan.items() if n in names}
         sizes = [sum(1 for _ in open(paths[s])) for s in ("train", "test")]
         runs = [(name, flags, settings, seed) for seed in seeds for name, (flags, settings) in plan.items()]
         for name, flags, settings, seed in runs:

@@ -126,6 +126,13 @@ def _now() -> int:
     return int(time.time())
 
 
+def _event(job_id: str, message: str, *, level: str = "info", type: str = "message",
+           data: dict | None = None) -> EventRow:
+    """One job event row, to add in the transaction that caused it (or on its own: `Store.add_event`)."""
+    return EventRow(id=new_id("ftevent"), job_id=job_id, created_at=_now(), level=level, message=message,
+                    type=type, data=data)
+
+
 class Store:
     """One database, shared by the server and every worker; every method is its own short transaction."""
 
@@ -175,8 +182,7 @@ class Store:
         with self.Session.begin() as s:
             s.add(row)
             s.flush()  # the job row first: its event's foreign key points at it
-            s.add(EventRow(id=new_id("ftevent"), job_id=row.id, created_at=_now(), level="info",
-                           message=f"Created fine-tuning job: {row.id}", type="message"))
+            s.add(_event(row.id, f"Created fine-tuning job: {row.id}"))
         return row
 
     def get_job(self, job_id: str) -> JobRow | None:
@@ -201,8 +207,7 @@ class Store:
         with self.Session.begin() as s:
             ok = s.execute(update(JobRow).where(JobRow.id == job_id, where).values(**values)).rowcount == 1
             if ok and event is not None:
-                s.add(EventRow(id=new_id("ftevent"), job_id=job_id, created_at=_now(), level=level,
-                               message=event, type="message"))
+                s.add(_event(job_id, event, level=level))
             return ok
 
     def validated(self, job_id: str, n_examples: int) -> bool:
@@ -300,8 +305,7 @@ class Store:
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
                   data: dict | None = None) -> None:
         with self.Session.begin() as s:
-            s.add(EventRow(id=new_id("ftevent"), job_id=job_id, created_at=_now(), level=level,
-                           message=message, type=type, data=data))
+            s.add(_event(job_id, message, level=level, type=type, data=data))
 
     def list_events(self, job_id: str, *, after: str | None, limit: int) -> Page:
         return self._page(select(EventRow).where(EventRow.job_id == job_id), EventRow, after, limit,
